@@ -1,0 +1,102 @@
+/*
+ * The tenki agent protocol: framing shared by tenkid and tenki-agent.
+ *
+ * docs/protocol.md is the normative description; this header is its
+ * machine form.  Every multi-byte integer is little-endian.  Every frame
+ * that arrives from the other side is untrusted input: the decoder checks
+ * magic, type, flags and length before anything looks at the payload.
+ */
+#ifndef TENKI_PROTO_H
+#define TENKI_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_VERSION 1
+#define PROTO_MAGIC 0x314b4e54u /* "TNK1" as little-endian bytes */
+#define PROTO_HDR_LEN 16
+#define PROTO_MAX_PAYLOAD (256u * 1024u)
+#define PROTO_MAX_JSON (64u * 1024u)  /* HELLO, REQ, RESP, EVENT */
+#define PROTO_WINDOW (1024u * 1024u)  /* unacknowledged bytes per data channel */
+#define PROTO_MAX_CHANNEL 0x7fffffffu /* channel ids are 1..MAX; 0 is control */
+
+enum proto_type {
+	PT_HELLO = 1, /* JSON, both ways, on channel 0 */
+	PT_REQ = 2,   /* JSON, host -> agent: {"id":N,"op":"..."} */
+	PT_RESP = 3,  /* JSON, agent -> host: {"id":N,...} */
+	PT_EVENT = 4, /* JSON, agent -> host: {"event":"..."} */
+	PT_DATA = 5,  /* u64 stream offset, then bytes; channel > 0 */
+	PT_ACK = 6,   /* u64 offset consumed by the receiver; channel > 0 */
+	PT_EOF = 7,   /* u64 final stream offset; channel > 0 */
+	PT_PING = 8,  /* opaque payload, at most 64 bytes */
+	PT_PONG = 9,  /* echoes a PING's payload */
+	PT_MAX_TYPE = 9
+};
+
+struct proto_hdr {
+	uint32_t len; /* payload bytes after the header */
+	uint32_t chan;
+	uint8_t type;
+	uint8_t flags; /* must be 0 in version 1 */
+};
+
+enum proto_status {
+	PROTO_OK = 0,
+	PROTO_NEED_MORE = 1, /* not a whole frame yet: read more */
+	PROTO_BAD_MAGIC = -1,
+	PROTO_BAD_TYPE = -2,
+	PROTO_BAD_LENGTH = -3,
+	PROTO_BAD_CHANNEL = -4,
+	PROTO_BAD_FLAGS = -5,
+};
+
+/*
+ * Decode the frame at the start of buf.  On PROTO_OK, *hdr holds the header
+ * and *frame_len the header plus payload length (the payload starts at
+ * buf + PROTO_HDR_LEN).  Checks that the length fits the type's limit and
+ * that the channel fits the type.  Never reads past buf + len.
+ */
+int proto_decode(const uint8_t *buf, size_t len, struct proto_hdr *hdr,
+		 size_t *frame_len);
+
+/* Write a header for a payload of plen bytes into out[PROTO_HDR_LEN]. */
+void proto_encode_hdr(uint8_t *out, uint8_t type, uint32_t chan,
+		      uint32_t plen);
+
+/*
+ * Scan for the first offset in buf at which a frame header with a valid
+ * magic could start; used only while waiting for a HELLO to skip bytes a
+ * previous connection left behind.  Returns len when there is none.
+ */
+size_t proto_resync(const uint8_t *buf, size_t len);
+
+const char *proto_status_str(int status);
+const char *proto_type_str(uint8_t type);
+
+static inline void proto_put_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t proto_get_u64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static inline void proto_put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint32_t proto_get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+#endif
