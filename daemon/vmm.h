@@ -1,0 +1,109 @@
+/*
+ * vmm: one libvirt host, behind one interface.
+ *
+ * The model asks a host to make, start, pause, resume, stop and remove VMs
+ * and their disks; it never sees libvirt types.  Today there is one backend
+ * (vmm_libvirt.c) and one host, the local qemu:///system; remote hosts
+ * (qemu+tcp://, qemu+ssh://) use the same interface.
+ *
+ * Every function that can fail writes a one-line human-readable reason
+ * (no trailing newline) into err[VMM_ERRLEN] and returns -1.
+ * All functions are safe to call from several threads at once.
+ */
+#ifndef TENKI_VMM_H
+#define TENKI_VMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define VMM_ERRLEN 512
+
+struct vmm_host;
+
+enum vmm_accel {
+	VMM_ACCEL_AUTO = 0, /* kvm when the CPU has vmx/svm and is not PVM */
+	VMM_ACCEL_KVM,
+	VMM_ACCEL_TCG,
+};
+
+enum vmm_state {
+	VMM_NOT_FOUND = 0, /* no such domain */
+	VMM_RUNNING,
+	VMM_PAUSED,
+	VMM_SHUTOFF, /* defined, not running (crashed, shut down, destroyed) */
+	VMM_OTHER,   /* starting, shutting down, pmsuspended, ... */
+};
+
+struct vmm_vm_spec {
+	const char *domname;  /* libvirt domain name, "tenki-<hex>" */
+	const char *uuid;     /* libvirt domain UUID (not the session id) */
+	unsigned vcpus;       /* 1..16 */
+	unsigned memory_mb;   /* 512..65536 */
+	const char *kernel;   /* uncompressed PVH vmlinux */
+	const char *initrd;   /* initramfs with the agent */
+	const char *cmdline;  /* kernel command line */
+	const char *loader;   /* firmware rom (qboot) or NULL for the default */
+	const char *disk;     /* qcow2 overlay made by vmm_disk_create */
+	const char *console;  /* file the serial console is logged to */
+	bool network;         /* user-mode NIC (outbound access) or none */
+};
+
+/* Open a connection to the libvirt at uri; chooses the accelerator when
+ * accel is VMM_ACCEL_AUTO and logs which one it chose and why. */
+struct vmm_host *vmm_open(const char *uri, enum vmm_accel accel, char *err);
+void vmm_close(struct vmm_host *host);
+
+/* "kvm" or "tcg": what this host's VMs run on. */
+const char *vmm_accel_name(const struct vmm_host *host);
+
+/*
+ * Create a qcow2 overlay at path backed by the read-only image base
+ * (qcow2 or raw, detected), readable and writable by the qemu process.
+ * Leaves nothing behind on failure.
+ */
+int vmm_disk_create(struct vmm_host *host, const char *base, const char *path,
+		    char *err);
+int vmm_disk_delete(struct vmm_host *host, const char *path, char *err);
+
+/*
+ * Define a persistent domain from spec and start it.  On failure, nothing
+ * of it remains defined.  The agent channel is a unix socket libvirt
+ * creates (mode='bind', target name org.tenki.agent.0); its path is
+ * returned by vmm_channel_path.
+ */
+int vmm_create(struct vmm_host *host, const struct vmm_vm_spec *spec,
+	       char *err);
+
+/* The host path of the domain's agent channel socket, malloc'd, or NULL
+ * (with err) when the domain is not running. */
+char *vmm_channel_path(struct vmm_host *host, const char *domname, char *err);
+
+int vmm_pause(struct vmm_host *host, const char *domname, char *err);
+int vmm_resume(struct vmm_host *host, const char *domname, char *err);
+
+/* Power off at once (virDomainDestroy); a domain already off is success. */
+int vmm_destroy(struct vmm_host *host, const char *domname, char *err);
+
+/* Destroy if running, then undefine (with managed save and snapshot
+ * metadata); a domain that does not exist is success. */
+int vmm_remove(struct vmm_host *host, const char *domname, char *err);
+
+enum vmm_state vmm_state(struct vmm_host *host, const char *domname);
+
+/* Names of all defined domains whose name starts with prefix, as a
+ * NULL-terminated malloc'd array of malloc'd strings (free with
+ * vmm_free_names).  Used to find orphans after a crash. */
+char **vmm_list(struct vmm_host *host, const char *prefix, char *err);
+void vmm_free_names(char **names);
+
+/*
+ * Lifecycle events: cb is called (from the vmm event thread, with no lock
+ * held by vmm) when a domain stops for any reason other than a call made
+ * through this interface: crash, guest poweroff, virsh destroy.
+ * reason is a short text such as "crashed" or "destroyed outside tenki".
+ */
+typedef void (*vmm_stopped_cb)(const char *domname, const char *reason,
+			       void *opaque);
+void vmm_on_stopped(struct vmm_host *host, vmm_stopped_cb cb, void *opaque);
+
+#endif
