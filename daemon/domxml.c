@@ -1,0 +1,697 @@
+/*
+ * domxml: building the XML tenki hands to libvirt, and reading the few
+ * values it needs back out of libvirt's XML.  See domxml.h.
+ */
+#include "domxml.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VCPUS_MAX     16
+#define MEMORY_MIN_MB 512
+#define MEMORY_MAX_MB 65536
+
+static void seterr(char *err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void seterr(char *err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, VMM_ERRLEN, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- writing ---- */
+
+static void put_escaped(FILE *f, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		switch (*s) {
+		case '&':
+			fputs("&amp;", f);
+			break;
+		case '<':
+			fputs("&lt;", f);
+			break;
+		case '>':
+			fputs("&gt;", f);
+			break;
+		case '\'':
+			fputs("&apos;", f);
+			break;
+		case '"':
+			fputs("&quot;", f);
+			break;
+		default:
+			fputc(*s, f);
+		}
+	}
+}
+
+/* <tag>text</tag> on a line of its own. */
+static void put_elem(FILE *f, const char *indent, const char *tag,
+		     const char *text)
+{
+	fprintf(f, "%s<%s>", indent, tag);
+	put_escaped(f, text);
+	fprintf(f, "</%s>\n", tag);
+}
+
+/* Open a memory stream; *buf is the result once it is closed. */
+static FILE *xml_open(char **buf, size_t *len)
+{
+	*buf = NULL;
+	return open_memstream(buf, len);
+}
+
+/* Close the stream; the buffer, or NULL if anything failed to be written. */
+static char *xml_close(FILE *f, char **buf)
+{
+	int failed = ferror(f);
+
+	if (fclose(f) != 0 || failed) {
+		free(*buf);
+		return NULL;
+	}
+	return *buf;
+}
+
+char *domxml_escape(const char *s)
+{
+	char *buf;
+	size_t len;
+	FILE *f;
+
+	if ((f = xml_open(&buf, &len)) == NULL)
+		return NULL;
+	put_escaped(f, s);
+	return xml_close(f, &buf);
+}
+
+/* ---- the domain ---- */
+
+/* XML 1.0 cannot carry most control characters, even as references;
+ * libvirt would refuse them with a less clear message. */
+static int check_text(const char *what, const char *s, char *err)
+{
+	if (s == NULL)
+		return 0;
+	for (; *s != '\0'; s++) {
+		if ((unsigned char)*s < 0x20) {
+			seterr(err, "%s contains a control character", what);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int check_spec(const struct vmm_vm_spec *spec, enum vmm_accel accel,
+		      char *err)
+{
+	if (accel != VMM_ACCEL_KVM && accel != VMM_ACCEL_TCG) {
+		seterr(err, "no accelerator chosen");
+		return -1;
+	}
+	if (spec->domname == NULL || spec->domname[0] == '\0') {
+		seterr(err, "the domain has no name");
+		return -1;
+	}
+	if (spec->vcpus < 1 || spec->vcpus > VCPUS_MAX) {
+		seterr(err, "%u vcpus: must be 1..%d", spec->vcpus, VCPUS_MAX);
+		return -1;
+	}
+	if (spec->memory_mb < MEMORY_MIN_MB || spec->memory_mb > MEMORY_MAX_MB) {
+		seterr(err, "%u MiB of memory: must be %d..%d", spec->memory_mb,
+		       MEMORY_MIN_MB, MEMORY_MAX_MB);
+		return -1;
+	}
+	if (check_text("domain name", spec->domname, err) == -1 ||
+	    check_text("uuid", spec->uuid, err) == -1 ||
+	    check_text("kernel path", spec->kernel, err) == -1 ||
+	    check_text("initrd path", spec->initrd, err) == -1 ||
+	    check_text("kernel command line", spec->cmdline, err) == -1 ||
+	    check_text("loader path", spec->loader, err) == -1 ||
+	    check_text("disk path", spec->disk, err) == -1 ||
+	    check_text("console path", spec->console, err) == -1)
+		return -1;
+	return 0;
+}
+
+static void put_head(FILE *f, const struct vmm_vm_spec *spec,
+		     enum vmm_accel accel)
+{
+	fprintf(f, "<domain type='%s'>\n",
+		accel == VMM_ACCEL_KVM ? "kvm" : "qemu");
+	put_elem(f, "  ", "name", spec->domname);
+	if (spec->uuid != NULL)
+		put_elem(f, "  ", "uuid", spec->uuid);
+	/* Marks the domain as tenki's whatever its name. */
+	fputs("  <metadata>\n"
+	      "    <tenki:vm xmlns:tenki='" DOMXML_NS_URI "'/>\n"
+	      "  </metadata>\n",
+	      f);
+	fprintf(f, "  <memory unit='MiB'>%u</memory>\n", spec->memory_mb);
+	fprintf(f, "  <vcpu placement='static'>%u</vcpu>\n", spec->vcpus);
+}
+
+static void put_os(FILE *f, const struct vmm_vm_spec *spec)
+{
+	fputs("  <os>\n"
+	      "    <type arch='x86_64' machine='q35'>hvm</type>\n",
+	      f);
+	if (spec->loader != NULL) {
+		fputs("    <loader type='rom'>", f);
+		put_escaped(f, spec->loader);
+		fputs("</loader>\n", f);
+	}
+	if (spec->kernel != NULL)
+		put_elem(f, "    ", "kernel", spec->kernel);
+	if (spec->initrd != NULL)
+		put_elem(f, "    ", "initrd", spec->initrd);
+	if (spec->cmdline != NULL)
+		put_elem(f, "    ", "cmdline", spec->cmdline);
+	fputs("  </os>\n", f);
+}
+
+/* The guest kernel needs ACPI (acpi=off hangs it); every way out of the
+ * guest ends the domain, so tenki sees one kind of stop. */
+static void put_machine(FILE *f, enum vmm_accel accel)
+{
+	fputs("  <features>\n"
+	      "    <acpi/>\n"
+	      "  </features>\n",
+	      f);
+	if (accel == VMM_ACCEL_KVM)
+		fputs("  <cpu mode='host-passthrough'/>\n", f);
+	else
+		fputs("  <cpu mode='maximum'/>\n", f);
+	fputs("  <clock offset='utc'/>\n"
+	      "  <on_poweroff>destroy</on_poweroff>\n"
+	      "  <on_reboot>destroy</on_reboot>\n"
+	      "  <on_crash>destroy</on_crash>\n",
+	      f);
+}
+
+/*
+ * libvirt puts each PCIe device on a free pcie-root-port before it adds
+ * one of its own, so the ports the devices take are counted and
+ * DOMXML_SPARE_PORTS more are left free for hotplug.
+ */
+static void put_controllers(FILE *f, const struct vmm_vm_spec *spec)
+{
+	/* virtio-serial and virtio-rng, plus the disk and the NIC. */
+	int used = 2 + (spec->disk != NULL) + (spec->network ? 1 : 0);
+	int i;
+
+	fputs("    <controller type='pci' index='0' model='pcie-root'/>\n", f);
+	for (i = 1; i <= used + DOMXML_SPARE_PORTS; i++)
+		fprintf(f,
+			"    <controller type='pci' index='%d' "
+			"model='pcie-root-port'/>\n",
+			i);
+	fputs("    <controller type='usb' model='none'/>\n", f);
+}
+
+static void put_disk(FILE *f, const struct vmm_vm_spec *spec)
+{
+	if (spec->disk == NULL)
+		return;
+	fputs("    <disk type='file' device='disk'>\n"
+	      "      <driver name='qemu' type='qcow2' discard='unmap'/>\n"
+	      "      <source file='",
+	      f);
+	put_escaped(f, spec->disk);
+	fputs("'/>\n"
+	      "      <target dev='vda' bus='virtio'/>\n"
+	      "    </disk>\n",
+	      f);
+}
+
+static void put_network(FILE *f, const struct vmm_vm_spec *spec)
+{
+	if (!spec->network)
+		return;
+	fputs("    <interface type='user'>\n"
+	      "      <model type='virtio'/>\n"
+	      "    </interface>\n",
+	      f);
+}
+
+/*
+ * The console is a pty whose output qemu also hands to virtlogd, which
+ * runs as root and writes the log file, so the file needs no permissions
+ * for the qemu user, and a pty with no reader discards rather than blocks.
+ * append='on' keeps what a previous run of the domain wrote.
+ */
+static void put_console(FILE *f, const struct vmm_vm_spec *spec)
+{
+	fputs("    <serial type='pty'>\n", f);
+	if (spec->console != NULL) {
+		fputs("      <log file='", f);
+		put_escaped(f, spec->console);
+		fputs("' append='on'/>\n", f);
+	}
+	fputs("      <target type='isa-serial' port='0'/>\n"
+	      "    </serial>\n"
+	      "    <console type='pty'>\n"
+	      "      <target type='serial' port='0'/>\n"
+	      "    </console>\n",
+	      f);
+}
+
+/* No path: libvirt picks one under its own channel directory, with the
+ * permissions qemu needs; vmm_channel_path reads it back. */
+static void put_channel(FILE *f)
+{
+	fputs("    <channel type='unix'>\n"
+	      "      <source mode='bind'/>\n"
+	      "      <target type='virtio' name='" DOMXML_AGENT_CHANNEL "'/>\n"
+	      "    </channel>\n",
+	      f);
+}
+
+static void put_devices(FILE *f, const struct vmm_vm_spec *spec)
+{
+	fputs("  <devices>\n", f);
+	put_controllers(f, spec);
+	put_disk(f, spec);
+	put_network(f, spec);
+	put_console(f, spec);
+	put_channel(f);
+	fputs("    <rng model='virtio'>\n"
+	      "      <backend model='random'>/dev/urandom</backend>\n"
+	      "    </rng>\n"
+	      "    <memballoon model='none'/>\n"
+	      "  </devices>\n",
+	      f);
+}
+
+/*
+ * No DAC relabelling: libvirt would chown the kernel, initrd and base
+ * image, which many domains share, to the qemu user.  tenki makes them
+ * world-readable and gives the qemu user its own overlay instead.
+ */
+static void put_seclabel(FILE *f)
+{
+	fputs("  <seclabel type='none' model='dac'/>\n", f);
+}
+
+char *domxml_build(const struct vmm_vm_spec *spec, enum vmm_accel accel,
+		   char *err)
+{
+	char *buf;
+	size_t len;
+	FILE *f;
+
+	if (check_spec(spec, accel, err) == -1)
+		return NULL;
+	if ((f = xml_open(&buf, &len)) == NULL) {
+		seterr(err, "out of memory");
+		return NULL;
+	}
+	put_head(f, spec, accel);
+	put_os(f, spec);
+	put_machine(f, accel);
+	put_devices(f, spec);
+	put_seclabel(f);
+	fputs("</domain>\n", f);
+	if (xml_close(f, &buf) == NULL) {
+		seterr(err, "out of memory");
+		return NULL;
+	}
+	return buf;
+}
+
+/* ---- storage ---- */
+
+char *domxml_pool(const char *name, const char *dir)
+{
+	char *buf;
+	size_t len;
+	FILE *f;
+
+	if ((f = xml_open(&buf, &len)) == NULL)
+		return NULL;
+	fputs("<pool type='dir'>\n", f);
+	put_elem(f, "  ", "name", name);
+	fputs("  <target>\n", f);
+	put_elem(f, "    ", "path", dir);
+	fputs("  </target>\n"
+	      "</pool>\n",
+	      f);
+	return xml_close(f, &buf);
+}
+
+char *domxml_overlay_vol(const char *name, unsigned long long capacity,
+			 const char *base, const char *base_fmt, uid_t uid,
+			 gid_t gid)
+{
+	char *buf;
+	size_t len;
+	FILE *f;
+
+	if ((f = xml_open(&buf, &len)) == NULL)
+		return NULL;
+	fputs("<volume type='file'>\n", f);
+	put_elem(f, "  ", "name", name);
+	fprintf(f, "  <capacity unit='bytes'>%llu</capacity>\n", capacity);
+	fputs("  <target>\n"
+	      "    <format type='qcow2'/>\n",
+	      f);
+	if (uid != (uid_t)-1)
+		fprintf(f,
+			"    <permissions>\n"
+			"      <mode>0600</mode>\n"
+			"      <owner>%u</owner>\n"
+			"      <group>%u</group>\n"
+			"    </permissions>\n",
+			(unsigned)uid, (unsigned)gid);
+	fputs("  </target>\n"
+	      "  <backingStore>\n",
+	      f);
+	put_elem(f, "    ", "path", base);
+	fputs("    <format type='", f);
+	put_escaped(f, base_fmt);
+	fputs("'/>\n"
+	      "  </backingStore>\n"
+	      "</volume>\n",
+	      f);
+	return xml_close(f, &buf);
+}
+
+/* ---- reading libvirt's XML ---- */
+
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Append the UTF-8 encoding of code point c to out. */
+static char *put_utf8(char *out, unsigned long c)
+{
+	if (c < 0x80) {
+		*out++ = (char)c;
+	} else if (c < 0x800) {
+		*out++ = (char)(0xc0 | (c >> 6));
+		*out++ = (char)(0x80 | (c & 0x3f));
+	} else if (c < 0x10000) {
+		*out++ = (char)(0xe0 | (c >> 12));
+		*out++ = (char)(0x80 | ((c >> 6) & 0x3f));
+		*out++ = (char)(0x80 | (c & 0x3f));
+	} else {
+		*out++ = (char)(0xf0 | (c >> 18));
+		*out++ = (char)(0x80 | ((c >> 12) & 0x3f));
+		*out++ = (char)(0x80 | ((c >> 6) & 0x3f));
+		*out++ = (char)(0x80 | (c & 0x3f));
+	}
+	return out;
+}
+
+/* Decode the entity at s (just after '&', n bytes left) into out;
+ * returns the bytes of input used, 0 if it is not an entity. */
+static size_t put_entity(const char *s, size_t n, char **out)
+{
+	static const struct {
+		const char *name;
+		char c;
+	} named[] = {
+		{"amp;", '&'}, {"lt;", '<'}, {"gt;", '>'},
+		{"apos;", '\''}, {"quot;", '"'},
+	};
+	unsigned long c = 0;
+	size_t i, len;
+	int base = 10;
+
+	for (i = 0; i < sizeof(named) / sizeof(named[0]); i++) {
+		len = strlen(named[i].name);
+		if (n >= len && memcmp(s, named[i].name, len) == 0) {
+			*(*out)++ = named[i].c;
+			return len;
+		}
+	}
+	if (n < 3 || s[0] != '#')
+		return 0;
+	i = 1;
+	if (s[1] == 'x') {
+		base = 16;
+		i = 2;
+	}
+	for (len = i; i < n && i < len + 8 && s[i] != ';'; i++) {
+		const char *digits = "0123456789abcdef";
+		const char *d = memchr(digits, s[i] | 0x20, base);
+
+		if (d == NULL)
+			return 0;
+		c = c * base + (unsigned long)(d - digits);
+	}
+	if (i == len || i >= n || s[i] != ';' || c == 0 || c > 0x10ffff)
+		return 0;
+	*out = put_utf8(*out, c);
+	return i + 1;
+}
+
+/* The unescaped copy of the n bytes at s; an unknown entity is kept. */
+static char *unescape(const char *s, size_t n)
+{
+	char *buf, *out;
+	size_t i, used;
+
+	/* Decoding never lengthens the text (&#x10000; is 9 bytes for 4). */
+	if ((buf = malloc(n + 1)) == NULL)
+		return NULL;
+	out = buf;
+	for (i = 0; i < n; i++) {
+		if (s[i] == '&' &&
+		    (used = put_entity(s + i + 1, n - i - 1, &out)) > 0) {
+			i += used;
+			continue;
+		}
+		*out++ = s[i];
+	}
+	*out = '\0';
+	return buf;
+}
+
+/* The first element <name ...> in [p, end), or NULL. */
+static const char *find_elem(const char *p, const char *end, const char *name)
+{
+	size_t n = strlen(name);
+
+	while (p < end && (p = memchr(p, '<', (size_t)(end - p))) != NULL) {
+		if ((size_t)(end - p) > n + 1 && strncmp(p + 1, name, n) == 0 &&
+		    (is_space(p[n + 1]) || p[n + 1] == '>' || p[n + 1] == '/'))
+			return p;
+		p++;
+	}
+	return NULL;
+}
+
+/* Just past the '>' that ends the tag at p, quotes respected; NULL if
+ * the tag does not end before end. */
+static const char *tag_end(const char *p, const char *end)
+{
+	char quote = 0;
+
+	for (; p < end; p++) {
+		if (quote != 0) {
+			if (*p == quote)
+				quote = 0;
+		} else if (*p == '\'' || *p == '"') {
+			quote = *p;
+		} else if (*p == '>') {
+			return p + 1;
+		}
+	}
+	return NULL;
+}
+
+static bool tag_is_empty(const char *p, const char *end)
+{
+	const char *e = tag_end(p, end);
+
+	return e != NULL && e - p >= 2 && e[-2] == '/';
+}
+
+/* The unescaped value of attribute attr of the tag at p, malloc'd, or
+ * NULL when the tag has no such attribute or is cut off before end. */
+static char *tag_attr(const char *p, const char *end, const char *attr)
+{
+	size_t alen = strlen(attr), nlen;
+	const char *name, *val;
+	char quote;
+
+	for (p++; p < end && !is_space(*p) && *p != '>' && *p != '/'; p++)
+		;
+	for (;;) {
+		while (p < end && is_space(*p))
+			p++;
+		if (p >= end || *p == '>' || *p == '/')
+			return NULL;
+		for (name = p; p < end && !is_space(*p) && *p != '=' &&
+			       *p != '>' && *p != '/';
+		     p++)
+			;
+		nlen = (size_t)(p - name);
+		while (p < end && is_space(*p))
+			p++;
+		if (p >= end || *p++ != '=')
+			return NULL;
+		while (p < end && is_space(*p))
+			p++;
+		if (p >= end || (*p != '\'' && *p != '"'))
+			return NULL;
+		quote = *p++;
+		for (val = p; p < end && *p != quote; p++)
+			;
+		if (p >= end)
+			return NULL;
+		if (nlen == alen && memcmp(name, attr, alen) == 0)
+			return unescape(val, (size_t)(p - val));
+		p++;
+	}
+}
+
+static bool tag_attr_is(const char *p, const char *end, const char *attr,
+			const char *want)
+{
+	char *v = tag_attr(p, end, attr);
+	bool same = v != NULL && strcmp(v, want) == 0;
+
+	free(v);
+	return same;
+}
+
+/* The unescaped text of the element at p (up to its first child or its
+ * end tag), malloc'd, or NULL. */
+static char *elem_text(const char *p, const char *end)
+{
+	const char *s, *e;
+
+	if ((s = tag_end(p, end)) == NULL || s[-2] == '/')
+		return NULL;
+	if ((e = memchr(s, '<', (size_t)(end - s))) == NULL)
+		return NULL;
+	return unescape(s, (size_t)(e - s));
+}
+
+/* The end of the element <name> starting at p (its "</name>"), or NULL. */
+static const char *elem_close(const char *p, const char *end,
+			      const char *name)
+{
+	char closer[64];
+	const char *c;
+
+	snprintf(closer, sizeof(closer), "</%s>", name);
+	if ((c = strstr(p, closer)) == NULL || c >= end)
+		return NULL;
+	return c;
+}
+
+char *domxml_channel_path(const char *xml, const char *name)
+{
+	const char *end = xml + strlen(xml);
+	const char *p = xml, *close, *t, *src;
+
+	while ((p = find_elem(p, end, "channel")) != NULL) {
+		if (tag_is_empty(p, end)) {
+			p++;
+			continue;
+		}
+		if ((close = elem_close(p, end, "channel")) == NULL)
+			return NULL;
+		t = find_elem(p, close, "target");
+		if (t != NULL && tag_attr_is(t, close, "name", name)) {
+			if ((src = find_elem(p, close, "source")) == NULL)
+				return NULL;
+			return tag_attr(src, close, "path");
+		}
+		p = close;
+	}
+	return NULL;
+}
+
+char *domxml_vol_format(const char *xml)
+{
+	const char *end = xml + strlen(xml);
+	const char *t, *close, *fmt;
+
+	/* The volume's own <target>, not its <backingStore>'s format. */
+	if ((t = find_elem(xml, end, "target")) == NULL ||
+	    (close = elem_close(t, end, "target")) == NULL ||
+	    (fmt = find_elem(t, close, "format")) == NULL)
+		return NULL;
+	return tag_attr(fmt, close, "type");
+}
+
+/* "+64055:+107" or "64055:107". */
+static bool parse_ids(const char *s, uid_t *uid, gid_t *gid)
+{
+	unsigned long u, g;
+	char *e;
+
+	if (*s == '+')
+		s++;
+	if (*s < '0' || *s > '9')
+		return false;
+	u = strtoul(s, &e, 10);
+	if (*e != ':')
+		return false;
+	s = e + 1;
+	if (*s == '+')
+		s++;
+	if (*s < '0' || *s > '9')
+		return false;
+	g = strtoul(s, &e, 10);
+	if (*e != '\0' || u >= UINT32_MAX || g >= UINT32_MAX)
+		return false;
+	*uid = (uid_t)u;
+	*gid = (gid_t)g;
+	return true;
+}
+
+/* In one <secmodel>, the DAC base label for virttype. */
+static bool secmodel_dac_ids(const char *p, const char *end,
+			     const char *virttype, uid_t *uid, gid_t *gid)
+{
+	const char *m, *b;
+	char *text;
+	bool found = false;
+
+	if ((m = find_elem(p, end, "model")) == NULL)
+		return false;
+	text = elem_text(m, end);
+	found = text != NULL && strcmp(text, "dac") == 0;
+	free(text);
+	if (!found)
+		return false;
+	for (b = p; (b = find_elem(b, end, "baselabel")) != NULL; b++) {
+		if (!tag_attr_is(b, end, "type", virttype))
+			continue;
+		text = elem_text(b, end);
+		found = text != NULL && parse_ids(text, uid, gid);
+		free(text);
+		return found;
+	}
+	return false;
+}
+
+bool domxml_dac_ids(const char *caps, const char *virttype, uid_t *uid,
+		    gid_t *gid)
+{
+	const char *end = caps + strlen(caps);
+	const char *p = caps, *close;
+
+	while ((p = find_elem(p, end, "secmodel")) != NULL) {
+		if ((close = elem_close(p, end, "secmodel")) == NULL)
+			return false;
+		if (secmodel_dac_ids(p, close, virttype, uid, gid))
+			return true;
+		p = close;
+	}
+	return false;
+}

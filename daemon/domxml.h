@@ -1,0 +1,67 @@
+/*
+ * domxml: the XML tenki gives libvirt and the little it reads back.
+ *
+ * Pure string work, no libvirt calls, so every piece is unit-tested: the
+ * domain XML built from a struct vmm_vm_spec, the storage pool and overlay
+ * volume XML, and bounded searches in libvirt's own XML (the agent
+ * channel's socket path, a volume's format, the qemu user from the host
+ * capabilities).  libxml2 is not a dependency: libvirt's output is regular
+ * enough for a careful tag/attribute scanner.
+ */
+#ifndef TENKI_DOMXML_H
+#define TENKI_DOMXML_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "vmm.h"
+
+#define DOMXML_AGENT_CHANNEL "org.tenki.agent.0"
+#define DOMXML_NS_URI	     "https://tenki.dev/xmlns/vm/1"
+
+/* Spare pcie-root-ports beyond those the initial devices take, so disks
+ * can be hot-plugged later (q35 has no hotplug on pcie-root itself). */
+#define DOMXML_SPARE_PORTS 4
+
+/*
+ * The domain XML for spec, running on accel (VMM_ACCEL_KVM or
+ * VMM_ACCEL_TCG), malloc'd; NULL with a reason in err when spec is not
+ * valid.  Every string from spec is XML-escaped.
+ */
+char *domxml_build(const struct vmm_vm_spec *spec, enum vmm_accel accel,
+		   char *err);
+
+/* A transient dir pool named name over the directory dir. */
+char *domxml_pool(const char *name, const char *dir);
+
+/*
+ * A qcow2 volume named name of capacity bytes (the base's virtual size)
+ * backed by base, whose format is base_fmt.  When uid is not (uid_t)-1
+ * the file is owned by uid:gid, mode 0600.
+ */
+char *domxml_overlay_vol(const char *name, unsigned long long capacity,
+			 const char *base, const char *base_fmt, uid_t uid,
+			 gid_t gid);
+
+/* XML-escaped copy of s (& < > ' " replaced), malloc'd. */
+char *domxml_escape(const char *s);
+
+/*
+ * In a live domain XML, the unescaped source path of the unix channel
+ * whose target name is name, malloc'd, or NULL if there is none.
+ */
+char *domxml_channel_path(const char *xml, const char *name);
+
+/* In a storage volume XML, the format type of its target ("qcow2", "raw",
+ * ...), malloc'd, or NULL. */
+char *domxml_vol_format(const char *xml);
+
+/*
+ * In the host capabilities XML, the uid:gid the DAC security driver gives
+ * domains of virttype ("qemu" or "kvm"): <baselabel type='…'>+U:+G.
+ * Returns false when the host has no DAC model or no such label.
+ */
+bool domxml_dac_ids(const char *caps, const char *virttype, uid_t *uid,
+		    gid_t *gid);
+
+#endif
