@@ -1,0 +1,40 @@
+/*
+ * The host side of the agent protocol (docs/protocol.md) for one session:
+ * handshake, requests and their answers, data channels.  Every frame from
+ * the guest is hostile input: a violation ends the session, never tenkid.
+ * All functions run with model_lock held.
+ */
+#ifndef TENKI_AGENT_H
+#define TENKI_AGENT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct session;
+
+/* err is 0 on success (resp is the answer), else an errno with text. */
+typedef void (*agent_resp_cb)(struct session *s, json_t *resp, int err,
+			      const char *text, void *arg);
+
+/* Connect to the guest's channel socket and send HELLO.  The session's
+ * agent_up turns true when the agent answers. */
+int agent_attach(struct session *s, const char *sock_path, char *err,
+		 size_t errlen);
+/* Drop the connection; pending requests fail with ECONNRESET. */
+void agent_detach(struct session *s);
+
+/* Send a request (takes the reference to req; adds "id").  The callback
+ * runs exactly once: answer, error, timeout or detach. */
+int agent_request(struct session *s, json_t *req, agent_resp_cb cb, void *arg,
+		  int64_t timeout_ms);
+
+void agent_send_data(struct session *s, uint32_t chan, uint64_t off,
+		     const void *p, size_t n);
+void agent_send_ack(struct session *s, uint32_t chan, uint64_t off);
+void agent_send_eof(struct session *s, uint32_t chan, uint64_t off);
+
+/* Bytes queued towards the agent (for back-pressure of stdin writers). */
+size_t agent_queued(struct session *s);
+
+#endif

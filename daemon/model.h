@@ -1,0 +1,163 @@
+/*
+ * The object model of tenkid: sessions and their exec jobs, their states
+ * and options.  Nothing here knows of FUSE; the tree (fs/) reads and
+ * changes the model through these functions, always holding model_lock.
+ *
+ * Locking: one lock, model_lock, guards every object.  Slow work (libvirt
+ * calls, disk creation) runs in worker threads without the lock and takes
+ * it again to publish its result.  Objects are reference-counted so an
+ * open file keeps its object alive after rmdir.
+ */
+#ifndef TENKI_MODEL_H
+#define TENKI_MODEL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "errors.h"
+#include "spec.h"
+#include "util.h"
+
+struct agent_conn;
+struct vmm_host;
+
+extern pthread_mutex_t model_lock;
+
+/* ---- waiting ---------------------------------------------------------- */
+
+/*
+ * A waiter is something parked until an object changes: a FUSE request
+ * that blocks (wait, exit, a stream read, mkdir until READY) or a poll
+ * handle.  wake() runs with model_lock held; it must not block, and may
+ * remove its own waiter.
+ */
+struct waiter {
+	struct waiter *prev, *next;
+	void (*wake)(struct waiter *w);
+};
+
+struct waitq {
+	struct waiter head;
+};
+
+void waitq_init(struct waitq *q);
+void waitq_add(struct waitq *q, struct waiter *w);
+void waitq_del(struct waiter *w); /* safe on a waiter not in a queue */
+void waitq_wake(struct waitq *q);
+
+/* ---- configuration ---------------------------------------------------- */
+
+struct tenkid_config {
+	const char *mount;
+	const char *state_dir;
+	const char *uri;
+	const char *image_dir;	/* /var/cache/tenki/images */
+	int accel;		/* enum vmm_accel */
+	uint64_t output_cap;	/* bytes kept per job stream */
+	int64_t boot_timeout_ms;
+	bool foreground, debug;
+};
+
+extern struct tenkid_config cfg;
+
+/* ---- sessions --------------------------------------------------------- */
+
+enum sess_state {
+	S_CREATING,
+	S_READY,
+	S_RUNNING,
+	S_PAUSED,
+	S_TERMINATING,
+	S_TERMINATED,
+};
+
+const char *sess_state_name(enum sess_state st);
+
+struct job;
+
+struct session {
+	struct session *next;
+	int refs;
+	bool gone; /* removed (rmdir) or never published (failed create) */
+	char name[NAME_MAX_LEN + 1];
+	char id[UUID_LEN + 1];
+	enum sess_state state;
+	struct sess_spec spec;
+	char *env_text; /* the env file: KEY=VALUE lines */
+	int64_t created_ms, expires_ms; /* expires 0: never */
+	char domname[64];
+	char dir[512];
+	char *reason; /* why it ended, when it did */
+	bool busy;    /* a lifecycle change is under way */
+	bool agent_up;
+	int64_t guest_ready_ms;
+	struct errlog err;
+	struct waitq wq; /* any change of state, jobs, agent */
+	struct agent_conn *conn;
+	struct job *jobs;
+	unsigned next_job;
+	uint32_t next_chan;
+	uint64_t expiry_gen;
+};
+
+/* Collections' and the root's err files. */
+extern struct errlog root_err, sessions_err;
+/* Generic err logs of collections that have no objects yet. */
+extern struct errlog volumes_err, snapshots_err, templates_err, hosts_err;
+
+/* The defaults file: a spec text, validated on write. */
+extern char *defaults_text;
+extern struct waitq root_wq; /* session list changes */
+
+int model_init(struct vmm_host *host);
+/* Re-attach sessions found in the state directory (after model_init). */
+void model_restore(void);
+void model_shutdown(void);
+
+struct session *session_find(const char *name_or_id);
+struct session *session_first(void);
+void session_get(struct session *s);
+void session_put(struct session *s);
+
+/*
+ * Start creating a session from a validated spec.  On success returns 0
+ * and *out (referenced) in state CREATING; the VM boots in the background
+ * and s->wq wakes at every change.  On refusal returns -errno with a line
+ * in the right err file.
+ */
+int session_create(const struct sess_spec *spec, struct session **out);
+
+/* ctl verbs: each returns 0 or -errno (with an err line). */
+int session_ctl(struct session *s, const char *text, size_t len);
+/* rmdir: close if open and remove every trace.  Blocks (drops the lock)
+ * until done. */
+int session_remove(struct session *s);
+int session_set_env(struct session *s, const char *text, size_t len);
+
+bool session_usable(const struct session *s);
+bool session_final(const struct session *s);
+/* Has the creation failed (the session was withdrawn)? */
+bool session_failed_create(const struct session *s);
+
+/* Records (callers free). */
+char *session_info_json(struct session *s);
+char *sessions_index(bool json);
+/* Persist the record now (model_lock held). */
+void session_save(struct session *s);
+void session_set_state(struct session *s, enum sess_state st);
+/* The VM is gone or unusable: TERMINATED with the reason. */
+void session_fail(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Called by the agent connection (model_lock held). */
+void session_agent_ready(struct session *s);
+void session_agent_lost(struct session *s, const char *why);
+
+/* Worker threads for slow work. */
+void spawn_worker(void *(*fn)(void *), void *arg);
+
+/* The vmm host sessions run on. */
+extern struct vmm_host *vmm;
+
+#endif

@@ -1,0 +1,1069 @@
+/* Sessions: creation, the state machine, ctl verbs, removal. */
+#include "agent.h"
+#include "evloop.h"
+#include "job.h"
+#include "log.h"
+#include "model.h"
+#include "persist.h"
+#include "vmm.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+pthread_mutex_t model_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Broadcast whenever a session's busy flag clears. */
+static pthread_cond_t busy_cond = PTHREAD_COND_INITIALIZER;
+
+struct tenkid_config cfg;
+struct vmm_host *vmm;
+struct errlog root_err, sessions_err, volumes_err, snapshots_err,
+	templates_err, hosts_err;
+char *defaults_text;
+struct waitq root_wq;
+
+static struct session *sessions;
+static char dom_prefix[32];
+
+static const char *state_names[] = {"CREATING",	   "READY",
+				    "RUNNING",	   "PAUSED",
+				    "TERMINATING", "TERMINATED"};
+
+const char *sess_state_name(enum sess_state st)
+{
+	return state_names[st];
+}
+
+bool session_usable(const struct session *s)
+{
+	return s->state == S_READY || s->state == S_RUNNING;
+}
+
+bool session_final(const struct session *s)
+{
+	return s->state == S_TERMINATED;
+}
+
+bool session_failed_create(const struct session *s)
+{
+	return s->gone && s->state == S_CREATING;
+}
+
+void spawn_worker(void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t a;
+	pthread_t t;
+
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &a, fn, arg) != 0)
+		fatal("pthread_create");
+	pthread_attr_destroy(&a);
+}
+
+/* ---- references and lookup ----------------------------------------- */
+
+void session_get(struct session *s)
+{
+	s->refs++;
+}
+
+static void session_free(struct session *s)
+{
+	errlog_free(&s->err);
+	spec_free(&s->spec);
+	free(s->env_text);
+	free(s->reason);
+	free(s);
+}
+
+void session_put(struct session *s)
+{
+	if (--s->refs == 0)
+		session_free(s);
+}
+
+struct session *session_first(void)
+{
+	return sessions;
+}
+
+struct session *session_find(const char *name_or_id)
+{
+	for (struct session *s = sessions; s; s = s->next)
+		if (strcmp(s->name, name_or_id) == 0 ||
+		    strcmp(s->id, name_or_id) == 0)
+			return s;
+	return NULL;
+}
+
+static void session_link(struct session *s)
+{
+	struct session **pp = &sessions;
+
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = s;
+	session_get(s);
+	waitq_wake(&root_wq);
+}
+
+static void session_unlink(struct session *s)
+{
+	for (struct session **pp = &sessions; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			s->next = NULL;
+			s->gone = true;
+			waitq_wake(&root_wq);
+			session_put(s);
+			return;
+		}
+	}
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+struct session_timer {
+	struct timer t;
+	struct session *s;
+	uint64_t gen;
+};
+
+static void timer_done(struct session_timer *st)
+{
+	session_put(st->s);
+	free(st);
+}
+
+static void expiry_fired(struct timer *t);
+
+static void arm_expiry(struct session *s)
+{
+	s->expiry_gen++;
+	if (!s->expires_ms || session_final(s) || s->state == S_TERMINATING)
+		return;
+	struct session_timer *st = calloc(1, sizeof(*st));
+	if (!st)
+		abort();
+	st->t.cb = expiry_fired;
+	st->s = s;
+	st->gen = s->expiry_gen;
+	session_get(s);
+	int64_t delay = s->expires_ms - now_ms();
+	/* Long deadlines are re-checked daily; clocks move. */
+	timer_arm(&st->t, delay > 86400000 ? 86400000 : delay);
+}
+
+static void *close_worker(void *arg);
+
+struct close_job {
+	struct session *s;
+	char *reason;
+};
+
+static void start_close(struct session *s, const char *reason)
+{
+	struct close_job *cj = calloc(1, sizeof(*cj));
+
+	if (!cj)
+		abort();
+	cj->s = s;
+	cj->reason = strdup(reason);
+	session_get(s);
+	s->busy = true;
+	session_set_state(s, S_TERMINATING);
+	spawn_worker(close_worker, cj);
+}
+
+static void expiry_fired(struct timer *t)
+{
+	struct session_timer *st = (struct session_timer *)t;
+	struct session *s = st->s;
+
+	if (st->gen == s->expiry_gen && !s->gone && s->expires_ms) {
+		if (now_ms() < s->expires_ms) {
+			arm_expiry(s);
+		} else if (!s->busy && !session_final(s) &&
+			   s->state != S_TERMINATING &&
+			   s->state != S_CREATING) {
+			errlog_add(&s->err, s->name,
+				   "max_duration reached: closing");
+			start_close(s, "max_duration reached");
+		} else {
+			/* Busy: look again shortly. */
+			s->expiry_gen--;
+			arm_expiry(s);
+		}
+	}
+	timer_done(st);
+}
+
+/* ---- state ------------------------------------------------------------- */
+
+void session_set_state(struct session *s, enum sess_state st)
+{
+	/* READY and RUNNING follow the jobs; callers refresh them by
+	 * passing the current state. */
+	if (st == S_READY || st == S_RUNNING)
+		st = jobs_running(s) ? S_RUNNING : S_READY;
+	if (st == s->state)
+		return;
+	log_info("session %s: %s -> %s", s->name, sess_state_name(s->state),
+		 sess_state_name(st));
+	s->state = st;
+	if (!s->gone)
+		session_save(s);
+	waitq_wake(&s->wq);
+}
+
+static void withdraw_failed_create(struct session *s, const char *why);
+
+void session_fail(struct session *s, const char *fmt, ...)
+{
+	char why[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (s->gone || session_final(s) || s->state == S_TERMINATING)
+		return;
+	if (s->state == S_CREATING) {
+		withdraw_failed_create(s, why);
+		return;
+	}
+	errlog_add(&s->err, s->name, why);
+	if (s->busy) {
+		/* A lifecycle change is under way; it will see the VM gone. */
+		free(s->reason);
+		s->reason = strdup(why);
+		return;
+	}
+	start_close(s, why);
+}
+
+/* ---- creation ---------------------------------------------------------- */
+
+static void dom_prefix_init(void)
+{
+	/* Domains of this state directory carry its hash, so tenkids with
+	 * other state directories (tests) never touch each other's VMs. */
+	uint32_t h = 2166136261u;
+
+	for (const char *p = cfg.state_dir; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	snprintf(dom_prefix, sizeof(dom_prefix), "tenki-%08x-", h);
+}
+
+static void image_path(const struct session *s, const char *file, char *out,
+		       size_t n)
+{
+	snprintf(out, n, "%s/%s/%s", cfg.image_dir, s->spec.image, file);
+}
+
+static uint64_t host_mem_mb(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+
+	return pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz >> 20
+				    : 0;
+}
+
+/* Memory promised to live sessions, against the host's memory times
+ * the overcommit ratio (guests touch little of what they are given). */
+static int check_capacity(const struct sess_spec *sp, char *why, size_t n)
+{
+	uint64_t used = 0, cap = host_mem_mb() * 3 / 2;
+
+	for (struct session *s = sessions; s; s = s->next)
+		if (!session_final(s))
+			used += s->spec.memory_mb;
+	if (cap && used + sp->memory_mb > cap) {
+		snprintf(why, n,
+			 "no capacity: %llu MiB promised to sessions, %u more "
+			 "asked, limit %llu MiB (1.5 x host memory): close a "
+			 "session or ask for less memory",
+			 (unsigned long long)used, sp->memory_mb,
+			 (unsigned long long)cap);
+		return -1;
+	}
+	return 0;
+}
+
+static void *create_worker(void *arg);
+
+static void boot_timeout_fired(struct timer *t)
+{
+	struct session_timer *st = (struct session_timer *)t;
+	struct session *s = st->s;
+
+	if (!s->gone && s->state == S_CREATING && !s->busy)
+		session_fail(s, "the guest agent did not answer within %llds "
+				"(see console)",
+			     (long long)(cfg.boot_timeout_ms / 1000));
+	timer_done(st);
+}
+
+static void arm_boot_timeout(struct session *s)
+{
+	struct session_timer *st = calloc(1, sizeof(*st));
+
+	if (!st)
+		abort();
+	st->t.cb = boot_timeout_fired;
+	st->s = s;
+	session_get(s);
+	timer_arm(&st->t, cfg.boot_timeout_ms);
+}
+
+int session_create(const struct sess_spec *spec, struct session **out)
+{
+	char why[400], path[600];
+	struct stat st;
+	struct session *s;
+	const char *name = spec->name;
+
+	if (spec->snapshot[0] || spec->template_name[0] || spec->nvolumes ||
+	    spec->host[0])
+		return refuse(&sessions_err, EINVAL, name[0] ? name : "sessions",
+			      "snapshot, template, volume and host are not "
+			      "available in this version of tenkid");
+	if (session_find(name))
+		return refuse(&sessions_err, EEXIST, name,
+			      "a session named %s exists", name);
+	snprintf(path, sizeof(path), "%s/%s/rootfs.qcow2", cfg.image_dir,
+		 spec->image);
+	if (stat(path, &st) < 0)
+		return refuse(&sessions_err, ENOENT, name,
+			      "image %s not found (%s): run scripts/setup.sh",
+			      spec->image, path);
+	if (check_capacity(spec, why, sizeof(why)) < 0)
+		return refuse(&sessions_err, ENOSPC, name, "%s", why);
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		abort();
+	s->refs = 1;
+	spec_copy(&s->spec, spec);
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	uuid_new(s->id);
+	s->state = S_CREATING;
+	s->created_ms = now_ms();
+	if (spec->max_duration)
+		s->expires_ms = s->created_ms + spec->max_duration * 1000;
+	snprintf(s->domname, sizeof(s->domname), "%s%.12s", dom_prefix,
+		 s->id + 24);
+	snprintf(s->dir, sizeof(s->dir), "%s/sessions/%s", cfg.state_dir,
+		 s->id);
+	struct buf env = {0};
+	for (size_t i = 0; i < spec->nenv; i++)
+		buf_printf(&env, "%s\n", spec->env[i]);
+	buf_add(&env, "", 0);
+	s->env_text = env.data;
+	waitq_init(&s->wq);
+	char errpath[600];
+	snprintf(errpath, sizeof(errpath), "%s/err", s->dir);
+	errlog_init(&s->err, errpath);
+	if (mkdir_p(s->dir, 0711) < 0) {
+		int e = errno;
+		session_put(s);
+		return refuse(&sessions_err, EIO, name,
+			      "cannot make state directory: %s", strerror(e));
+	}
+	session_save(s);
+	session_link(s);
+	s->busy = true;
+	session_get(s);
+	spawn_worker(create_worker, s);
+	*out = s;
+	session_get(s);
+	return 0;
+}
+
+static void build_vm_spec(struct session *s, struct vmm_vm_spec *v,
+			  char paths[5][600], char *cmdline, size_t cmdlen)
+{
+	image_path(s, "vmlinux", paths[0], 600);
+	image_path(s, "initrd.img", paths[1], 600);
+	snprintf(paths[2], 600, "%s/disk.qcow2", s->dir);
+	snprintf(paths[3], 600, "%s/console.log", s->dir);
+	snprintf(paths[4], 600, "%s/%s/cmdline", cfg.image_dir, s->spec.image);
+	size_t n;
+	char *c = read_file(paths[4], 4096, &n);
+	snprintf(cmdline, cmdlen, "%s",
+		 c ? c : "console=ttyS0 root=/dev/vda rw quiet");
+	free(c);
+	cmdline[strcspn(cmdline, "\n")] = '\0';
+
+	memset(v, 0, sizeof(*v));
+	v->domname = s->domname;
+	v->uuid = s->id;
+	v->vcpus = s->spec.cpu_cores;
+	v->memory_mb = s->spec.memory_mb;
+	v->kernel = paths[0];
+	v->initrd = paths[1];
+	v->cmdline = cmdline;
+	v->loader = access("/usr/share/qemu/qboot.rom", R_OK) == 0
+			    ? "/usr/share/qemu/qboot.rom"
+			    : NULL;
+	v->disk = paths[2];
+	v->console = paths[3];
+	v->network = s->spec.allow_outbound;
+}
+
+/* Boot the VM without the lock; publish the result with it. */
+static void *create_worker(void *arg)
+{
+	struct session *s = arg;
+	struct vmm_vm_spec v;
+	char paths[5][600], cmdline[4096], err[VMM_ERRLEN], base[600];
+	char *chan = NULL;
+	int64_t t0 = now_ms();
+
+	pthread_mutex_lock(&model_lock);
+	build_vm_spec(s, &v, paths, cmdline, sizeof(cmdline));
+	image_path(s, "rootfs.qcow2", base, sizeof(base));
+	pthread_mutex_unlock(&model_lock);
+
+	err[0] = '\0';
+	if (vmm_disk_create(vmm, base, v.disk, err) < 0 ||
+	    vmm_create(vmm, &v, err) < 0 ||
+	    !(chan = vmm_channel_path(vmm, s->domname, err))) {
+		pthread_mutex_lock(&model_lock);
+		s->busy = false;
+		withdraw_failed_create(s, err);
+		goto out;
+	}
+	pthread_mutex_lock(&model_lock);
+	s->busy = false;
+	pthread_cond_broadcast(&busy_cond);
+	log_info("session %s: VM %s started in %lld ms", s->name, s->domname,
+		 (long long)(now_ms() - t0));
+	if (s->gone || s->state != S_CREATING) {
+		/* Removed while booting: session_remove cleans up. */
+		goto out;
+	}
+	if (agent_attach(s, chan, err, sizeof(err)) < 0) {
+		withdraw_failed_create(s, err);
+		goto out;
+	}
+	arm_boot_timeout(s);
+out:
+	pthread_cond_broadcast(&busy_cond);
+	pthread_mutex_unlock(&model_lock);
+	free(chan);
+	pthread_mutex_lock(&model_lock);
+	session_put(s);
+	pthread_mutex_unlock(&model_lock);
+	return NULL;
+}
+
+static void *withdraw_worker(void *arg)
+{
+	struct session *s = arg;
+	char err[VMM_ERRLEN], disk[600];
+
+	snprintf(disk, sizeof(disk), "%s/disk.qcow2", s->dir);
+	if (vmm_remove(vmm, s->domname, err) < 0)
+		log_warnx("session %s: %s", s->name, err);
+	if (vmm_disk_delete(vmm, disk, err) < 0)
+		log_warnx("session %s: %s", s->name, err);
+	if (remove_tree(s->dir) < 0)
+		log_warnx("session %s: remove %s failed", s->name, s->dir);
+	pthread_mutex_lock(&model_lock);
+	s->busy = false;
+	pthread_cond_broadcast(&busy_cond);
+	waitq_wake(&s->wq);
+	session_put(s);
+	pthread_mutex_unlock(&model_lock);
+	return NULL;
+}
+
+/*
+ * A create that failed leaves nothing: the record leaves the tree at once
+ * (waiters see it gone and fail with the reason in sessions/err), and a
+ * worker removes the domain, the disk and the state directory.
+ */
+static void withdraw_failed_create(struct session *s, const char *why)
+{
+	char line[600];
+
+	snprintf(line, sizeof(line), "create failed: %s", why);
+	errlog_add(&sessions_err, s->name, line);
+	free(s->reason);
+	s->reason = strdup(why);
+	agent_detach(s);
+	if (!s->gone)
+		session_unlink(s);
+	s->busy = true;
+	session_get(s);
+	spawn_worker(withdraw_worker, s);
+	waitq_wake(&s->wq);
+}
+
+void session_agent_ready(struct session *s)
+{
+	s->agent_up = true;
+	if (s->state == S_CREATING) {
+		s->guest_ready_ms = now_ms();
+		log_info("session %s: READY %lld ms after create", s->name,
+			 (long long)(s->guest_ready_ms - s->created_ms));
+		session_set_state(s, S_READY);
+		arm_expiry(s);
+	}
+	waitq_wake(&s->wq);
+}
+
+static void *lost_worker(void *arg);
+
+/* The channel closed: on this host that means qemu went away, unless
+ * libvirt is merely restarting.  Ask libvirt, without the lock. */
+void session_agent_lost(struct session *s, const char *why)
+{
+	log_info("session %s: %s", s->name, why);
+	if (s->gone || session_final(s) || s->state == S_TERMINATING)
+		return;
+	session_get(s);
+	spawn_worker(lost_worker, s);
+}
+
+static void *lost_worker(void *arg)
+{
+	struct session *s = arg;
+	enum vmm_state vs = vmm_state(vmm, s->domname);
+	char err[VMM_ERRLEN], *chan = NULL;
+
+	if (vs == VMM_RUNNING || vs == VMM_PAUSED)
+		chan = vmm_channel_path(vmm, s->domname, err);
+	usleep(200 * 1000);
+	pthread_mutex_lock(&model_lock);
+	if (!s->gone && !session_final(s) && s->state != S_TERMINATING &&
+	    !s->conn) {
+		if (chan && agent_attach(s, chan, err, sizeof(err)) == 0)
+			log_info("session %s: channel re-opened", s->name);
+		else
+			session_fail(s, "the VM stopped (libvirt state %d)",
+				     (int)vs);
+	}
+	session_put(s);
+	pthread_mutex_unlock(&model_lock);
+	free(chan);
+	return NULL;
+}
+
+/* ---- closing and removal -------------------------------------------- */
+
+static void close_vm(struct session *s)
+{
+	char err[VMM_ERRLEN], disk[600];
+
+	snprintf(disk, sizeof(disk), "%s/disk.qcow2", s->dir);
+	if (vmm_remove(vmm, s->domname, err) < 0)
+		log_warnx("session %s: %s", s->name, err);
+	if (vmm_disk_delete(vmm, disk, err) < 0)
+		log_warnx("session %s: %s", s->name, err);
+}
+
+static void finish_close(struct session *s, const char *reason)
+{
+	agent_detach(s);
+	jobs_session_closed(s);
+	if (!s->reason)
+		s->reason = strdup(reason);
+	s->busy = false;
+	s->expiry_gen++;
+	pthread_cond_broadcast(&busy_cond);
+	session_set_state(s, S_TERMINATED);
+}
+
+static void *close_worker(void *arg)
+{
+	struct close_job *cj = arg;
+	struct session *s = cj->s;
+
+	close_vm(s);
+	pthread_mutex_lock(&model_lock);
+	finish_close(s, cj->reason);
+	session_put(s);
+	pthread_mutex_unlock(&model_lock);
+	free(cj->reason);
+	free(cj);
+	return NULL;
+}
+
+static void wait_not_busy(struct session *s)
+{
+	while (s->busy)
+		pthread_cond_wait(&busy_cond, &model_lock);
+}
+
+/* model_lock held; drops it while libvirt works. */
+static void close_now(struct session *s, const char *reason)
+{
+	wait_not_busy(s);
+	if (session_final(s))
+		return;
+	s->busy = true;
+	session_set_state(s, S_TERMINATING);
+	pthread_mutex_unlock(&model_lock);
+	close_vm(s);
+	pthread_mutex_lock(&model_lock);
+	finish_close(s, reason);
+}
+
+int session_remove(struct session *s)
+{
+	session_get(s);
+	wait_not_busy(s);
+	if (s->gone) {
+		session_put(s);
+		return -ENOENT;
+	}
+	if (!session_final(s))
+		close_now(s, "removed");
+	jobs_free(s);
+	if (remove_tree(s->dir) < 0)
+		log_warnx("session %s: cannot remove %s", s->name, s->dir);
+	log_info("session %s: removed", s->name);
+	session_unlink(s);
+	waitq_wake(&s->wq);
+	session_put(s);
+	return 0;
+}
+
+/* ---- ctl ----------------------------------------------------------------- */
+
+enum verb { V_EXTEND, V_PAUSE, V_RESUME, V_CLOSE };
+
+struct verb_call {
+	enum verb v;
+	int64_t secs;
+};
+
+static int parse_verbs(struct session *s, const char *text, size_t len,
+		       struct verb_call *calls, int *ncalls)
+{
+	static const char *later[] = {"snapshot", "attach", "detach"};
+	char line[512];
+	const char *p = text, *end = text + len;
+
+	*ncalls = 0;
+	if (memchr(text, '\0', len))
+		return refuse(&s->err, EINVAL, s->name, "ctl: NUL byte");
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		char verb[32] = "", arg[64] = "", extra[2];
+		int n;
+
+		if (l >= sizeof(line))
+			return refuse(&s->err, EINVAL, s->name,
+				      "ctl: line too long");
+		memcpy(line, p, l);
+		line[l] = '\0';
+		p += l + (nl ? 1 : 0);
+		n = sscanf(line, "%31s %63s %1s", verb, arg, extra);
+		if (n <= 0)
+			continue;
+		if (*ncalls >= 16)
+			return refuse(&s->err, EINVAL, s->name,
+				      "ctl: at most 16 verbs per write");
+		struct verb_call *c = &calls[(*ncalls)++];
+		if (strcmp(verb, "extend") == 0 && n == 2) {
+			c->v = V_EXTEND;
+			if (parse_duration(arg, false, &c->secs) < 0)
+				return refuse(&s->err, EINVAL, s->name,
+					      "ctl: extend '%s': not a "
+					      "duration (90, 90s, 30m, 2h, "
+					      "1h30m, 1d)",
+					      arg);
+		} else if (strcmp(verb, "pause") == 0 && n == 1) {
+			c->v = V_PAUSE;
+		} else if (strcmp(verb, "resume") == 0 && n == 1) {
+			c->v = V_RESUME;
+		} else if (strcmp(verb, "close") == 0 && n == 1) {
+			c->v = V_CLOSE;
+		} else {
+			for (size_t i = 0; i < 3; i++)
+				if (strcmp(verb, later[i]) == 0)
+					return refuse(
+						&s->err, EINVAL, s->name,
+						"ctl: %s is not available in "
+						"this version of tenkid",
+						verb);
+			return refuse(&s->err, EINVAL, s->name,
+				      "ctl: unknown verb '%.60s' (extend DUR | "
+				      "pause | resume | close)",
+				      line);
+		}
+	}
+	if (*ncalls == 0)
+		return refuse(&s->err, EINVAL, s->name,
+			      "ctl: no verb (extend DUR | pause | resume | "
+			      "close)");
+	return 0;
+}
+
+static int do_pause(struct session *s, bool pause)
+{
+	char err[VMM_ERRLEN];
+	int rc;
+
+	wait_not_busy(s);
+	if (pause ? !session_usable(s) : s->state != S_PAUSED)
+		return refuse(&s->err, EBUSY, s->name,
+			      "%s: session is %s", pause ? "pause" : "resume",
+			      sess_state_name(s->state));
+	s->busy = true;
+	pthread_mutex_unlock(&model_lock);
+	rc = pause ? vmm_pause(vmm, s->domname, err)
+		   : vmm_resume(vmm, s->domname, err);
+	pthread_mutex_lock(&model_lock);
+	s->busy = false;
+	pthread_cond_broadcast(&busy_cond);
+	if (rc < 0)
+		return refuse(&s->err, EIO, s->name, "%s: %s",
+			      pause ? "pause" : "resume", err);
+	session_set_state(s, pause ? S_PAUSED : S_READY);
+	return 0;
+}
+
+static int do_extend(struct session *s, int64_t secs)
+{
+	if (session_final(s) || s->state == S_TERMINATING)
+		return refuse(&s->err, EBUSY, s->name,
+			      "extend: session is %s",
+			      sess_state_name(s->state));
+	if (!s->expires_ms)
+		return 0; /* no deadline: nothing to push */
+	int64_t base = s->expires_ms > now_ms() ? s->expires_ms : now_ms();
+	s->expires_ms = base + secs * 1000;
+	session_save(s);
+	arm_expiry(s);
+	waitq_wake(&s->wq);
+	return 0;
+}
+
+int session_ctl(struct session *s, const char *text, size_t len)
+{
+	struct verb_call calls[16];
+	int n, rc;
+
+	if ((rc = parse_verbs(s, text, len, calls, &n)) < 0)
+		return rc;
+	session_get(s);
+	for (int i = 0; i < n && rc == 0; i++) {
+		if (s->gone) {
+			rc = -ENOENT;
+			break;
+		}
+		switch (calls[i].v) {
+		case V_EXTEND:
+			rc = do_extend(s, calls[i].secs);
+			break;
+		case V_PAUSE:
+			rc = do_pause(s, true);
+			break;
+		case V_RESUME:
+			rc = do_pause(s, false);
+			break;
+		case V_CLOSE:
+			wait_not_busy(s);
+			if (s->state == S_CREATING)
+				rc = refuse(&s->err, EBUSY, s->name,
+					    "close: session is still "
+					    "CREATING; rmdir removes it");
+			else if (!session_final(s))
+				close_now(s, "closed");
+			break;
+		}
+	}
+	session_put(s);
+	return rc;
+}
+
+int session_set_env(struct session *s, const char *text, size_t len)
+{
+	char why[SPEC_WHY_LEN];
+	char **list;
+	size_t n;
+
+	if (spec_parse_env_lines(text, len, &list, &n, why) < 0)
+		return refuse(&s->err, EINVAL, s->name, "env: %s", why);
+	struct buf b = {0};
+	for (size_t i = 0; i < n; i++)
+		buf_printf(&b, "%s\n", list[i]);
+	buf_add(&b, "", 0);
+	spec_free_list(list, n);
+	free(s->env_text);
+	s->env_text = b.data;
+	session_save(s);
+	return 0;
+}
+
+/* ---- records ----------------------------------------------------------- */
+
+static json_t *time_or_null(int64_t ms)
+{
+	char t[32];
+
+	if (!ms)
+		return json_null();
+	fmt_time(ms, t);
+	return json_string(t);
+}
+
+static json_t *kv_object(char **list, size_t n)
+{
+	json_t *o = json_object();
+
+	for (size_t i = 0; i < n; i++) {
+		const char *eq = strchr(list[i], '=');
+		if (!eq)
+			continue;
+		char *k = strndup(list[i], (size_t)(eq - list[i]));
+		json_object_set_new(o, k, json_string(eq + 1));
+		free(k);
+	}
+	return o;
+}
+
+static json_t *env_object(const char *text)
+{
+	json_t *o = json_object();
+	const char *p = text;
+
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		size_t l = nl ? (size_t)(nl - p) : strlen(p);
+		const char *eq = memchr(p, '=', l);
+		if (eq) {
+			char *k = strndup(p, (size_t)(eq - p));
+			json_object_set_new(
+				o, k,
+				json_stringn(eq + 1, l - (size_t)(eq - p) - 1));
+			free(k);
+		}
+		p = nl ? nl + 1 : NULL;
+	}
+	return o;
+}
+
+static json_t *session_record(struct session *s)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "id", json_string(s->id));
+	json_object_set_new(o, "name", json_string(s->name));
+	json_object_set_new(o, "state",
+			    json_string(sess_state_name(s->state)));
+	json_object_set_new(o, "cpu_cores", json_integer(s->spec.cpu_cores));
+	json_object_set_new(o, "memory_mb", json_integer(s->spec.memory_mb));
+	json_object_set_new(o, "allow_inbound",
+			    json_boolean(s->spec.allow_inbound));
+	json_object_set_new(o, "allow_outbound",
+			    json_boolean(s->spec.allow_outbound));
+	json_object_set_new(o, "created_at", time_or_null(s->created_ms));
+	json_object_set_new(o, "expires_at", time_or_null(s->expires_ms));
+	json_object_set_new(o, "env", env_object(s->env_text));
+	json_object_set_new(o, "metadata",
+			    kv_object(s->spec.metadata, s->spec.nmetadata));
+	json_object_set_new(o, "image", json_string(s->spec.image));
+	json_object_set_new(o, "snapshot", json_null());
+	json_object_set_new(o, "template", json_null());
+	json_object_set_new(o, "volumes", json_array());
+	json_object_set_new(o, "ports", json_array());
+	json_object_set_new(o, "ssh",
+			    json_pack("{s:n, s:i}", "target", "keys",
+				      (int)s->spec.nssh_keys));
+	json_object_set_new(o, "host", json_string("local"));
+	json_object_set_new(o, "reason",
+			    s->reason ? json_string(s->reason) : json_null());
+	return o;
+}
+
+static char *dump_with_newline(json_t *o, size_t flags)
+{
+	char *txt = json_dumps(o, flags);
+
+	json_decref(o);
+	if (!txt)
+		abort();
+	size_t n = strlen(txt);
+	char *res = realloc(txt, n + 2);
+	if (!res)
+		abort();
+	res[n] = '\n';
+	res[n + 1] = '\0';
+	return res;
+}
+
+char *session_info_json(struct session *s)
+{
+	return dump_with_newline(session_record(s), JSON_INDENT(1));
+}
+
+char *sessions_index(bool json)
+{
+	if (json) {
+		json_t *a = json_array();
+		for (struct session *s = sessions; s; s = s->next)
+			json_array_append_new(a, session_record(s));
+		return dump_with_newline(a, JSON_INDENT(1));
+	}
+	struct buf b = {0};
+	buf_add(&b, "", 0);
+	for (struct session *s = sessions; s; s = s->next) {
+		char exp[32] = "never";
+		if (s->expires_ms)
+			fmt_time(s->expires_ms, exp);
+		buf_printf(&b, "%s %s %s %u %u %s\n", s->name, s->id,
+			   sess_state_name(s->state), s->spec.cpu_cores,
+			   s->spec.memory_mb, exp);
+	}
+	return b.data;
+}
+
+/* ---- start and restore -------------------------------------------------- */
+
+static void on_vm_stopped(const char *domname, const char *reason,
+			  void *opaque)
+{
+	pthread_mutex_lock(&model_lock);
+	for (struct session *s = sessions; s; s = s->next) {
+		if (strcmp(s->domname, domname) != 0)
+			continue;
+		if (!s->busy && !session_final(s) &&
+		    s->state != S_TERMINATING)
+			session_fail(s, "the VM stopped: %s", reason);
+		break;
+	}
+	pthread_mutex_unlock(&model_lock);
+}
+
+int model_init(struct vmm_host *host)
+{
+	char path[600];
+
+	vmm = host;
+	dom_prefix_init();
+	waitq_init(&root_wq);
+	snprintf(path, sizeof(path), "%s/err", cfg.state_dir);
+	errlog_init(&root_err, path);
+	snprintf(path, sizeof(path), "%s/sessions.err", cfg.state_dir);
+	errlog_init(&sessions_err, path);
+	snprintf(path, sizeof(path), "%s/volumes.err", cfg.state_dir);
+	errlog_init(&volumes_err, path);
+	snprintf(path, sizeof(path), "%s/snapshots.err", cfg.state_dir);
+	errlog_init(&snapshots_err, path);
+	snprintf(path, sizeof(path), "%s/templates.err", cfg.state_dir);
+	errlog_init(&templates_err, path);
+	snprintf(path, sizeof(path), "%s/hosts.err", cfg.state_dir);
+	errlog_init(&hosts_err, path);
+	snprintf(path, sizeof(path), "%s/sessions", cfg.state_dir);
+	if (mkdir_p(path, 0711) < 0)
+		return -1;
+	defaults_text = persist_load_defaults();
+	if (vmm)
+		vmm_on_stopped(vmm, on_vm_stopped, NULL);
+	return 0;
+}
+
+static void *reattach_worker(void *arg)
+{
+	struct session *s = arg;
+	enum vmm_state vs = vmm_state(vmm, s->domname);
+	char err[VMM_ERRLEN] = "", *chan = NULL;
+
+	if (vs == VMM_RUNNING || vs == VMM_PAUSED)
+		chan = vmm_channel_path(vmm, s->domname, err);
+	pthread_mutex_lock(&model_lock);
+	s->busy = false;
+	pthread_cond_broadcast(&busy_cond);
+	if (!chan) {
+		if (s->state == S_CREATING) {
+			withdraw_failed_create(s, "tenkid restarted while the "
+						  "VM was being made");
+		} else {
+			session_fail(s, "the VM was gone when tenkid restarted");
+		}
+	} else {
+		if (vs == VMM_PAUSED)
+			s->state = S_PAUSED;
+		else if (s->state == S_PAUSED)
+			s->state = S_READY; /* resumed outside tenkid */
+		if (agent_attach(s, chan, err, sizeof(err)) < 0)
+			session_fail(s, "cannot re-open the agent channel: %s",
+				     err);
+		else if (s->state == S_CREATING)
+			arm_boot_timeout(s);
+		log_info("session %s: re-attached (%s)", s->name,
+			 sess_state_name(s->state));
+	}
+	session_put(s);
+	pthread_mutex_unlock(&model_lock);
+	free(chan);
+	return NULL;
+}
+
+/* Remove domains of this state directory that no session owns. */
+static void sweep_orphans(void)
+{
+	char err[VMM_ERRLEN];
+	char **names = vmm_list(vmm, dom_prefix, err);
+
+	if (!names)
+		return;
+	for (char **n = names; *n; n++) {
+		bool owned = false;
+		pthread_mutex_lock(&model_lock);
+		for (struct session *s = sessions; s; s = s->next)
+			if (strcmp(s->domname, *n) == 0 && !session_final(s))
+				owned = true;
+		pthread_mutex_unlock(&model_lock);
+		if (owned)
+			continue;
+		log_info("removing orphan domain %s", *n);
+		if (vmm_remove(vmm, *n, err) < 0)
+			log_warnx("%s: %s", *n, err);
+	}
+	vmm_free_names(names);
+}
+
+void model_restore(void)
+{
+	struct session *loaded = persist_load_sessions();
+
+	pthread_mutex_lock(&model_lock);
+	while (loaded) {
+		struct session *s = loaded;
+		loaded = s->next;
+		s->next = NULL;
+		waitq_init(&s->wq);
+		jobs_load(s);
+		session_link(s);
+		session_put(s); /* the loader's reference */
+		if (!session_final(s)) {
+			s->busy = true;
+			session_get(s);
+			spawn_worker(reattach_worker, s);
+		}
+		arm_expiry(s);
+	}
+	pthread_mutex_unlock(&model_lock);
+	sweep_orphans();
+}
+
+void model_shutdown(void)
+{
+	pthread_mutex_lock(&model_lock);
+	for (struct session *s = sessions; s; s = s->next)
+		agent_detach(s);
+	pthread_mutex_unlock(&model_lock);
+}

@@ -1,0 +1,64 @@
+/*
+ * Create specs (SPEC.md "Create specs"): one line of key=value words with
+ * shell-style quoting, or one JSON object.  Parsing validates every key
+ * before anything is made.
+ */
+#ifndef TENKI_SPEC_H
+#define TENKI_SPEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SPEC_WHY_LEN 400
+#define SPEC_MAX_TEXT (64 * 1024)
+#define SPEC_MAX_LIST 256
+
+struct spec_volume {
+	char volume[64];
+	char path[256];
+	bool ro;
+};
+
+struct sess_spec {
+	char name[64];
+	unsigned cpu_cores, memory_mb;
+	bool allow_inbound, allow_outbound;
+	int64_t max_duration; /* seconds; 0: none */
+	char **env;	      /* "K=V" */
+	size_t nenv;
+	char **metadata; /* "K=V" */
+	size_t nmetadata;
+	char **ssh_keys;
+	size_t nssh_keys;
+	struct spec_volume *volumes;
+	size_t nvolumes;
+	char snapshot[64], template_name[64], image[64], host[64];
+	bool wait;
+	int64_t wait_timeout; /* seconds; 0 means do not wait */
+	uint32_t given;	      /* bit per scalar key seen in this text */
+};
+
+/* The table's defaults (SPEC.md). */
+void spec_init(struct sess_spec *sp);
+void spec_free(struct sess_spec *sp);
+int spec_copy(struct sess_spec *dst, const struct sess_spec *src);
+
+/*
+ * Apply the keys of text on top of *sp.  Repeatable keys add to the lists
+ * (a later env or metadata key replaces an earlier one of the same name).
+ * A key given twice in text that is not repeatable is an error.  On error
+ * returns -1 with a reason naming the key, the value and what is allowed
+ * in why[SPEC_WHY_LEN], and *sp may be half-changed: parse into a copy.
+ */
+int spec_apply(struct sess_spec *sp, const char *text, size_t len, char *why);
+
+/* Helpers shared with the env file and ssh keys. */
+bool spec_valid_env_key(const char *k, size_t n);
+bool spec_valid_ssh_key(const char *line, char *why);
+/* Split "K=V" text lines; checks each line; -1 with why on a bad one. */
+int spec_parse_env_lines(const char *text, size_t len, char ***out,
+			 size_t *n, char *why);
+void spec_free_list(char **list, size_t n);
+
+#endif
