@@ -615,6 +615,18 @@ char *domxml_channel_path(const char *xml, const char *name)
 	return NULL;
 }
 
+char *domxml_pool_path(const char *xml)
+{
+	const char *end = xml + strlen(xml);
+	const char *t, *close, *path;
+
+	if ((t = find_elem(xml, end, "target")) == NULL ||
+	    (close = elem_close(t, end, "target")) == NULL ||
+	    (path = find_elem(t, close, "path")) == NULL)
+		return NULL;
+	return elem_text(path, close);
+}
+
 char *domxml_vol_format(const char *xml)
 {
 	const char *end = xml + strlen(xml);

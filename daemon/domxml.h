@@ -52,6 +52,9 @@ char *domxml_escape(const char *s);
  */
 char *domxml_channel_path(const char *xml, const char *name);
 
+/* In a storage pool XML, the unescaped target path, malloc'd, or NULL. */
+char *domxml_pool_path(const char *xml);
+
 /* In a storage volume XML, the format type of its target ("qcow2", "raw",
  * ...), malloc'd, or NULL. */
 char *domxml_vol_format(const char *xml);

@@ -391,6 +391,13 @@ static void test_pool_and_volume(void **state)
 	assert_has(p, "<name>tenki-pool-1</name>");
 	assert_has(p, "<path>/var/lib/tenki/a&amp;b</path>");
 	free(p);
+	p = domxml_pool_path("<pool type='dir'><name>n</name><source>"
+			     "</source><target>\n    <path>/d&amp;x</path>\n"
+			     "  </target></pool>");
+	assert_non_null(p);
+	assert_string_equal(p, "/d&x");
+	free(p);
+	assert_null(domxml_pool_path("<pool><target></target></pool>"));
 
 	v = domxml_overlay_vol("disk.qcow2", 2147483648ULL,
 			       "/var/cache/tenki/images/sandbox/rootfs.qcow2",
