@@ -4,7 +4,7 @@ CC      ?= cc
 PKGS    := fuse3 libvirt jansson libssh
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-format-truncation \
-           -D_GNU_SOURCE -Iproto -Idaemon -Ifs
+           -D_GNU_SOURCE -DTENKI_VERSION=\"0.1.0\" -Iproto -Idaemon -Ifs
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LDLIBS  := $(PKG_LIBS) -lpthread

@@ -16,7 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-pthread_mutex_t model_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Recursive: libfuse may run an interrupt hook at once, inside a call
+ * made with the lock held. */
+pthread_mutex_t model_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 /* Broadcast whenever a session's busy flag clears. */
 static pthread_cond_t busy_cond = PTHREAD_COND_INITIALIZER;
 
@@ -499,10 +501,10 @@ static void withdraw_failed_create(struct session *s, const char *why)
 	free(s->reason);
 	s->reason = strdup(why);
 	agent_detach(s);
+	session_get(s); /* the worker's */
 	if (!s->gone)
 		session_unlink(s);
 	s->busy = true;
-	session_get(s);
 	spawn_worker(withdraw_worker, s);
 	waitq_wake(&s->wq);
 }

@@ -1,0 +1,236 @@
+/*
+ * tenkid: runs tenki's sandboxes and serves them as a file tree.
+ * See tenkid(8).
+ */
+#include "evloop.h"
+#include "fs.h"
+#include "log.h"
+#include "model.h"
+#include "vmm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: tenkid [--mount DIR] [--state DIR] [--libvirt URI]\n"
+		"              [--accel auto|kvm|tcg] [--images DIR]\n"
+		"              [--output-cap SIZE] [--boot-timeout DUR]\n"
+		"              [--allow-other] [--foreground] [--debug]\n");
+	exit(2);
+}
+
+static int parse_accel(const char *s)
+{
+	if (strcmp(s, "auto") == 0)
+		return VMM_ACCEL_AUTO;
+	if (strcmp(s, "kvm") == 0)
+		return VMM_ACCEL_KVM;
+	if (strcmp(s, "tcg") == 0)
+		return VMM_ACCEL_TCG;
+	fprintf(stderr, "tenkid: --accel must be auto, kvm or tcg\n");
+	exit(2);
+}
+
+static bool allow_other;
+
+static void parse_args(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"mount", required_argument, NULL, 'm'},
+		{"state", required_argument, NULL, 's'},
+		{"libvirt", required_argument, NULL, 'l'},
+		{"accel", required_argument, NULL, 'a'},
+		{"images", required_argument, NULL, 'i'},
+		{"output-cap", required_argument, NULL, 'o'},
+		{"boot-timeout", required_argument, NULL, 'b'},
+		{"allow-other", no_argument, NULL, 'A'},
+		{"foreground", no_argument, NULL, 'f'},
+		{"debug", no_argument, NULL, 'd'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+	int64_t secs;
+
+	cfg.mount = "/tenki";
+	cfg.state_dir = "/var/lib/tenki";
+	cfg.uri = "qemu:///system";
+	cfg.image_dir = "/var/cache/tenki/images";
+	cfg.accel = VMM_ACCEL_AUTO;
+	cfg.output_cap = 256ULL << 20;
+	cfg.boot_timeout_ms = 180 * 1000;
+	while ((c = getopt_long(argc, argv, "fd", opts, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			cfg.mount = optarg;
+			break;
+		case 's':
+			cfg.state_dir = optarg;
+			break;
+		case 'l':
+			cfg.uri = optarg;
+			break;
+		case 'a':
+			cfg.accel = parse_accel(optarg);
+			break;
+		case 'i':
+			cfg.image_dir = optarg;
+			break;
+		case 'o':
+			if (parse_size(optarg, &cfg.output_cap) < 0)
+				usage();
+			break;
+		case 'b':
+			if (parse_duration(optarg, false, &secs) < 0)
+				usage();
+			cfg.boot_timeout_ms = secs * 1000;
+			break;
+		case 'A':
+			allow_other = true;
+			break;
+		case 'f':
+			cfg.foreground = true;
+			break;
+		case 'd':
+			cfg.debug = true;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	if (strlen(cfg.state_dir) > 200 || cfg.state_dir[0] != '/')
+		fatalx("--state must be an absolute path of at most 200 bytes");
+}
+
+/* The parent returns only once the tree is mounted (or failed), so that
+ * "tenkid && ls /tenki" works. */
+static int daemonize(void)
+{
+	int p[2];
+	char status = 1;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		fatal("pipe");
+	switch (fork()) {
+	case -1:
+		fatal("fork");
+	case 0:
+		close(p[0]);
+		setsid();
+		return p[1];
+	default:
+		close(p[1]);
+		if (read(p[0], &status, 1) != 1)
+			status = 1;
+		_exit(status);
+	}
+}
+
+static void detach_stdio(void)
+{
+	int fd = open("/dev/null", O_RDWR);
+
+	if (fd < 0)
+		return;
+	dup2(fd, STDIN_FILENO);
+	dup2(fd, STDOUT_FILENO);
+	if (!cfg.foreground)
+		dup2(fd, STDERR_FILENO);
+	if (fd > STDERR_FILENO)
+		close(fd);
+}
+
+static void lock_state_dir(void)
+{
+	char path[PATH_MAX], pid[32];
+	int fd;
+
+	if (mkdir_p(cfg.state_dir, 0711) < 0)
+		fatal("%s", cfg.state_dir);
+	/* qemu runs as its own user and must reach the session disks. */
+	chmod(cfg.state_dir, 0711);
+	snprintf(path, sizeof(path), "%s/tenkid.pid", cfg.state_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		fatal("%s", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+		fatalx("another tenkid uses %s (see %s)", cfg.state_dir, path);
+	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || write(fd, pid, strlen(pid)) < 0)
+		fatal("%s", path);
+	/* fd stays open: the lock lives as long as we do. */
+}
+
+int main(int argc, char **argv)
+{
+	char err[VMM_ERRLEN];
+	struct vmm_host *host;
+	sigset_t sigs;
+	int ready_fd = -1, sig;
+
+	parse_args(argc, argv);
+	log_init(1, cfg.debug);
+	if (!cfg.foreground) {
+		ready_fd = daemonize();
+		log_init(0, cfg.debug);
+	}
+	/* Threads inherit this mask: signals are taken by sigwait below. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	lock_state_dir();
+	if (mkdir_p(cfg.mount, 0755) < 0)
+		fatal("%s", cfg.mount);
+	host = vmm_open(cfg.uri, (enum vmm_accel)cfg.accel, err);
+	if (!host)
+		fatalx("cannot reach libvirt at %s: %s (is libvirtd running? "
+		       "scripts/start-libvirt.sh)",
+		       cfg.uri, err);
+	if (evloop_init() < 0)
+		fatal("event loop");
+	if (model_init(host) < 0)
+		fatal("state directory %s", cfg.state_dir);
+	if (evloop_start() != 0)
+		fatalx("cannot start the event loop");
+	model_restore();
+	if (fs_start(cfg.mount, allow_other) < 0)
+		fatalx("cannot mount the tree at %s", cfg.mount);
+	log_info("tenkid %s ready: tree %s, state %s, libvirt %s (%s)",
+		 TENKI_VERSION, cfg.mount, cfg.state_dir, cfg.uri,
+		 vmm_accel_name(host));
+	if (ready_fd >= 0) {
+		char ok = 0;
+		if (write(ready_fd, &ok, 1) != 1)
+			log_warnx("cannot tell the parent we are ready");
+		close(ready_fd);
+		detach_stdio();
+	}
+	while (sigwait(&sigs, &sig) == 0) {
+		if (sig == SIGHUP)
+			continue;
+		log_info("signal %d: unmounting; VMs keep running", sig);
+		break;
+	}
+	fs_exit();
+	fs_wait_and_unmount();
+	model_shutdown();
+	evloop_stop();
+	vmm_close(host);
+	return 0;
+}

@@ -1,0 +1,75 @@
+/* Mounting the tree and running the FUSE session loop. */
+#include "fs.h"
+#include "log.h"
+#include "ops.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct fuse_session *se;
+static pthread_t loop_thread;
+static char *mounted_at;
+
+static void *fs_loop(void *arg)
+{
+	struct fuse_loop_config lc = {.clone_fd = 0, .max_idle_threads = 16};
+
+	if (fuse_session_loop_mt(se, &lc) != 0)
+		log_warnx("FUSE loop ended with an error");
+	return NULL;
+}
+
+int fs_start(const char *mountpoint, bool allow_other)
+{
+	char *argv[] = {"tenkid", "-o", "fsname=tenki,subtype=tenki",
+			"-o", allow_other ? "allow_other,default_permissions"
+					  : "default_permissions",
+			NULL};
+	struct fuse_args args = FUSE_ARGS_INIT(5, argv);
+
+	ops_set_owner(getuid(), getgid());
+	se = fuse_session_new(&args, &tenki_ops, sizeof(tenki_ops), NULL);
+	if (!se) {
+		log_warnx("fuse_session_new failed");
+		return -1;
+	}
+	if (fuse_session_mount(se, mountpoint) != 0) {
+		log_warnx("cannot mount at %s (is something mounted there? "
+			  "fusermount3 -u %s)",
+			  mountpoint, mountpoint);
+		fuse_session_destroy(se);
+		se = NULL;
+		return -1;
+	}
+	mounted_at = strdup(mountpoint);
+	if (pthread_create(&loop_thread, NULL, fs_loop, NULL) != 0) {
+		fuse_session_unmount(se);
+		fuse_session_destroy(se);
+		se = NULL;
+		return -1;
+	}
+	log_info("tree mounted at %s", mountpoint);
+	return 0;
+}
+
+void fs_exit(void)
+{
+	if (se)
+		fuse_session_exit(se);
+}
+
+void fs_wait_and_unmount(void)
+{
+	if (!se)
+		return;
+	/* The loop thread sits in read(/dev/fuse): unmounting wakes it. */
+	fuse_session_unmount(se);
+	pthread_join(loop_thread, NULL);
+	fuse_session_destroy(se);
+	se = NULL;
+	log_info("tree unmounted from %s", mounted_at);
+	free(mounted_at);
+}

@@ -1,0 +1,273 @@
+/* Paths of the tree and the objects they name. */
+#include "tree.h"
+#include "job.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define RO 0444
+#define RW 0644
+#define WO 0200
+#define LIMIT_SMALL 4096
+#define LIMIT_SPEC (64 * 1024)
+
+static const struct file_desc root_files[] = {
+	{"README", F_README, K_TEXT, RO, 0},
+	{"version", F_VERSION, K_TEXT, RO, 0},
+	{"defaults", F_DEFAULTS, K_VALUE, RW, LIMIT_SPEC},
+	{"err", F_ROOT_ERR, K_TEXT, RO, 0},
+	{NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc sessions_files[] = {
+	{"new", F_SESSIONS_NEW, K_NEW, RW, LIMIT_SPEC},
+	{"index", F_SESSIONS_INDEX, K_TEXT, RO, 0},
+	{"index.json", F_SESSIONS_INDEX_JSON, K_TEXT, RO, 0},
+	{"err", F_SESSIONS_ERR, K_TEXT, RO, 0},
+	{NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc session_files[] = {
+	{"id", F_S_ID, K_TEXT, RO, 0},
+	{"state", F_S_STATE, K_TEXT, RO, 0},
+	{"wait", F_S_WAIT, K_WAIT, RO, 0},
+	{"info.json", F_S_INFO, K_TEXT, RO, 0},
+	{"ctl", F_S_CTL, K_CTL, WO, LIMIT_SMALL},
+	{"env", F_S_ENV, K_VALUE, RW, LIMIT_SPEC},
+	{"console", F_S_CONSOLE, K_TEXT, RO, 0},
+	{"err", F_S_ERR, K_TEXT, RO, 0},
+	{NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc meta_file = {"", F_S_META, K_TEXT, RO, 0};
+
+static const struct file_desc exec_files[] = {
+	{"clone", F_EXEC_CLONE, K_CLONE, RO, 0},
+	{NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc job_files[] = {
+	{"cmd", F_J_CMD, K_VALUE, RW, 1024 * 1024},
+	{"argv", F_J_ARGV, K_VALUE, RW, 1024 * 1024},
+	{"env", F_J_ENV, K_VALUE, RW, LIMIT_SPEC},
+	{"cwd", F_J_CWD, K_VALUE, RW, LIMIT_SMALL},
+	{"timeout", F_J_TIMEOUT, K_VALUE, RW, LIMIT_SMALL},
+	{"stdin", F_J_STDIN, K_STDIN, WO, 0},
+	{"stdout", F_J_STDOUT, K_STREAM, RO, 0},
+	{"stderr", F_J_STDERR, K_STREAM, RO, 0},
+	{"output", F_J_OUTPUT, K_STREAM, RO, 0},
+	{"status", F_J_STATUS, K_TEXT, RO, 0},
+	{"exit", F_J_EXIT, K_WAIT, RO, 0},
+	{"info.json", F_J_INFO, K_TEXT, RO, 0},
+	{"ctl", F_J_CTL, K_CTL, WO, LIMIT_SMALL},
+	{NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc *find_file(const struct file_desc *t,
+					 const char *name)
+{
+	for (; t->name; t++)
+		if (strcmp(t->name, name) == 0)
+			return t;
+	return NULL;
+}
+
+void node_release(struct node *n)
+{
+	if (n->j)
+		job_put(n->j);
+	if (n->s)
+		session_put(n->s);
+	n->j = NULL;
+	n->s = NULL;
+}
+
+void node_copy(struct node *dst, const struct node *src)
+{
+	*dst = *src;
+	if (dst->s)
+		session_get(dst->s);
+	if (dst->j)
+		job_get(dst->j);
+}
+
+static bool meta_has(struct session *s, const char *k)
+{
+	size_t kl = strlen(k);
+
+	for (size_t i = 0; i < s->spec.nmetadata; i++)
+		if (strncmp(s->spec.metadata[i], k, kl) == 0 &&
+		    s->spec.metadata[i][kl] == '=')
+			return true;
+	return false;
+}
+
+/* Components: split on '/', at most 6 deep. */
+static int split(const char *path, char comp[6][NAME_MAX_LEN + 2])
+{
+	int n = 0;
+	const char *p = path;
+
+	while (*p) {
+		const char *sl = strchr(p, '/');
+		size_t l = sl ? (size_t)(sl - p) : strlen(p);
+		if (n == 6 || l > NAME_MAX_LEN)
+			return -1;
+		memcpy(comp[n], p, l);
+		comp[n][l] = '\0';
+		n++;
+		p += l;
+		if (*p == '/')
+			p++;
+	}
+	return n;
+}
+
+static int resolve_job(char comp[6][NAME_MAX_LEN + 2], int n, struct node *nd)
+{
+	struct job *j = job_find(nd->s, comp[3]);
+
+	if (!j)
+		return -ENOENT;
+	job_get(j);
+	nd->j = j;
+	if (n == 4) {
+		nd->kind = N_JOB;
+		return 0;
+	}
+	if (n == 5 && (nd->fd = find_file(job_files, comp[4]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+static int resolve_session(char comp[6][NAME_MAX_LEN + 2], int n,
+			   struct node *nd)
+{
+	struct session *s = session_find(comp[1]);
+
+	if (!s || strcmp(s->name, comp[1]) != 0)
+		return -ENOENT;
+	session_get(s);
+	nd->s = s;
+	if (n == 2) {
+		nd->kind = N_SESSION;
+		return 0;
+	}
+	if (n == 3 && (nd->fd = find_file(session_files, comp[2]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	if (strcmp(comp[2], "metadata") == 0) {
+		if (n == 3) {
+			nd->kind = N_META_DIR;
+			return 0;
+		}
+		if (n == 4 && meta_has(s, comp[3])) {
+			nd->kind = N_FILE;
+			nd->fd = &meta_file;
+			strcpy(nd->key, comp[3]);
+			return 0;
+		}
+		return -ENOENT;
+	}
+	if (strcmp(comp[2], "exec") == 0) {
+		if (n == 3) {
+			nd->kind = N_EXEC_DIR;
+			return 0;
+		}
+		if (n == 4 && (nd->fd = find_file(exec_files, comp[3]))) {
+			nd->kind = N_FILE;
+			return 0;
+		}
+		return resolve_job(comp, n, nd);
+	}
+	return -ENOENT;
+}
+
+int node_resolve(const char *path, struct node *nd)
+{
+	char comp[6][NAME_MAX_LEN + 2];
+	int n = split(path, comp), rc;
+
+	memset(nd, 0, sizeof(*nd));
+	if (n < 0)
+		return -ENOENT;
+	if (n == 0) {
+		nd->kind = N_ROOT;
+		return 0;
+	}
+	if (n == 1) {
+		if ((nd->fd = find_file(root_files, comp[0]))) {
+			nd->kind = N_FILE;
+			return 0;
+		}
+		if (strcmp(comp[0], "sessions") == 0) {
+			nd->kind = N_SESSIONS;
+			return 0;
+		}
+		return -ENOENT;
+	}
+	if (strcmp(comp[0], "sessions") != 0)
+		return -ENOENT;
+	if (n == 2 && (nd->fd = find_file(sessions_files, comp[1]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	rc = resolve_session(comp, n, nd);
+	if (rc < 0)
+		node_release(nd);
+	return rc;
+}
+
+static void list_files(const struct file_desc *t,
+		       void (*add)(void *, const char *, bool), void *ctx)
+{
+	for (; t->name; t++)
+		add(ctx, t->name, false);
+}
+
+int node_list(const struct node *n, void (*add)(void *, const char *, bool),
+	      void *ctx)
+{
+	switch (n->kind) {
+	case N_ROOT:
+		list_files(root_files, add, ctx);
+		add(ctx, "sessions", true);
+		return 0;
+	case N_SESSIONS:
+		list_files(sessions_files, add, ctx);
+		for (struct session *s = session_first(); s; s = s->next)
+			add(ctx, s->name, true);
+		return 0;
+	case N_SESSION:
+		list_files(session_files, add, ctx);
+		add(ctx, "metadata", true);
+		add(ctx, "exec", true);
+		return 0;
+	case N_META_DIR:
+		for (size_t i = 0; i < n->s->spec.nmetadata; i++) {
+			char k[NAME_MAX_LEN + 1];
+			const char *m = n->s->spec.metadata[i];
+			size_t kl = strcspn(m, "=");
+			if (kl > NAME_MAX_LEN)
+				continue;
+			memcpy(k, m, kl);
+			k[kl] = '\0';
+			add(ctx, k, false);
+		}
+		return 0;
+	case N_EXEC_DIR:
+		list_files(exec_files, add, ctx);
+		for (struct job *j = n->s->jobs; j; j = j->next)
+			add(ctx, j->name, true);
+		return 0;
+	case N_JOB:
+		list_files(job_files, add, ctx);
+		return 0;
+	case N_FILE:
+		break;
+	}
+	return -ENOTDIR;
+}
