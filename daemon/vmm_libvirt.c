@@ -54,9 +54,13 @@ struct vmm_host {
 	gid_t qemu_gid;
 	pthread_mutex_t disk_lock;	/* storage calls: pools are shared */
 
-	pthread_mutex_t lock;		/* the fields below */
+	/* Held while (re)connecting, which may block for long on a remote
+	 * host; the event thread never takes it. */
+	pthread_mutex_t conn_lock;
 	virConnectPtr conn;		/* NULL once closed or dead */
 	int event_id;			/* lifecycle callback on conn, or -1 */
+
+	pthread_mutex_t lock;		/* the fields below */
 	vmm_stopped_cb stopped_cb;
 	void *stopped_arg;
 	struct quiet *quiet;
@@ -173,6 +177,7 @@ static void host_unref(void *opaque)
 		free(q);
 	}
 	pthread_mutex_destroy(&h->lock);
+	pthread_mutex_destroy(&h->conn_lock);
 	pthread_mutex_destroy(&h->disk_lock);
 	free(h->uri);
 	free(h);
@@ -253,7 +258,7 @@ static const char *stop_reason(int event, int detail)
 	case VIR_DOMAIN_EVENT_STOPPED_SAVED:
 		return "saved outside tenki";
 	case VIR_DOMAIN_EVENT_STOPPED_FAILED:
-		return "qemu failed";
+		return "qemu exited unexpectedly";
 	case VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT:
 		return "reverted to a snapshot outside tenki";
 	default:
@@ -288,7 +293,7 @@ static int on_lifecycle(virConnectPtr c, virDomainPtr dom, int event,
 	arg = h->stopped_arg;
 	pthread_mutex_unlock(&h->lock);
 	if (ours) {
-		log_debug("%s stopped as asked (%s)", name, reason);
+		log_debug("%s stopped, as asked", name);
 		return 0;
 	}
 	log_info("%s %s", name, reason);
@@ -425,7 +430,8 @@ static bool uri_is_remote(const char *uri)
 	return p != NULL && p[3] != '/' && p[3] != '\0';
 }
 
-static int host_connect_locked(struct vmm_host *h, char *err)
+/* conn_lock held. */
+static int host_connect(struct vmm_host *h, char *err)
 {
 	virConnectPtr c;
 	int id;
@@ -452,9 +458,9 @@ static int host_connect_locked(struct vmm_host *h, char *err)
 	return 0;
 }
 
-/* libvirt may call host_unref from here; it takes no lock, so h->lock
- * may be held. */
-static void host_disconnect_locked(struct vmm_host *h)
+/* conn_lock held.  libvirt may call host_unref from here, which takes no
+ * lock. */
+static void host_disconnect(struct vmm_host *h)
 {
 	if (h->conn == NULL)
 		return;
@@ -471,17 +477,17 @@ static virConnectPtr host_conn(struct vmm_host *h, char *err)
 {
 	virConnectPtr c = NULL;
 
-	pthread_mutex_lock(&h->lock);
+	pthread_mutex_lock(&h->conn_lock);
 	if (h->conn != NULL && virConnectIsAlive(h->conn) != 1) {
 		log_warnx("%s: connection lost, reconnecting", h->uri);
-		host_disconnect_locked(h);
+		host_disconnect(h);
 	}
-	if (h->conn == NULL && host_connect_locked(h, err) == -1)
+	if (h->conn == NULL && host_connect(h, err) == -1)
 		goto out;
 	c = h->conn;
 	virConnectRef(c);
 out:
-	pthread_mutex_unlock(&h->lock);
+	pthread_mutex_unlock(&h->conn_lock);
 	return c;
 }
 
@@ -505,6 +511,7 @@ struct vmm_host *vmm_open(const char *uri, enum vmm_accel accel, char *err)
 	h->remote = uri_is_remote(uri);
 	h->event_id = -1;
 	pthread_mutex_init(&h->lock, NULL);
+	pthread_mutex_init(&h->conn_lock, NULL);
 	pthread_mutex_init(&h->disk_lock, NULL);
 	if ((c = host_conn(h, err)) == NULL) {
 		host_unref(h);
@@ -520,9 +527,9 @@ void vmm_close(struct vmm_host *h)
 {
 	if (h == NULL)
 		return;
-	pthread_mutex_lock(&h->lock);
-	host_disconnect_locked(h);
-	pthread_mutex_unlock(&h->lock);
+	pthread_mutex_lock(&h->conn_lock);
+	host_disconnect(h);
+	pthread_mutex_unlock(&h->conn_lock);
 	host_unref(h);
 }
 
@@ -637,6 +644,12 @@ static virStoragePoolPtr pool_get(virConnectPtr c, const char *dir,
 			virStoragePoolFree(pool);
 			return NULL;
 		}
+		/* One of ours left by a crash: bring it up to date and let
+		 * pool_done remove it. */
+		if (strncmp(virStoragePoolGetName(pool), POOL_PREFIX,
+			    strlen(POOL_PREFIX)) == 0 &&
+		    virStoragePoolRefresh(pool, 0) == 0)
+			*made = true;
 		return pool;
 	}
 	snprintf(name, sizeof(name), POOL_PREFIX "%016llx",

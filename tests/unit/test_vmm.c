@@ -451,6 +451,31 @@ static void test_disks(void **state)
 	assert_int_equal(tenki_pools(), 0);
 }
 
+/* A transient pool of ours left behind by a crash is used, then removed. */
+static void test_disks_leftover_pool(void **state)
+{
+	struct vmm_host *h = *state;
+	char err[VMM_ERRLEN];
+	virConnectPtr c;
+	virStoragePoolPtr pool;
+
+	make_base("base.qcow2", "qcow2");
+	assert_non_null(c = virConnectOpen(URI));
+	pool = virStoragePoolCreateXML(c,
+				       "<pool type='dir'><name>tenki-pool-left"
+				       "</name><target><path>/tenki-left</path>"
+				       "</target></pool>",
+				       0);
+	assert_non_null(pool);
+	virStoragePoolFree(pool);
+	virConnectClose(c);
+	assert_int_equal(tenki_pools(), 1);
+	assert_int_equal(vmm_disk_create(h, "/default-pool/base.qcow2",
+					 "/tenki-left/s5.qcow2", err),
+			 0);
+	assert_int_equal(tenki_pools(), 0);
+}
+
 static void test_disks_refused(void **state)
 {
 	struct vmm_host *h = *state;
@@ -483,6 +508,7 @@ int main(void)
 		cmocka_unit_test(test_list),
 		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_disks),
+		cmocka_unit_test(test_disks_leftover_pool),
 		cmocka_unit_test(test_disks_refused),
 	};
 
