@@ -345,8 +345,8 @@ static enum vmm_accel choose_local(char *why, size_t len)
 	int fd;
 
 	if (access("/sys/module/kvm_pvm", F_OK) == 0) {
-		snprintf(why, len, "kvm_pvm is loaded: this host is a PVM "
-				   "guest whose KVM does not boot stock kernels");
+		snprintf(why, len, "kvm_pvm is loaded: this host's KVM is "
+				   "PVM, which does not boot stock guest kernels");
 		return VMM_ACCEL_TCG;
 	}
 	if (!cpuinfo_has_virt()) {
