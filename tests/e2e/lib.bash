@@ -1,0 +1,85 @@
+# Shared set-up of the end-to-end suites: each .bats file runs its own
+# tenkid on a temporary mount and state directory, so a user's /tenki is
+# never touched.  Sessions default to 1 vCPU and 512 MiB to fit CI.
+ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+TENKID=${TENKID:-$ROOT/build/tenkid}
+
+start_tenkid() {
+	export TK=${TK:-$(mktemp -d /tmp/tenki-e2e.XXXXXX)}
+	chmod 711 "$TK"
+	mkdir -p "$TK/mnt" "$TK/state"
+	export T=$TK/mnt
+	$TENKID --mount "$T" --state "$TK/state" --foreground \
+		--boot-timeout 120 ${TENKID_ARGS:-} >>"$TK/tenkid.log" 2>&1 &
+	echo $! >"$TK/pid"
+	for _ in $(seq 100); do
+		mountpoint -q "$T" && break
+		sleep 0.1
+	done
+	mountpoint -q "$T" || { cat "$TK/tenkid.log" >&3; return 1; }
+	[ -s "$T/defaults" ] || echo 'cpu=1 memory=512' >"$T/defaults"
+}
+
+stop_tenkid() { # leaves VMs running, like SIGTERM does
+	local pid
+	pid=$(cat "$TK/pid" 2>/dev/null) || return 0
+	kill -TERM "$pid" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	mountpoint -q "$T" && fusermount3 -u "$T"
+	return 0
+}
+
+kill9_tenkid() {
+	kill -9 "$(cat "$TK/pid")"
+	sleep 0.3
+	fusermount3 -u "$T" 2>/dev/null || umount -l "$T" 2>/dev/null
+	return 0
+}
+
+# The libvirt domains of this test's state directory.
+domains() {
+	local tag
+	tag=$(python3 -c '
+import sys
+h = 2166136261
+for b in sys.argv[1].encode():
+    h = ((h ^ b) * 16777619) & 0xffffffff
+print("tenki-%08x-" % h)' "$TK/state")
+	virsh -q -c qemu:///system list --all --name | grep "^$tag" || true
+}
+
+cleanup_tenkid() {
+	if mountpoint -q "$T" 2>/dev/null; then
+		for s in "$T"/sessions/*/; do
+			[ -d "$s" ] && timeout 60 rmdir "$s" 2>/dev/null
+		done
+	fi
+	stop_tenkid
+	for d in $(domains); do
+		virsh -q -c qemu:///system destroy "$d" >/dev/null 2>&1
+		virsh -q -c qemu:///system undefine "$d" >/dev/null 2>&1
+	done
+	[ -n "${KEEP_TK:-}" ] || rm -rf "$TK"
+}
+
+# Run a job in session $1: the command line $2; prints its stdout.
+tk_exec() {
+	local s=$1 j
+	j=$(cat "$T/sessions/$s/exec/clone") || return 1
+	echo "$2" >"$T/sessions/$s/exec/$j/cmd" || return 1
+	timeout 120 cat "$T/sessions/$s/exec/$j/stdout"
+	LAST_JOB=$j
+}
+
+json_get() { # file key
+	python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"
+}
+
+# Fail with the errno text of a command that must be refused.
+refused_with() { # "Invalid argument" cmd...
+	local want=$1
+	shift
+	run "$@"
+	[ "$status" -ne 0 ] || { echo "expected failure: $*"; return 1; }
+	[[ "$output" == *"$want"* ]] || { echo "expected '$want', got: $output"; return 1; }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bats
+# Issue 2: two sessions at once, independent; kill -9 of tenkid and a
+# restart find them both still READY, re-attached, not rebooted.
+load lib
+
+setup_file() { start_tenkid; }
+teardown_file() { cleanup_tenkid; }
+
+@test "two sessions run at once and are independent" {
+	mkdir "$T/sessions/a" &
+	mkdir "$T/sessions/b"
+	wait
+	[ "$(cat "$T/sessions/a/state")" = READY ]
+	[ "$(cat "$T/sessions/b/state")" = READY ]
+	[ "$(domains | wc -l)" -eq 2 ]
+	tk_exec a 'echo only-in-a > /home/tenki/mark'
+	run tk_exec b 'cat /home/tenki/mark 2>&1 || echo absent'
+	[[ "$output" == *absent* ]]
+	echo pause >"$T/sessions/a/ctl"
+	run tk_exec b 'echo b-works'
+	[ "$output" = b-works ]
+	echo resume >"$T/sessions/a/ctl"
+	[ "$(tk_exec a 'cat /home/tenki/mark')" = only-in-a ]
+}
+
+@test "kill -9 of tenkid, restart: both sessions READY and re-attached" {
+	boot_a=$(tk_exec a 'cat /proc/sys/kernel/random/boot_id')
+	kill9_tenkid
+	[ "$(domains | wc -l)" -eq 2 ]
+	start_tenkid
+	[ "$(cat "$T/sessions/a/wait")" = READY ]
+	[ "$(cat "$T/sessions/b/wait")" = READY ]
+	# the same VM, not a new boot
+	[ "$(tk_exec a 'cat /proc/sys/kernel/random/boot_id')" = "$boot_a" ]
+	[ "$(tk_exec a 'cat /home/tenki/mark')" = only-in-a ]
+	[ "$(domains | wc -l)" -eq 2 ]
+}
+
+@test "SIGTERM unmounts and leaves VMs running; a restart re-attaches" {
+	stop_tenkid
+	! mountpoint -q "$T"
+	[ "$(domains | wc -l)" -eq 2 ]
+	start_tenkid
+	[ "$(cat "$T/sessions/b/wait")" = READY ]
+	[ "$(tk_exec b 'echo again')" = again ]
+}

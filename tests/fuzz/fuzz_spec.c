@@ -1,0 +1,35 @@
+/* libFuzzer target: create specs (key=value words and JSON), the env file
+ * parser and the duration and size parsers. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spec.h"
+#include "util.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct sess_spec sp;
+	char why[SPEC_WHY_LEN];
+	char **list;
+	size_t n;
+
+	spec_init(&sp);
+	spec_apply(&sp, (const char *)data, size, why);
+	spec_free(&sp);
+	if (spec_parse_env_lines((const char *)data, size, &list, &n, why) ==
+	    0)
+		spec_free_list(list, n);
+	char *s = strndup((const char *)data, size < 64 ? size : 64);
+	if (s) {
+		int64_t d;
+		uint64_t b;
+		parse_duration(s, true, &d);
+		parse_size(s, &b);
+		valid_name(s);
+		spec_valid_ssh_key(s, why);
+		free(s);
+	}
+	return 0;
+}
