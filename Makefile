@@ -51,7 +51,14 @@ image: $(B)/tenki-agent
 unit: $(UNIT_BINS)
 	scripts/run-unit.sh $(UNIT_BINS)
 
-test: all image $(UNIT_BINS)
+# make test first runs the set-up check (installs only what is missing,
+# starts libvirt if nothing runs it; never starts a tenkid), so a fresh
+# clone on a fresh machine tests with this one command.
+setup-check:
+	scripts/setup.sh --no-daemon --quiet
+
+test: setup-check
+	$(MAKE) all image $(UNIT_BINS)
 	scripts/run-tests.sh
 
 bench: all image
@@ -66,5 +73,5 @@ format:
 clean:
 	rm -rf build
 
-.PHONY: all asan image unit test bench fuzz format clean
+.PHONY: all asan image unit test bench fuzz format clean setup-check
 .SECONDARY:
