@@ -40,6 +40,7 @@ struct fh {
 	struct buf ends;  /* directories: end offset of each entry */
 };
 
+static int64_t started_ms;
 static uid_t owner_uid;
 static gid_t owner_gid;
 
@@ -103,7 +104,7 @@ static void fill_attr(const struct node *n, const char *path, struct stat *st)
 		st->st_nlink = 2;
 	} else {
 		st->st_mode = S_IFREG | n->fd->mode;
-		if (n->fd->kind == K_TEXT) {
+		if (n->fd->kind == K_TEXT || n->fd->kind == K_VALUE) {
 			bool ready;
 			int err;
 			char *t = content_text(n, &ready, &err);
@@ -111,7 +112,7 @@ static void fill_attr(const struct node *n, const char *path, struct stat *st)
 			free(t);
 		}
 	}
-	int64_t ms = n->s ? n->s->created_ms : 0;
+	int64_t ms = n->s ? n->s->created_ms : started_ms;
 	st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec =
 		(time_t)(ms / 1000);
 }
@@ -1216,4 +1217,5 @@ void ops_set_owner(uid_t uid, gid_t gid)
 {
 	owner_uid = uid;
 	owner_gid = gid;
+	started_ms = now_ms();
 }
