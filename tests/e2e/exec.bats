@@ -193,7 +193,6 @@ print(p.poll(20000) and os.read(fd, 100).decode().strip())' "$J/stdout"
 	newjob
 	echo 'echo kept; sleep 300' >"$J/cmd"
 	timeout 30 head -n1 "$J/stdout"
-	mkdir "$T/sessions/x2" || true
 	echo close >"$X/ctl"
 	[ "$(cat "$X/state")" = TERMINATED ]
 	[ "$(timeout 30 cat "$J/exit")" = 137 ]

@@ -36,6 +36,17 @@ teardown_file() { cleanup_tenkid; }
 	[ "$(domains | wc -l)" -eq 2 ]
 }
 
+@test "a job streaming through a kill -9 of tenkid: no gap, no duplicate" {
+	j=$(cat "$T/sessions/b/exec/clone")
+	echo 'for i in $(seq 1 400); do echo line-$i; sleep 0.01; done' >"$T/sessions/b/exec/$j/cmd"
+	sleep 1.5
+	kill9_tenkid
+	sleep 2
+	start_tenkid
+	[ "$(timeout 120 cat "$T/sessions/b/exec/$j/exit")" = 0 ]
+	diff <(seq 1 400 | sed 's/^/line-/') "$T/sessions/b/exec/$j/stdout"
+}
+
 @test "SIGTERM unmounts and leaves VMs running; a restart re-attaches" {
 	stop_tenkid
 	! mountpoint -q "$T"
