@@ -1,0 +1,531 @@
+/*
+ * The host connection: the virtio-serial port (or, for tests, a unix
+ * socket), inbound framing and the outbound queue.
+ *
+ * A virtio port never closes; the host comes and goes behind it.  Reading
+ * gives EOF and poll gives POLLHUP while nobody is connected, so then the
+ * agent stops polling the fd and probes it with a read every RETRY_MS.
+ * Each connection starts with the host's HELLO; bytes before it may be a
+ * previous connection's leftovers and are skipped (proto_resync).  After
+ * the handshake a framing error is not skipped: the agent drops the
+ * connection (sockets) or goes back to waiting for a HELLO (virtio), and
+ * the jobs go on regardless.
+ */
+#include "agent.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+enum port_state {
+	PS_CLOSED, /* no connection: open, connect or accept one */
+	PS_IDLE,   /* virtio fd open, no host behind it: probe on a timer */
+	PS_HELLO,  /* connected, skipping to the host's HELLO */
+	PS_READY,  /* handshake done */
+};
+
+static struct {
+	enum port_mode mode;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	int fd;	 /* the connection, or the virtio port */
+	int lfd; /* --listen socket */
+	enum port_state state;
+	bool closing;	  /* drop the connection once the queue is out */
+	bool logged_wait; /* "waiting for the port" said once */
+	int64_t retry_at; /* 0: no timer */
+	unsigned gen;	  /* bumped whenever the session is reset */
+	size_t inlen;
+	uint8_t in[PROTO_HDR_LEN + PROTO_MAX_PAYLOAD];
+	struct buf out;
+} port; /* zeroed, in .bss: port_init sets the fds to -1 */
+
+bool port_ready(void)
+{
+	return port.state == PS_READY && !port.closing;
+}
+
+size_t port_outq_len(void)
+{
+	return port.out.len;
+}
+
+/* Forget this connection's partial input and unsent output. */
+static void session_reset(void)
+{
+	port.inlen = 0;
+	port.out.head = 0;
+	port.out.len = 0;
+	if (port.out.cap > 4 * OUTQ_HIGH)
+		buf_free(&port.out);
+	port.closing = false;
+	port.gen++;
+}
+
+static void retry_soon(void)
+{
+	port.retry_at = now_ms() + RETRY_MS;
+}
+
+/* The host went away: wait for the next one. */
+static void port_lost(const char *why)
+{
+	alog(L_INFO, "host disconnected (%s)", why);
+	session_reset();
+	if (port.mode == PORT_VIRTIO) {
+		port.state = PS_IDLE;
+		retry_soon();
+		return;
+	}
+	close(port.fd);
+	port.fd = -1;
+	port.state = PS_CLOSED;
+	if (port.mode == PORT_CONNECT)
+		retry_soon();
+}
+
+/* The host broke the protocol: end this connection, keep the jobs. */
+static void port_drop(const char *why)
+{
+	alog(L_WARN, "protocol error from host: %s; waiting for a new HELLO",
+	     why);
+	if (port.mode != PORT_VIRTIO) {
+		port_lost("connection dropped");
+		return;
+	}
+	session_reset();
+	port.state = PS_HELLO;
+}
+
+static void port_connected(int fd)
+{
+	port.fd = fd;
+	port.state = PS_HELLO;
+	port.retry_at = 0;
+	port.logged_wait = false;
+	session_reset();
+	alog(L_INFO, "host connected; waiting for HELLO");
+}
+
+/* ---- opening the transport ---- */
+
+static int read_small_file(const char *path, char *out, size_t outlen)
+{
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, out, outlen - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	out[n] = '\0';
+	out[strcspn(out, "\n")] = '\0';
+	return 0;
+}
+
+/* /dev/vportNpM whose sysfs name is ours; no udev in the guest. */
+static int virtio_find(char *dev, size_t devlen)
+{
+	char path[300], name[128];
+	struct dirent *de;
+	DIR *d;
+	int rc = -1;
+
+	d = opendir("/sys/class/virtio-ports");
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, "vport", 5) != 0)
+			continue;
+		snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name",
+			 de->d_name);
+		if (read_small_file(path, name, sizeof(name)) < 0 ||
+		    strcmp(name, AGENT_PORT_NAME) != 0)
+			continue;
+		snprintf(dev, devlen, "/dev/%s", de->d_name);
+		rc = 0;
+		break;
+	}
+	closedir(d);
+	return rc;
+}
+
+static void virtio_open(void)
+{
+	char dev[300];
+	int fd;
+
+	if (virtio_find(dev, sizeof(dev)) < 0 ||
+	    (fd = open(dev, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)) < 0) {
+		if (!port.logged_wait)
+			alog(L_INFO, "waiting for virtio port %s",
+			     AGENT_PORT_NAME);
+		port.logged_wait = true;
+		retry_soon();
+		return;
+	}
+	alog(L_INFO, "opened %s", dev);
+	port.fd = fd;
+	port.state = PS_IDLE;
+	port.retry_at = now_ms(); /* probe for a host at once */
+}
+
+static int unix_addr(struct sockaddr_un *sa)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	snprintf(sa->sun_path, sizeof(sa->sun_path), "%s", port.path);
+	return 0;
+}
+
+static void sock_connect(void)
+{
+	struct sockaddr_un sa;
+	int fd;
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto retry;
+	unix_addr(&sa);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		goto retry;
+	}
+	port_connected(fd);
+	return;
+retry:
+	if (!port.logged_wait)
+		alog(L_INFO, "waiting for %s", port.path);
+	port.logged_wait = true;
+	retry_soon();
+}
+
+static int sock_listen(void)
+{
+	struct sockaddr_un sa;
+	struct stat st;
+
+	if (lstat(port.path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(port.path); /* a previous run's socket */
+	port.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			  0);
+	if (port.lfd < 0)
+		goto fail;
+	unix_addr(&sa);
+	if (bind(port.lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(port.lfd, 4) < 0)
+		goto fail;
+	alog(L_INFO, "listening on %s", port.path);
+	return 0;
+fail:
+	alog(L_ERR, "listen on %s: %s", port.path, strerror(errno));
+	if (port.lfd >= 0)
+		close(port.lfd);
+	port.lfd = -1;
+	return -1;
+}
+
+static void sock_accept(void)
+{
+	int fd;
+
+	if (port.state != PS_CLOSED)
+		return;
+	fd = accept4(port.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			alog(L_WARN, "accept: %s", strerror(errno));
+		return;
+	}
+	port_connected(fd);
+}
+
+int port_init(enum port_mode mode, const char *path)
+{
+	port.mode = mode;
+	port.state = PS_CLOSED;
+	port.fd = -1;
+	port.lfd = -1;
+	if (path != NULL) {
+		if (strlen(path) >= sizeof(port.path)) {
+			alog(L_ERR, "socket path too long: %s", path);
+			return -1;
+		}
+		snprintf(port.path, sizeof(port.path), "%s", path);
+	}
+	if (mode == PORT_LISTEN)
+		return sock_listen();
+	port.retry_at = now_ms();
+	return 0;
+}
+
+void port_cleanup(void)
+{
+	if (port.fd >= 0)
+		close(port.fd);
+	if (port.lfd >= 0) {
+		close(port.lfd);
+		unlink(port.path);
+	}
+	port.fd = port.lfd = -1;
+}
+
+/* ---- output ---- */
+
+int port_send(uint8_t type, uint32_t chan, const void *a, size_t alen,
+	      const void *b, size_t blen)
+{
+	size_t plen = alen + blen;
+	uint8_t *p;
+
+	if (port.state != PS_READY || port.closing ||
+	    plen > PROTO_MAX_PAYLOAD)
+		return -1;
+	if (buf_reserve(&port.out, PROTO_HDR_LEN + plen) < 0) {
+		alog(L_WARN, "out of memory; %s frame not sent",
+		     proto_type_str(type));
+		return -1;
+	}
+	p = buf_tail(&port.out);
+	proto_encode_hdr(p, type, chan, (uint32_t)plen);
+	if (alen > 0)
+		memcpy(p + PROTO_HDR_LEN, a, alen);
+	if (blen > 0)
+		memcpy(p + PROTO_HDR_LEN + alen, b, blen);
+	port.out.len += PROTO_HDR_LEN + plen;
+	return 0;
+}
+
+/* Sends and releases obj. */
+int port_send_json(uint8_t type, json_t *obj)
+{
+	char *s = json_dumps(obj, JSON_COMPACT);
+	size_t n;
+	int rc = -1;
+
+	json_decref(obj);
+	if (s == NULL)
+		return -1;
+	n = strlen(s);
+	if (n > PROTO_MAX_JSON)
+		alog(L_ERR, "%s of %zu bytes is too big; not sent",
+		     proto_type_str(type), n);
+	else
+		rc = port_send(type, 0, s, n, NULL, 0);
+	free(s);
+	return rc;
+}
+
+/* Write until the port would block, refilling from the streams. */
+void port_flush(void)
+{
+	ssize_t n;
+
+	while (port.state == PS_READY) {
+		if (port.out.len < OUTQ_LOW && !port.closing)
+			chan_fill();
+		if (port.out.len == 0)
+			break;
+		n = write(port.fd, port.out.data + port.out.head, port.out.len);
+		if (n > 0) {
+			buf_consume(&port.out, (size_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		port_lost(n < 0 ? strerror(errno) : "write returned 0");
+		return;
+	}
+	if (port.state == PS_READY && port.closing && port.out.len == 0)
+		port_drop("protocol version mismatch");
+}
+
+/* ---- input ---- */
+
+static void on_hello(const uint8_t *p, size_t len, bool *skip)
+{
+	int rc = hello_check(p, len);
+
+	*skip = false;
+	if (rc == HELLO_BAD) {
+		*skip = true;
+		return;
+	}
+	port.state = PS_READY;
+	if (rc == HELLO_MISMATCH) {
+		hello_reply(false); /* so the host can log why, too */
+		port.closing = true;
+		return;
+	}
+	alog(L_INFO, "HELLO from host; %zu job(s) held", njobs);
+	hello_reply(true);
+}
+
+static void on_frame(const struct proto_hdr *h, const uint8_t *p)
+{
+	bool skip;
+
+	switch (h->type) {
+	case PT_HELLO:
+		/* Again on a live connection: answer and resend again. */
+		on_hello(p, h->len, &skip);
+		break;
+	case PT_REQ:
+		req_handle(p, h->len);
+		break;
+	case PT_DATA:
+		chan_on_data(h->chan, p, h->len);
+		break;
+	case PT_ACK:
+		chan_on_ack(h->chan, p);
+		break;
+	case PT_EOF:
+		chan_on_eof(h->chan, p);
+		break;
+	case PT_PING:
+		port_send(PT_PONG, 0, p, h->len, NULL, 0);
+		break;
+	default:
+		alog(L_DEBUG, "%s from host ignored", proto_type_str(h->type));
+		break;
+	}
+}
+
+/*
+ * Decode every whole frame in the input buffer.  Before the handshake any
+ * byte that does not start a valid HELLO is skipped one at a time.
+ */
+static void process_input(void)
+{
+	unsigned gen = port.gen;
+	struct proto_hdr h;
+	size_t off = 0, flen;
+	bool skip;
+	int rc;
+
+	while (off < port.inlen) {
+		if (port.state == PS_HELLO)
+			off += proto_resync(port.in + off, port.inlen - off);
+		rc = proto_decode(port.in + off, port.inlen - off, &h, &flen);
+		if (rc == PROTO_NEED_MORE)
+			break;
+		if (port.state == PS_HELLO) {
+			if (rc == PROTO_OK && h.type == PT_HELLO)
+				on_hello(port.in + off + PROTO_HDR_LEN, h.len,
+					 &skip);
+			else
+				skip = true;
+			off += skip ? 1 : flen;
+			continue;
+		}
+		if (rc != PROTO_OK) {
+			port_drop(proto_status_str(rc));
+			return;
+		}
+		if (!port.closing)
+			on_frame(&h, port.in + off + PROTO_HDR_LEN);
+		if (port.gen != gen)
+			return;
+		off += flen;
+	}
+	if (off > 0) {
+		memmove(port.in, port.in + off, port.inlen - off);
+		port.inlen -= off;
+	}
+}
+
+static void port_read(void)
+{
+	ssize_t n;
+
+	if (port.fd < 0)
+		return;
+	n = read(port.fd, port.in + port.inlen, sizeof(port.in) - port.inlen);
+	if (n > 0) {
+		if (port.state == PS_IDLE)
+			port_connected(port.fd);
+		port.inlen += (size_t)n;
+		process_input();
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		/* virtio: no data but no EOF either, so a host is there. */
+		if (port.state == PS_IDLE)
+			port_connected(port.fd);
+		return;
+	}
+	if (port.state == PS_IDLE) {
+		retry_soon(); /* still nobody */
+		return;
+	}
+	port_lost(n == 0 ? "EOF" : strerror(errno));
+}
+
+/* ---- the loop's view ---- */
+
+void port_timer(int64_t now)
+{
+	if (port.retry_at == 0 || now < port.retry_at)
+		return;
+	port.retry_at = 0;
+	if (port.state == PS_IDLE) {
+		port_read();
+		return;
+	}
+	if (port.state != PS_CLOSED)
+		return;
+	if (port.mode == PORT_VIRTIO)
+		virtio_open();
+	else if (port.mode == PORT_CONNECT)
+		sock_connect();
+}
+
+int64_t port_next_deadline(void)
+{
+	return port.retry_at;
+}
+
+void port_add_polls(void)
+{
+	short ev = 0;
+
+	if (port.state == PS_CLOSED) {
+		if (port.mode == PORT_LISTEN)
+			poll_add(port.lfd, POLLIN, PE_LISTEN, NULL);
+		return;
+	}
+	if (port.state == PS_IDLE)
+		return; /* POLLHUP until a host comes: probe on the timer */
+	if (!port.closing && port.out.len < OUTQ_HIGH)
+		ev |= POLLIN;
+	if (port.state == PS_READY && port.out.len > 0)
+		ev |= POLLOUT;
+	poll_add(port.fd, ev, PE_PORT, NULL);
+}
+
+void port_on_poll(enum pe_kind kind, int fd, short revents)
+{
+	if (kind == PE_LISTEN) {
+		sock_accept();
+		return;
+	}
+	if (fd != port.fd || port.state < PS_HELLO)
+		return;
+	if (revents & POLLOUT)
+		port_flush();
+	if (fd == port.fd && port.state >= PS_HELLO &&
+	    (revents & (POLLIN | POLLHUP | POLLERR)))
+		port_read();
+}
