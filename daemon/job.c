@@ -300,6 +300,25 @@ static char *one_line(const char *text, size_t len)
 	return strndup(text, len);
 }
 
+bool job_valid_cwd(const char *text, size_t len)
+{
+	char *cwd = one_line(text, len);
+	bool ok = cwd && cwd[0] == '/' && strlen(cwd) <= 4000;
+
+	free(cwd);
+	return ok;
+}
+
+bool job_valid_timeout(const char *text, size_t len)
+{
+	char *t = one_line(text, len);
+	int64_t secs;
+	bool ok = t && parse_duration(t, false, &secs) == 0;
+
+	free(t);
+	return ok;
+}
+
 int job_set_cwd(struct job *j, const char *text, size_t len)
 {
 	int rc = check_not_started(j, "cwd");
@@ -358,6 +377,8 @@ static void job_fail(struct job *j, const char *why)
 	session_set_state(j->s, j->s->state); /* RUNNING -> READY maybe */
 }
 
+static void send_pending_stdin(struct job *j);
+
 static void exec_answered(struct session *s, json_t *resp, int err,
 			  const char *text, void *arg)
 {
@@ -377,6 +398,7 @@ static void exec_answered(struct session *s, json_t *resp, int err,
 					 : 0;
 			j->st = J_RUNNING;
 			job_save(j);
+			send_pending_stdin(j); /* written while starting */
 			waitq_wake(&j->wq);
 		}
 	}

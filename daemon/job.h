@@ -80,6 +80,9 @@ int job_remove(struct job *j);
 /* Before the start: env lines, cwd, timeout (EBUSY after). */
 int job_set_env(struct job *j, const char *text, size_t len);
 int job_set_cwd(struct job *j, const char *text, size_t len);
+/* Checks of one write, before anything is applied. */
+bool job_valid_cwd(const char *text, size_t len);
+bool job_valid_timeout(const char *text, size_t len);
 int job_set_timeout(struct job *j, const char *text, size_t len);
 /* Start: cmd is a shell line, argv one argument per line. */
 int job_start_cmd(struct job *j, const char *text, size_t len);

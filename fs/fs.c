@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct fuse_session *se;
@@ -65,11 +66,19 @@ void fs_wait_and_unmount(void)
 {
 	if (!se)
 		return;
-	/* The loop thread sits in read(/dev/fuse): unmounting wakes it. */
 	fuse_session_unmount(se);
-	pthread_join(loop_thread, NULL);
-	fuse_session_destroy(se);
-	se = NULL;
+	/*
+	 * libfuse's workers sit in read(/dev/fuse) with every signal blocked
+	 * (tenkid takes signals with sigwait), and a lazy unmount need not
+	 * wake them: give the loop a moment, then leave it to process exit.
+	 */
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 1;
+	if (pthread_timedjoin_np(loop_thread, NULL, &until) == 0) {
+		fuse_session_destroy(se);
+		se = NULL;
+	}
 	log_info("tree unmounted from %s", mounted_at);
 	free(mounted_at);
 }

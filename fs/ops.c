@@ -910,6 +910,20 @@ static int check_value_write(struct fh *fh, const char *label)
 		spec_free_list(list, cnt);
 		return 0;
 	}
+	case F_J_CWD:
+		if (!job_valid_cwd(t, len))
+			return refuse(nearest_err(n), EINVAL, label,
+				      "cwd must be one absolute path (got "
+				      "'%.*s')",
+				      (int)(len > 80 ? 80 : len - 1), t);
+		return 0;
+	case F_J_TIMEOUT:
+		if (!job_valid_timeout(t, len))
+			return refuse(nearest_err(n), EINVAL, label,
+				      "timeout '%.*s' is not a duration above "
+				      "zero (90, 90s, 30m, 2h, 1h30m, 1d)",
+				      (int)(len > 40 ? 40 : len - 1), t);
+		return 0;
 	default:
 		return 0;
 	}

@@ -38,7 +38,8 @@ teardown_file() { cleanup_tenkid; }
 }
 
 @test "a write with one bad verb applies none of them" {
-	refused_with "Invalid argument" bash -c "printf 'pause\nbogus\n' > '$T/sessions/e1/ctl'"
+	# one write(2) holding two verbs
+	refused_with "Invalid argument" python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_WRONLY); os.write(fd, b"pause\nbogus\n")' "$T/sessions/e1/ctl"
 	[ "$(cat "$T/sessions/e1/state")" = READY ]
 }
 

@@ -138,7 +138,7 @@ print(p.poll(20000) and os.read(fd, 100).decode().strip())' "$J/stdout"
 	newjob
 	refused_with "Invalid argument" bash -c "echo dance > '$J/ctl'"
 	grep -q "unknown verb 'dance'" "$X/err"
-	refused_with "Invalid argument" bash -c "echo -- -5 > '$J/timeout'"
+	refused_with "Invalid argument" bash -c "echo -5 > '$J/timeout'"
 	grep -q "timeout '-5' is not a duration" "$X/err"
 	echo /nonexistent >"$J/cwd"
 	echo true >"$J/cmd"
@@ -178,9 +178,9 @@ print(p.poll(20000) and os.read(fd, 100).decode().strip())' "$J/stdout"
 	newjob
 	pid=$(cat "$TK/pid")
 	rss0=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-	echo 'head -c 209715200 /dev/urandom | tee >(sha256sum >&2) ' >"$J/cmd"
+	printf '%s\n' bash -c 'head -c 209715200 /dev/urandom | tee >(sha256sum >&2)' >"$J/argv"
 	host=$(timeout 300 sha256sum <"$J/stdout" | cut -d' ' -f1)
-	[ "$(timeout 60 cat "$J/exit")" = 0 ]
+	[ "$(timeout 120 cat "$J/exit")" = 0 ]
 	guest=$(cut -d' ' -f1 <"$J/stderr")
 	rss1=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 	echo "rss before ${rss0} kB after ${rss1} kB" >&3
