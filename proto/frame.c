@@ -19,6 +19,10 @@ static uint32_t max_payload(uint8_t type)
 	case PT_PING:
 	case PT_PONG:
 		return 64;
+	case PT_FSREQ:
+		return PROTO_MAX_FS;
+	case PT_FSRESP:
+		return PROTO_MAX_FS;
 	default:
 		return 0;
 	}
@@ -36,6 +40,10 @@ static int min_payload(uint8_t type)
 	case PT_ACK:
 	case PT_EOF:
 		return 8;
+	case PT_FSREQ:
+		return 16;
+	case PT_FSRESP:
+		return 12;
 	default:
 		return 0;
 	}
@@ -124,8 +132,131 @@ const char *proto_status_str(int status)
 
 const char *proto_type_str(uint8_t type)
 {
-	static const char *names[] = {"?",    "HELLO", "REQ", "RESP", "EVENT",
-				      "DATA", "ACK",   "EOF", "PING", "PONG"};
+	static const char *names[] = {"?",    "HELLO", "REQ",  "RESP",
+				      "EVENT", "DATA", "ACK",  "EOF",
+				      "PING", "PONG", "FSREQ", "FSRESP"};
 
 	return type <= PT_MAX_TYPE ? names[type] : "?";
+}
+
+/* ---- bounded payload reader and writer --------------------------------- */
+
+static const uint8_t *rd_take(struct proto_rd *r, size_t n)
+{
+	const uint8_t *p = r->p;
+
+	if (r->bad || r->left < n) {
+		r->bad = 1;
+		return NULL;
+	}
+	r->p += n;
+	r->left -= n;
+	return p;
+}
+
+uint64_t proto_rd_u64(struct proto_rd *r)
+{
+	const uint8_t *p = rd_take(r, 8);
+	return p ? proto_get_u64(p) : 0;
+}
+
+uint32_t proto_rd_u32(struct proto_rd *r)
+{
+	const uint8_t *p = rd_take(r, 4);
+	return p ? proto_get_u32(p) : 0;
+}
+
+uint16_t proto_rd_u16(struct proto_rd *r)
+{
+	const uint8_t *p = rd_take(r, 2);
+	return p ? (uint16_t)(p[0] | p[1] << 8) : 0;
+}
+
+const uint8_t *proto_rd_str(struct proto_rd *r, uint16_t *len)
+{
+	*len = proto_rd_u16(r);
+	const uint8_t *p = rd_take(r, *len);
+	if (!p)
+		*len = 0;
+	return p;
+}
+
+void proto_rd_attr(struct proto_rd *r, struct proto_attr *a)
+{
+	a->ino = proto_rd_u64(r);
+	a->size = proto_rd_u64(r);
+	a->blocks = proto_rd_u64(r);
+	a->atime = (int64_t)proto_rd_u64(r);
+	a->mtime = (int64_t)proto_rd_u64(r);
+	a->ctime = (int64_t)proto_rd_u64(r);
+	a->atime_ns = proto_rd_u32(r);
+	a->mtime_ns = proto_rd_u32(r);
+	a->ctime_ns = proto_rd_u32(r);
+	a->mode = proto_rd_u32(r);
+	a->nlink = proto_rd_u32(r);
+	a->uid = proto_rd_u32(r);
+	a->gid = proto_rd_u32(r);
+	a->rdev = proto_rd_u32(r);
+	a->blksize = proto_rd_u32(r);
+}
+
+static uint8_t *wr_take(struct proto_wr *w, size_t n)
+{
+	if (w->bad || w->cap - w->len < n) {
+		w->bad = 1;
+		return NULL;
+	}
+	uint8_t *p = w->p + w->len;
+	w->len += n;
+	return p;
+}
+
+void proto_wr_u64(struct proto_wr *w, uint64_t v)
+{
+	uint8_t *p = wr_take(w, 8);
+	if (p)
+		proto_put_u64(p, v);
+}
+
+void proto_wr_u32(struct proto_wr *w, uint32_t v)
+{
+	uint8_t *p = wr_take(w, 4);
+	if (p)
+		proto_put_u32(p, v);
+}
+
+void proto_wr_str(struct proto_wr *w, const void *s, uint16_t len)
+{
+	uint8_t *p = wr_take(w, 2);
+	if (!p)
+		return;
+	p[0] = (uint8_t)len;
+	p[1] = (uint8_t)(len >> 8);
+	proto_wr_bytes(w, s, len);
+}
+
+void proto_wr_bytes(struct proto_wr *w, const void *s, size_t len)
+{
+	uint8_t *p = wr_take(w, len);
+	if (p && len)
+		memcpy(p, s, len);
+}
+
+void proto_wr_attr(struct proto_wr *w, const struct proto_attr *a)
+{
+	proto_wr_u64(w, a->ino);
+	proto_wr_u64(w, a->size);
+	proto_wr_u64(w, a->blocks);
+	proto_wr_u64(w, (uint64_t)a->atime);
+	proto_wr_u64(w, (uint64_t)a->mtime);
+	proto_wr_u64(w, (uint64_t)a->ctime);
+	proto_wr_u32(w, a->atime_ns);
+	proto_wr_u32(w, a->mtime_ns);
+	proto_wr_u32(w, a->ctime_ns);
+	proto_wr_u32(w, a->mode);
+	proto_wr_u32(w, a->nlink);
+	proto_wr_u32(w, a->uid);
+	proto_wr_u32(w, a->gid);
+	proto_wr_u32(w, a->rdev);
+	proto_wr_u32(w, a->blksize);
 }

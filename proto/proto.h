@@ -30,8 +30,90 @@ enum proto_type {
 	PT_EOF = 7,   /* u64 final stream offset; channel > 0 */
 	PT_PING = 8,  /* opaque payload, at most 64 bytes */
 	PT_PONG = 9,  /* echoes a PING's payload */
-	PT_MAX_TYPE = 9
+	PT_FSREQ = 10,  /* binary file operation, host -> agent */
+	PT_FSRESP = 11, /* its answer, agent -> host */
+	PT_MAX_TYPE = 11
 };
+
+/* File operations (docs/protocol.md, "File operations"). */
+#define PROTO_MAX_FS (1024u * 1024u + 4096u)
+#define PROTO_FS_IO_MAX (1024u * 1024u) /* READ/WRITE/READDIR bytes */
+#define PROTO_FS_ATTR_LEN 84
+#define PROTO_FS_ROOT 1 /* nid of /home/tenki */
+#define PROTO_FS_MAX_INFLIGHT 64
+
+enum proto_fs_op {
+	FS_LOOKUP = 1,
+	FS_FORGET = 2,
+	FS_GETATTR = 3,
+	FS_SETATTR = 4,
+	FS_READLINK = 5,
+	FS_MKDIR = 6,
+	FS_UNLINK = 7,
+	FS_RMDIR = 8,
+	FS_SYMLINK = 9,
+	FS_RENAME = 10,
+	FS_LINK = 11,
+	FS_OPEN = 12,
+	FS_CREATE = 13,
+	FS_READ = 14,
+	FS_WRITE = 15,
+	FS_RELEASE = 16,
+	FS_FSYNC = 17,
+	FS_OPENDIR = 18,
+	FS_READDIR = 19,
+	FS_RELEASEDIR = 20,
+	FS_STATFS = 21,
+	FS_COPY_RANGE = 22,
+	FS_MAX_OP = 22
+};
+
+/* SETATTR valid bits (FUSE's FATTR_* values) */
+#define FS_SET_MODE 1u
+#define FS_SET_UID 2u
+#define FS_SET_GID 4u
+#define FS_SET_SIZE 8u
+#define FS_SET_ATIME 16u
+#define FS_SET_MTIME 32u
+#define FS_SET_ATIME_NOW 128u
+#define FS_SET_MTIME_NOW 256u
+
+/* A file's attributes as they travel (84 bytes, see the doc). */
+struct proto_attr {
+	uint64_t ino, size, blocks;
+	int64_t atime, mtime, ctime;
+	uint32_t atime_ns, mtime_ns, ctime_ns;
+	uint32_t mode, nlink, uid, gid, rdev, blksize;
+};
+
+/*
+ * A bounded reader and writer for FS payloads: every get checks the
+ * remaining length and sets ->bad instead of reading past the end.
+ */
+struct proto_rd {
+	const uint8_t *p;
+	size_t left;
+	int bad;
+};
+
+struct proto_wr {
+	uint8_t *p;
+	size_t len, cap;
+	int bad;
+};
+
+uint64_t proto_rd_u64(struct proto_rd *r);
+uint32_t proto_rd_u32(struct proto_rd *r);
+uint16_t proto_rd_u16(struct proto_rd *r);
+/* A str: returns a pointer into the payload (not NUL-terminated). */
+const uint8_t *proto_rd_str(struct proto_rd *r, uint16_t *len);
+void proto_rd_attr(struct proto_rd *r, struct proto_attr *a);
+
+void proto_wr_u64(struct proto_wr *w, uint64_t v);
+void proto_wr_u32(struct proto_wr *w, uint32_t v);
+void proto_wr_str(struct proto_wr *w, const void *s, uint16_t len);
+void proto_wr_bytes(struct proto_wr *w, const void *s, size_t len);
+void proto_wr_attr(struct proto_wr *w, const struct proto_attr *a);
 
 struct proto_hdr {
 	uint32_t len; /* payload bytes after the header */
