@@ -34,6 +34,19 @@ void agent_send_data(struct session *s, uint32_t chan, uint64_t off,
 void agent_send_ack(struct session *s, uint32_t chan, uint64_t off);
 void agent_send_eof(struct session *s, uint32_t chan, uint64_t off);
 
+/*
+ * A file operation (binary FSREQ).  The request is the op's fields after
+ * the 16-byte header, then data (WRITE's bytes).  cb runs exactly once with
+ * the result after the 12-byte answer header (err 0), or an errno: the
+ * guest's own, ETIMEDOUT, or ECONNRESET when the connection went away.
+ * FS_FORGET takes no callback and gets no answer.
+ */
+typedef void (*agent_fs_cb)(struct session *s, int err, const uint8_t *res,
+			    size_t len, void *arg);
+int agent_fs_request(struct session *s, uint32_t op, const void *args,
+		     size_t alen, const void *data, size_t dlen, agent_fs_cb cb,
+		     void *arg);
+
 /* Bytes queued towards the agent (for back-pressure of stdin writers). */
 size_t agent_queued(struct session *s);
 

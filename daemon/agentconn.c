@@ -14,15 +14,17 @@
 #include <string.h>
 #include <sys/random.h>
 
-#define MAX_PENDING 256
+#define MAX_PENDING 1024
 #define MAX_QUEUED (16u * 1024 * 1024)
-#define RBUF_CAP (PROTO_HDR_LEN + PROTO_MAX_PAYLOAD)
+#define RBUF_CAP (PROTO_HDR_LEN + PROTO_MAX_FS)
+#define FS_TIMEOUT_MS 60000
 
 struct pending {
 	struct pending *next;
 	uint64_t id;
 	int64_t deadline;
 	agent_resp_cb cb;
+	agent_fs_cb fs_cb; /* binary file operation instead of JSON */
 	void *arg;
 };
 
@@ -139,7 +141,10 @@ static void fail_pending(struct agent_conn *c, int err, const char *text)
 		struct pending *p = c->pend;
 		c->pend = p->next;
 		c->npend--;
-		p->cb(c->s, NULL, err, text, p->arg);
+		if (p->fs_cb)
+			p->fs_cb(c->s, err, NULL, 0, p->arg);
+		else
+			p->cb(c->s, NULL, err, text, p->arg);
 		free(p);
 	}
 }
@@ -194,8 +199,11 @@ static void req_timeout(struct timer *t)
 		if (p->deadline <= now) {
 			*pp = p->next;
 			c->npend--;
-			p->cb(c->s, NULL, ETIMEDOUT, "agent did not answer",
-			      p->arg);
+			if (p->fs_cb)
+				p->fs_cb(c->s, ETIMEDOUT, NULL, 0, p->arg);
+			else
+				p->cb(c->s, NULL, ETIMEDOUT,
+				      "agent did not answer", p->arg);
 			free(p);
 			continue;
 		}
@@ -232,6 +240,70 @@ int agent_request(struct session *s, json_t *req, agent_resp_cb cb, void *arg,
 	if (!c->req_timer.armed || c->req_timer.when_ms > p->deadline)
 		timer_arm(&c->req_timer, timeout_ms);
 	return 0;
+}
+
+int agent_fs_request(struct session *s, uint32_t op, const void *args,
+		     size_t alen, const void *data, size_t dlen, agent_fs_cb cb,
+		     void *arg)
+{
+	struct agent_conn *c = s->conn;
+	uint8_t hdr[16];
+	uint64_t id;
+
+	if (!c || !c->hello_done)
+		return -EAGAIN;
+	if (16 + alen + dlen > PROTO_MAX_FS)
+		return -EINVAL;
+	if (cb && c->npend >= MAX_PENDING)
+		return -EAGAIN;
+	id = ++c->next_id;
+	if (cb) {
+		struct pending *p = calloc(1, sizeof(*p));
+		if (!p)
+			abort();
+		p->id = id;
+		p->deadline = mono_ms() + FS_TIMEOUT_MS;
+		p->fs_cb = cb;
+		p->arg = arg;
+		p->next = c->pend;
+		c->pend = p;
+		c->npend++;
+		if (!c->req_timer.armed || c->req_timer.when_ms > p->deadline)
+			timer_arm(&c->req_timer, FS_TIMEOUT_MS);
+	}
+	proto_put_u64(hdr, id);
+	proto_put_u32(hdr + 8, op);
+	proto_put_u32(hdr + 12, 0);
+	uint8_t fh[PROTO_HDR_LEN];
+	proto_encode_hdr(fh, PT_FSREQ, 0, (uint32_t)(16 + alen + dlen));
+	buf_add(&c->out, fh, sizeof(fh));
+	buf_add(&c->out, hdr, sizeof(hdr));
+	buf_add(&c->out, args, alen);
+	buf_add(&c->out, data, dlen);
+	conn_flush(c);
+	return 0;
+}
+
+static void on_fsresp(struct agent_conn *c, const uint8_t *p, size_t n)
+{
+	uint64_t id = proto_get_u64(p);
+	int32_t err = (int32_t)proto_get_u32(p + 8);
+
+	for (struct pending **pp = &c->pend; *pp; pp = &(*pp)->next) {
+		struct pending *q = *pp;
+		if (q->id != id || !q->fs_cb)
+			continue;
+		*pp = q->next;
+		c->npend--;
+		if (err < 0 || err >= 4096)
+			err = EIO;
+		q->fs_cb(c->s, err, err ? NULL : p + 12, err ? 0 : n - 12,
+			 q->arg);
+		free(q);
+		return;
+	}
+	log_debug("session %s: fs answer to unknown request %llu", c->s->name,
+		  (unsigned long long)id);
 }
 
 void agent_send_data(struct session *s, uint32_t chan, uint64_t off,
@@ -322,7 +394,7 @@ static void on_resp(struct agent_conn *c, json_t *j)
 	}
 	for (struct pending **pp = &c->pend; *pp; pp = &(*pp)->next) {
 		struct pending *p = *pp;
-		if ((json_int_t)p->id != json_integer_value(id))
+		if ((json_int_t)p->id != json_integer_value(id) || p->fs_cb)
 			continue;
 		*pp = p->next;
 		c->npend--;
@@ -412,6 +484,9 @@ static bool handle_frame(struct agent_conn *c, const struct proto_hdr *h,
 			conn_violation(c, "bad EOF on channel %u", h->chan);
 			return false;
 		}
+		break;
+	case PT_FSRESP:
+		on_fsresp(c, p, h->len);
 		break;
 	case PT_PING:
 		conn_queue(c, PT_PONG, 0, p, h->len, NULL, 0);

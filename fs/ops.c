@@ -5,6 +5,7 @@
  */
 #include "content.h"
 #include "fs.h"
+#include "gfs.h"
 #include "inodes.h"
 #include "job.h"
 #include "log.h"
@@ -19,6 +20,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/statvfs.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -43,6 +45,15 @@ struct fh {
 static int64_t started_ms;
 static uid_t owner_uid;
 static gid_t owner_gid;
+
+/* Inodes under files/ belong to gfs.c, which takes the lock itself. */
+#define GFS_DELEGATE(ino, call)                                               \
+	do {                                                                  \
+		if (gfs_owns(ino)) {                                          \
+			gfs_ops.call;                                         \
+			return;                                               \
+		}                                                             \
+	} while (0)
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -245,12 +256,19 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct node n;
 	int rc;
 
+	GFS_DELEGATE(parent, lookup(req, parent, name));
 	if ((rc = child_path(parent, name, path)) < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
 	lock();
 	rc = node_resolve(path, &n);
+	if (rc == 0 && n.kind == N_FILES) {
+		gfs_lookup_root(req, n.s);
+		node_release(&n);
+		unlock();
+		return;
+	}
 	if (rc == 0) {
 		fill_attr(&n, path, &e.attr);
 		node_release(&n);
@@ -266,6 +284,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
+	GFS_DELEGATE(ino, forget(req, ino, nlookup));
 	ino_forget(ino, nlookup);
 	fuse_reply_none(req);
 }
@@ -273,9 +292,19 @@ static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 static void op_forget_multi(fuse_req_t req, size_t count,
 			    struct fuse_forget_data *forgets)
 {
-	for (size_t i = 0; i < count; i++)
-		ino_forget(forgets[i].ino, forgets[i].nlookup);
-	fuse_reply_none(req);
+	size_t ng = 0;
+
+	/* Split: tree inodes here, guest inodes to gfs (one batch). */
+	for (size_t i = 0; i < count; i++) {
+		if (gfs_owns(forgets[i].ino))
+			forgets[ng++] = forgets[i];
+		else
+			ino_forget(forgets[i].ino, forgets[i].nlookup);
+	}
+	if (ng)
+		gfs_ops.forget_multi(req, ng, forgets);
+	else
+		fuse_reply_none(req);
 }
 
 /* Resolve an inode; replies the error itself on failure. */
@@ -301,6 +330,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	char path[PATH_CAP];
 	struct stat st;
 	struct node n;
+	GFS_DELEGATE(ino, getattr(req, ino, fi));
 
 	lock();
 	if (resolve_ino(req, ino, path, &n) < 0)
@@ -319,6 +349,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	char path[PATH_CAP];
 	struct stat st;
 	struct node n;
+	GFS_DELEGATE(ino, setattr(req, ino, attr, to_set, fi));
 
 	lock();
 	if (resolve_ino(req, ino, path, &n) < 0)
@@ -382,6 +413,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	char path[PATH_CAP];
 	struct node n;
 	struct fh *fh;
+	GFS_DELEGATE(ino, opendir(req, ino, fi));
 
 	lock();
 	if (resolve_ino(req, ino, path, &n) < 0)
@@ -413,6 +445,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
 	size_t start = (size_t)off, end;
+	GFS_DELEGATE(ino, readdir(req, ino, size, off, fi));
 
 	if (start >= fh->text.len) {
 		fuse_reply_buf(req, NULL, 0);
@@ -447,6 +480,7 @@ static void fh_free(struct fh *fh)
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_file_info *fi)
 {
+	GFS_DELEGATE(ino, releasedir(req, ino, fi));
 	lock();
 	fh_free((struct fh *)(uintptr_t)fi->fh);
 	unlock();
@@ -574,6 +608,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct node n;
 	struct job *j;
 	int rc;
+	GFS_DELEGATE(parent, mkdir(req, parent, name, mode));
 
 	if ((rc = child_path(parent, name, path)) < 0) {
 		fuse_reply_err(req, -rc);
@@ -622,6 +657,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char path[PATH_CAP];
 	struct node n;
 	int rc = 0;
+	GFS_DELEGATE(parent, rmdir(req, parent, name));
 
 	if ((rc = child_path(parent, name, path)) < 0) {
 		fuse_reply_err(req, -rc);
@@ -649,6 +685,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char path[PATH_CAP];
 	struct node n;
 	int rc;
+	GFS_DELEGATE(parent, unlink(req, parent, name));
 
 	if ((rc = child_path(parent, name, path)) < 0) {
 		fuse_reply_err(req, -rc);
@@ -671,6 +708,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	char path[PATH_CAP];
 	struct node n;
 	int rc;
+	GFS_DELEGATE(parent, create(req, parent, name, mode, fi));
 
 	lock();
 	if (resolve_ino(req, parent, path, &n) < 0)
@@ -693,6 +731,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct node n;
 	struct fh *fh;
 	int acc = fi->flags & O_ACCMODE, rc;
+	GFS_DELEGATE(ino, open(req, ino, fi));
 
 	lock();
 	if (resolve_ino(req, ino, path, &n) < 0)
@@ -838,6 +877,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
 	bool ready;
 	int err;
+	GFS_DELEGATE(ino, read(req, ino, size, off, fi));
 
 	lock();
 	switch (fh->n.fd->kind) {
@@ -1062,6 +1102,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
 	char label[PATH_CAP];
 	int rc;
+	GFS_DELEGATE(ino, write(req, ino, buf, size, off, fi));
 
 	lock();
 	if (ino_path(ino, label, sizeof(label)) < 0)
@@ -1111,6 +1152,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
 	char label[PATH_CAP];
 	int rc = 0;
+	GFS_DELEGATE(ino, flush(req, ino, fi));
 
 	lock();
 	if (ino_path(ino, label, sizeof(label)) < 0)
@@ -1125,6 +1167,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
+	GFS_DELEGATE(ino, release(req, ino, fi));
 
 	lock();
 	if (fh->stdin_writer && !fh->n.j->gone)
@@ -1206,7 +1249,85 @@ static void op_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	fuse_reply_poll(req, ev);
 }
 
+/* Ops only files/ has; the tree itself refuses them. */
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	GFS_DELEGATE(ino, readlink(req, ino));
+	fuse_reply_err(req, EINVAL);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	GFS_DELEGATE(parent, symlink(req, link, parent, name));
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	if (gfs_owns(parent) && gfs_owns(newparent)) {
+		gfs_ops.rename(req, parent, name, newparent, newname, flags);
+		return;
+	}
+	fuse_reply_err(req, gfs_owns(parent) || gfs_owns(newparent) ? EXDEV
+								    : EPERM);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	if (gfs_owns(ino) && gfs_owns(newparent)) {
+		gfs_ops.link(req, ino, newparent, newname);
+		return;
+	}
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	GFS_DELEGATE(ino, fsync(req, ino, datasync, fi));
+	fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs v = {.f_bsize = 4096, .f_namemax = 255};
+
+	GFS_DELEGATE(ino, statfs(req, ino));
+	fuse_reply_statfs(req, &v);
+}
+
+static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in,
+			       off_t off_in, struct fuse_file_info *fi_in,
+			       fuse_ino_t ino_out, off_t off_out,
+			       struct fuse_file_info *fi_out, size_t len,
+			       int flags)
+{
+	if (gfs_owns(ino_in) && gfs_owns(ino_out)) {
+		gfs_ops.copy_file_range(req, ino_in, off_in, fi_in, ino_out,
+					off_out, fi_out, len, flags);
+		return;
+	}
+	fuse_reply_err(req, EXDEV);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	gfs_init(conn);
+}
+
 const struct fuse_lowlevel_ops tenki_ops = {
+	.init = op_init,
+	.readlink = op_readlink,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.fsync = op_fsync,
+	.statfs = op_statfs,
+	.copy_file_range = op_copy_file_range,
 	.lookup = op_lookup,
 	.forget = op_forget,
 	.forget_multi = op_forget_multi,

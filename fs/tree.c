@@ -159,6 +159,10 @@ static int resolve_session(char comp[6][NAME_MAX_LEN + 2], int n,
 		nd->kind = N_FILE;
 		return 0;
 	}
+	if (n == 3 && strcmp(comp[2], "files") == 0) {
+		nd->kind = N_FILES;
+		return 0;
+	}
 	if (strcmp(comp[2], "metadata") == 0) {
 		if (n == 3) {
 			nd->kind = N_META_DIR;
@@ -245,6 +249,7 @@ int node_list(const struct node *n, void (*add)(void *, const char *, bool),
 		list_files(session_files, add, ctx);
 		add(ctx, "metadata", true);
 		add(ctx, "exec", true);
+		add(ctx, "files", true);
 		return 0;
 	case N_META_DIR:
 		for (size_t i = 0; i < n->s->spec.nmetadata; i++) {
@@ -266,6 +271,7 @@ int node_list(const struct node *n, void (*add)(void *, const char *, bool),
 	case N_JOB:
 		list_files(job_files, add, ctx);
 		return 0;
+	case N_FILES: /* served by gfs.c */
 	case N_FILE:
 		break;
 	}

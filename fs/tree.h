@@ -75,6 +75,7 @@ enum node_kind {
 	N_META_DIR,
 	N_EXEC_DIR,
 	N_JOB,
+	N_FILES, /* sessions/NAME/files: the guest's home (gfs.c) */
 	N_FILE,
 };
 
