@@ -269,7 +269,7 @@ build_vmlinux() {
 # dependencies comes from modprobe --show-depends on the kernel's own
 # modules.dep.
 INITRD_MODULES="virtio_pci virtio_console virtio_blk virtio_net virtio-rng"
-INITRD_APPLETS="sh cat chmod cp echo hostname insmod ip ls mkdir mount poweroff
+INITRD_APPLETS="sh cat chmod cp echo hostname insmod ls mkdir mount poweroff
 	sleep switch_root umount usleep"
 build_initrd() {
 	local d tmp m f seen=" " bb a
