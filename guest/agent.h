@@ -180,6 +180,7 @@ int sync_start(json_int_t id);
 enum { HELLO_OK, HELLO_BAD, HELLO_MISMATCH };
 int hello_check(const uint8_t *p, size_t len);
 void hello_reply(bool resend);
+void resend_exit_events(void);
 void req_handle(const uint8_t *p, size_t len);
 void resp_ok(json_int_t id, json_t *extra);
 void resp_error(json_int_t id, int err, const char *fmt, ...)

@@ -206,10 +206,32 @@ void init_std_fds(void)
 	}
 }
 
+/* "tenki.debug" on the kernel command line turns on debug logging. */
+static void read_cmdline(void)
+{
+	char line[4096], *w, *save = NULL;
+	ssize_t n;
+	int fd;
+
+	fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	n = read(fd, line, sizeof(line) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	line[n] = '\0';
+	for (w = strtok_r(line, " \n", &save); w != NULL;
+	     w = strtok_r(NULL, " \n", &save))
+		if (strcmp(w, "tenki.debug") == 0)
+			log_verbose = 1;
+}
+
 void init_system(void)
 {
 	umask(022);
 	mount_missing();
+	read_cmdline();
 	init_std_fds();
 	net_setup();
 	if (mkdir(EXEC_DEFAULT_CWD, 0755) < 0 && errno != EEXIST)

@@ -10,6 +10,15 @@
  * the handshake a framing error is not skipped: the agent drops the
  * connection (sockets) or goes back to waiting for a HELLO (virtio), and
  * the jobs go on regardless.
+ *
+ * One race needs care on virtio: the port's data and its "host
+ * connected" state travel on different virtqueues, so a host that
+ * reconnects quickly can have its HELLO read while the guest kernel still
+ * thinks nobody is there.  The answer then cannot be written, and the
+ * port reports EOF a moment later.  Dropping the session there would leave
+ * that host waiting forever for an answer to a HELLO we already consumed,
+ * so an unsent HELLO answer is kept across such an EOF and written when
+ * the host shows up, unless a new HELLO arrives first (HOLD_MS).
  */
 #include "agent.h"
 
@@ -24,6 +33,9 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+/* After a kept answer's host shows up: wait this long for a newer HELLO. */
+#define HOLD_MS 100
 
 enum port_state {
 	PS_CLOSED, /* no connection: open, connect or accept one */
@@ -42,6 +54,9 @@ static struct {
 	bool logged_wait; /* "waiting for the port" said once */
 	int64_t retry_at; /* 0: no timer */
 	unsigned gen;	  /* bumped whenever the session is reset */
+	size_t hello_left; /* bytes of our HELLO answer not yet written */
+	bool resume;	   /* virtio: answer kept across an EOF */
+	int64_t hold_until; /* write nothing before this (0: not armed) */
 	size_t inlen;
 	uint8_t in[PROTO_HDR_LEN + PROTO_MAX_PAYLOAD];
 	struct buf out;
@@ -57,15 +72,29 @@ size_t port_outq_len(void)
 	return port.out.len;
 }
 
-/* Forget this connection's partial input and unsent output. */
-static void session_reset(void)
+/*
+ * Forget unsent output: it belongs to a session that has ended.  A frame
+ * the kernel took only in part is cut short too; the next host skips to
+ * the magic of our HELLO anyway.  Every stream resends from its last ACK
+ * at the next HELLO, so no byte is lost.
+ */
+static void outq_reset(void)
 {
-	port.inlen = 0;
 	port.out.head = 0;
 	port.out.len = 0;
 	if (port.out.cap > 4 * OUTQ_HIGH)
 		buf_free(&port.out);
 	port.closing = false;
+	port.hello_left = 0;
+	port.resume = false;
+	port.hold_until = 0;
+}
+
+/* Forget this connection's partial input and unsent output. */
+static void session_reset(void)
+{
+	port.inlen = 0;
+	outq_reset();
 	port.gen++;
 }
 
@@ -77,6 +106,16 @@ static void retry_soon(void)
 /* The host went away: wait for the next one. */
 static void port_lost(const char *why)
 {
+	if (port.mode == PORT_VIRTIO && port.state == PS_READY &&
+	    port.hello_left > 0 && !port.closing) {
+		alog(L_INFO, "host not there (%s) before our HELLO answer "
+			     "went out; keeping it", why);
+		port.inlen = 0;
+		port.resume = true;
+		port.state = PS_IDLE;
+		retry_soon();
+		return;
+	}
 	alog(L_INFO, "host disconnected (%s)", why);
 	session_reset();
 	if (port.mode == PORT_VIRTIO) {
@@ -91,7 +130,13 @@ static void port_lost(const char *why)
 		retry_soon();
 }
 
-/* The host broke the protocol: end this connection, keep the jobs. */
+/*
+ * The host broke the protocol: end this connection, keep the jobs.  A
+ * virtio port cannot be closed, so there the agent goes back to skipping
+ * bytes until a HELLO, keeping its input: when a host reconnects faster
+ * than the agent notices, the new HELLO sits right behind the old
+ * connection's cut-off last frame.
+ */
 static void port_drop(const char *why)
 {
 	alog(L_WARN, "protocol error from host: %s; waiting for a new HELLO",
@@ -100,12 +145,21 @@ static void port_drop(const char *why)
 		port_lost("connection dropped");
 		return;
 	}
-	session_reset();
+	outq_reset();
 	port.state = PS_HELLO;
 }
 
 static void port_connected(int fd)
 {
+	if (port.resume) {
+		/* Events of jobs that ended meanwhile were not queued. */
+		port.resume = false;
+		port.state = PS_READY;
+		port.hold_until = now_ms() + HOLD_MS;
+		resend_exit_events();
+		alog(L_INFO, "host connected; sending the kept HELLO answer");
+		return;
+	}
 	port.fd = fd;
 	port.state = PS_HELLO;
 	port.retry_at = 0;
@@ -331,6 +385,11 @@ void port_flush(void)
 {
 	ssize_t n;
 
+	if (port.hold_until != 0) {
+		if (now_ms() < port.hold_until)
+			return;
+		port.hold_until = 0;
+	}
 	while (port.state == PS_READY) {
 		if (port.out.len < OUTQ_LOW && !port.closing)
 			chan_fill();
@@ -339,6 +398,9 @@ void port_flush(void)
 		n = write(port.fd, port.out.data + port.out.head, port.out.len);
 		if (n > 0) {
 			buf_consume(&port.out, (size_t)n);
+			port.hello_left -= (size_t)n < port.hello_left
+						   ? (size_t)n
+						   : port.hello_left;
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -363,6 +425,8 @@ static void on_hello(const uint8_t *p, size_t len, bool *skip)
 		*skip = true;
 		return;
 	}
+	/* A HELLO on a live port is a new host we did not see arrive. */
+	outq_reset();
 	port.state = PS_READY;
 	if (rc == HELLO_MISMATCH) {
 		hello_reply(false); /* so the host can log why, too */
@@ -371,6 +435,11 @@ static void on_hello(const uint8_t *p, size_t len, bool *skip)
 	}
 	alog(L_INFO, "HELLO from host; %zu job(s) held", njobs);
 	hello_reply(true);
+	/* The answer is the first frame in the (just emptied) queue. */
+	if (port.out.len >= PROTO_HDR_LEN)
+		port.hello_left =
+			PROTO_HDR_LEN +
+			proto_get_u32(port.out.data + port.out.head + 4);
 }
 
 static void on_frame(const struct proto_hdr *h, const uint8_t *p)
@@ -432,7 +501,10 @@ static void process_input(void)
 		}
 		if (rc != PROTO_OK) {
 			port_drop(proto_status_str(rc));
-			return;
+			if (port.gen != gen)
+				return;
+			off++; /* virtio: look for a HELLO in what we have */
+			continue;
 		}
 		if (!port.closing)
 			on_frame(&h, port.in + off + PROTO_HDR_LEN);
@@ -494,7 +566,7 @@ void port_timer(int64_t now)
 
 int64_t port_next_deadline(void)
 {
-	return port.retry_at;
+	return deadline_min(port.retry_at, port.hold_until);
 }
 
 void port_add_polls(void)
@@ -510,7 +582,7 @@ void port_add_polls(void)
 		return; /* POLLHUP until a host comes: probe on the timer */
 	if (!port.closing && port.out.len < OUTQ_HIGH)
 		ev |= POLLIN;
-	if (port.state == PS_READY && port.out.len > 0)
+	if (port.state == PS_READY && port.out.len > 0 && port.hold_until == 0)
 		ev |= POLLOUT;
 	poll_add(port.fd, ev, PE_PORT, NULL);
 }
@@ -523,9 +595,12 @@ void port_on_poll(enum pe_kind kind, int fd, short revents)
 	}
 	if (fd != port.fd || port.state < PS_HELLO)
 		return;
-	if (revents & POLLOUT)
-		port_flush();
-	if (fd == port.fd && port.state >= PS_HELLO &&
-	    (revents & (POLLIN | POLLHUP | POLLERR)))
+	/*
+	 * Input first: if it holds a new host's HELLO, what we were about to
+	 * write belongs to the old session and must not reach the new one.
+	 */
+	if (revents & (POLLIN | POLLHUP | POLLERR))
 		port_read();
+	if (fd == port.fd && port.state == PS_READY && (revents & POLLOUT))
+		port_flush();
 }

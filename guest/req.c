@@ -186,6 +186,12 @@ void hello_reply(bool resend)
 	if (!resend)
 		return;
 	chan_resend_all();
+	resend_exit_events();
+}
+
+/* Until a job is forgotten, every new session hears of its exit. */
+void resend_exit_events(void)
+{
 	for (size_t i = 0; i < njobs; i++)
 		if (jobs[i]->state == JOB_ENDED)
 			event_exit(jobs[i]);
