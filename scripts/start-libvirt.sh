@@ -33,7 +33,7 @@ fi
 command -v libvirtd >/dev/null || die "libvirtd not found (run scripts/setup.sh)"
 command -v virtlogd >/dev/null || die "virtlogd not found (run scripts/setup.sh)"
 
-if [ ! -x "$SUBREAPER" ] || [ "$ROOT/scripts/subreaper.c" -nt "$SUBREAPER" ]; then
+if [ ! -x "$SUBREAPER" ] || [ -n "$(find "$ROOT/scripts/subreaper.c" -newer "$SUBREAPER")" ]; then
 	say "building $SUBREAPER"
 	make -s -C "$ROOT" build/tenki-subreaper
 fi
