@@ -237,10 +237,13 @@ int main(int argc, char **argv)
 			log_verbose = 1;
 			break;
 		case 'V':
-			printf("%s\n", AGENT_VERSION);
-			return 0;
 		case 'h':
-			usage();
+			if (getpid() == 1)
+				break; /* init must not exit */
+			if (c == 'V')
+				printf("%s\n", AGENT_VERSION);
+			else
+				usage();
 			return 0;
 		default:
 			if (getpid() == 1)

@@ -139,12 +139,13 @@ static void port_lost(const char *why)
  */
 static void port_drop(const char *why)
 {
-	alog(L_WARN, "protocol error from host: %s; waiting for a new HELLO",
-	     why);
 	if (port.mode != PORT_VIRTIO) {
-		port_lost("connection dropped");
+		alog(L_WARN, "protocol error from host: %s; closing", why);
+		port_lost("connection closed");
 		return;
 	}
+	alog(L_WARN, "protocol error from host: %s; waiting for a new HELLO",
+	     why);
 	outq_reset();
 	port.state = PS_HELLO;
 }

@@ -11,12 +11,14 @@ Run as a script it ends with "N passed, N failed" and exits nonzero on a
 failure.  TENKI_AGENT overrides the binary's path.  TENKI_AGENT_SOCK=PATH
 tests an agent that is already running (e.g. in a VM, tests/agent/vm.sh)
 instead of starting one; everything is then checked through the protocol.
+TENKI_KEEP=1 keeps the temporary directory with the agent's log.
 """
 
 import base64
 import errno
 import json
 import os
+import shutil
 import socket
 import statistics
 import struct
@@ -377,6 +379,8 @@ def tearDownModule():
             agent_proc.kill()
             agent_proc.wait()
     agent_log.close()
+    if not os.environ.get("TENKI_KEEP"):
+        shutil.rmtree(agent_dir, ignore_errors=True)
 
 
 def agent_alive():
@@ -805,6 +809,91 @@ class Malformed(AgentTest):
         c.call("signal", job="dup", signal=9)
         c.wait_exit("dup")
         self.assertEqual(c.call("info")["jobs"] >= 1, True)
+
+
+    def test_random_frames(self):
+        # Well-framed nonsense: odd field types and values, frames for live
+        # and unknown channels.  The agent must answer or ignore, not crash.
+        import random
+        rnd = random.Random(1234)
+        c = self.conn()
+        r, out, err, cin = c.exec("fuzz-live", ["cat"])
+        live = [cin, out.chan, err.chan]
+        values = [None, True, 0, -1, 1, 2 ** 31, 2 ** 63 - 1, -2 ** 63, 1.5, "", "x" * 70,
+                  "fuzz-live", "ok.key", [], ["true"], ["echo", "a"], [1, 2], {}, {"a": 1}]
+        safe_argv = [["true"], ["echo", "fuzz"], ["sleep", "0"], [], ["no-such-fuzz"], "true", 7]
+        ops = ["exec", "signal", "forget", "sync", "info", "nope", "", 5, None]
+        fields = ["job", "argv", "env", "cwd", "timeout_ms", "stdin", "stdout", "stderr", "signal"]
+        n_exec = 0
+        for i in range(1500):
+            kind = rnd.random()
+            if kind < 0.6:
+                req = {"id": i + 1000, "op": rnd.choice(ops)}
+                for f in rnd.sample(fields, rnd.randint(0, len(fields))):
+                    req[f] = rnd.choice(safe_argv) if f == "argv" else rnd.choice(values)
+                if req["op"] == "exec" and isinstance(req.get("job"), str):
+                    req["job"] = "fz%d" % i  # keys that cleanup can find
+                    c.keys.append(req["job"])
+                    n_exec += 1
+                if req["op"] in ("signal",) and req.get("signal") not in (None, 0):
+                    req["signal"] = 0  # probe only: do not kill the harness's jobs
+                c.send_frame(REQ, 0, json.dumps(req).encode())
+            elif kind < 0.9:
+                chan = rnd.choice(live + [rnd.randint(1, 2 ** 31 - 1)])
+                ftype = rnd.choice([DATA, ACK, EOF])
+                if ftype == DATA:
+                    payload = u64(rnd.choice([0, 1, 5, 2 ** 40, 2 ** 64 - 1])) + os.urandom(rnd.randint(0, 64))
+                else:
+                    payload = u64(rnd.choice([0, 1, 7, 2 ** 20, 2 ** 64 - 1]))
+                c.send_frame(ftype, chan, payload)
+            else:
+                c.send_frame(PING, 0, os.urandom(rnd.randint(0, 64)))
+            if i % 100 == 0:
+                f = c.next_frame(0)
+                while f is not None:
+                    c.handle(f)
+                    f = c.next_frame(0)
+        c.ping(b"survived")
+        self.assertGreater(n_exec, 3)
+        c.call("signal", job="fuzz-live", signal=9)
+
+
+@unittest.skipUnless(os.environ.get("TENKI_AGENT_SOCK"), "needs the agent as PID 1 (tests/agent/vm.sh)")
+class Guest(AgentTest):
+    """PID 1 duties, checked inside a real guest."""
+
+    def sh(self, c, script, **args):
+        key = "guest-%d" % time.monotonic_ns()
+        e, out, err = c.run(key, ["sh", "-c", script], **args)
+        self.assertEqual(e.get("exit_code"), 0, err)
+        return out.decode()
+
+    def test_init(self):
+        c = self.conn()
+        self.assertIn("tenki-agent", self.sh(c, "cat /proc/1/cmdline"))
+        self.assertEqual(self.sh(c, "hostname").strip(), "test")
+        self.assertLess(abs(int(self.sh(c, "date +%s")) - time.time()), 5)
+        mounts = self.sh(c, "cat /proc/mounts")
+        for where, fs in [("/proc", "proc"), ("/sys", "sysfs"), ("/dev", "devtmpfs"),
+                          ("/dev/pts", "devpts"), ("/dev/shm", "tmpfs"), ("/run", "tmpfs")]:
+            self.assertRegex(mounts, r"(?m)^\S+ %s %s " % (where, fs))
+        self.assertEqual(self.sh(c, "readlink /dev/fd").strip(), "/proc/self/fd")
+        self.assertEqual(self.sh(c, "pwd; echo $HOME", cwd=None).split(), ["/home/tenki"] * 2)
+
+    def test_network(self):
+        c = self.conn()
+        self.assertIn("UP", self.sh(c, "ip link show lo"))
+        if "eth0" not in self.sh(c, "ls /sys/class/net"):
+            self.skipTest("no NIC")
+        self.assertIn("inet 10.0.2.15/24", self.sh(c, "ip -4 addr show eth0"))
+        self.assertIn("default via 10.0.2.2", self.sh(c, "ip route"))
+
+    def test_orphans_reaped(self):
+        c = self.conn()
+        self.sh(c, "for i in 1 2 3 4 5; do (sleep 0.2 &) ; done")
+        time.sleep(1)
+        states = self.sh(c, "ps -eo stat=,comm=")
+        self.assertNotRegex(states, r"(?m)^Z", states)
 
 
 class Perf(AgentTest):
