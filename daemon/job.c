@@ -1,6 +1,7 @@
 /* Exec jobs on the host side: spool, offsets, lifecycle. */
 #include "job.h"
 #include "agent.h"
+#include "events.h"
 #include "evloop.h"
 #include "log.h"
 #include "proto.h"
@@ -42,6 +43,16 @@ static int job_refuse(struct job *j, int err, const char *fmt, ...)
 	va_end(ap);
 	snprintf(obj, sizeof(obj), "%s/exec/%s", j->s->name, j->name);
 	return refuse(&j->s->err, err, obj, "%s", text);
+}
+
+/* Jobs are named SESSION/exec/JOB in events. */
+static void job_event(struct job *j, enum job_state old)
+{
+	char name[160];
+
+	snprintf(name, sizeof(name), "%s/exec/%s", j->s->name, j->name);
+	event_emit("job", name, j->key, job_state_name(old),
+		   job_state_name(j->st));
 }
 
 bool job_started(const struct job *j)
@@ -364,9 +375,12 @@ int job_set_timeout(struct job *j, const char *text, size_t len)
 
 static void job_fail(struct job *j, const char *why)
 {
+	enum job_state old = j->st;
+
 	free(j->fail_reason);
 	j->fail_reason = strdup(why);
 	j->st = J_FAILED;
+	job_event(j, old);
 	j->exit_code = 127;
 	j->ended_ms = now_ms();
 	j->out.eof_known = j->err.eof_known = true;
@@ -397,6 +411,7 @@ static void exec_answered(struct session *s, json_t *resp, int err,
 					 ? (int)json_integer_value(pid)
 					 : 0;
 			j->st = J_RUNNING;
+			job_event(j, J_STARTING);
 			job_save(j);
 			send_pending_stdin(j); /* written while starting */
 			waitq_wake(&j->wq);
@@ -455,6 +470,7 @@ static int job_start(struct job *j, json_t *argv)
 		return job_refuse(j, EIO, "agent not reachable");
 	}
 	j->st = J_STARTING;
+	job_event(j, J_NEW);
 	j->started_ms = now_ms();
 	job_save(j);
 	session_save(s);
@@ -915,6 +931,7 @@ int job_on_exit(struct session *s, json_t *ev)
 	if (job_ended(j))
 		return 0; /* repeated after a reconnect */
 	j->timed_out = json_is_true(json_object_get(ev, "timed_out"));
+	enum job_state old = j->st;
 	if (json_is_integer(code) && json_integer_value(code) >= 0 &&
 	    json_integer_value(code) <= 255) {
 		j->exit_code = (int)json_integer_value(code);
@@ -932,6 +949,7 @@ int job_on_exit(struct session *s, json_t *ev)
 		j->exit_code = 124;
 	}
 	j->ended_ms = now_ms();
+	job_event(j, old);
 	if (j->kill_timer.armed) {
 		timer_cancel(&j->kill_timer);
 		job_put(j);
@@ -999,10 +1017,12 @@ void jobs_session_closed(struct session *s)
 		if (j->st == J_NEW)
 			continue;
 		if (!job_ended(j)) {
+			enum job_state old = j->st;
 			j->st = J_KILLED;
 			j->sig = SIGKILL;
 			j->exit_code = 128 + SIGKILL;
 			j->ended_ms = now_ms();
+			job_event(j, old);
 		}
 		j->out.eof_known = j->err.eof_known = true;
 		j->out.final = j->out.recv;

@@ -1,5 +1,6 @@
 /* Sessions: creation, the state machine, ctl verbs, removal. */
 #include "agent.h"
+#include "events.h"
 #include "evloop.h"
 #include "job.h"
 #include "log.h"
@@ -218,6 +219,8 @@ void session_set_state(struct session *s, enum sess_state st)
 		return;
 	log_info("session %s: %s -> %s", s->name, sess_state_name(s->state),
 		 sess_state_name(st));
+	event_emit("session", s->name, s->id, sess_state_name(s->state),
+		   sess_state_name(st));
 	s->state = st;
 	if (!s->gone)
 		session_save(s);
@@ -380,6 +383,7 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	}
 	session_save(s);
 	session_link(s);
+	event_emit("session", s->name, s->id, NULL, "CREATING");
 	s->busy = true;
 	session_get(s);
 	spawn_worker(create_worker, s);
@@ -498,6 +502,8 @@ static void withdraw_failed_create(struct session *s, const char *why)
 
 	snprintf(line, sizeof(line), "create failed: %s", why);
 	errlog_add(&sessions_err, s->name, line);
+	event_emit("session", s->name, s->id, sess_state_name(s->state),
+		   "FAILED");
 	free(s->reason);
 	s->reason = strdup(why);
 	agent_detach(s);
@@ -633,6 +639,8 @@ int session_remove(struct session *s)
 	if (remove_tree(s->dir) < 0)
 		log_warnx("session %s: cannot remove %s", s->name, s->dir);
 	log_info("session %s: removed", s->name);
+	event_emit("session", s->name, s->id, sess_state_name(s->state),
+		   "REMOVED");
 	session_unlink(s);
 	waitq_wake(&s->wq);
 	session_put(s);

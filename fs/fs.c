@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,6 +21,10 @@ static void *fs_loop(void *arg)
 
 	if (fuse_session_loop_mt(se, &lc) != 0)
 		log_warnx("FUSE loop ended with an error");
+	/* Unmounted under us (fusermount -u) or failed: shut down as on
+	 * SIGTERM, leaving VMs running. */
+	if (!fuse_session_exited(se))
+		kill(getpid(), SIGTERM);
 	return NULL;
 }
 

@@ -25,7 +25,9 @@ uint64_t ino_of(const char *path)
 		return INO_ROOT;
 	for (const char *p = path; *p; p++)
 		h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-	/* Keep clear of the root's number and of 0. */
+	/* Keep clear of the root's number, of 0, and of the bit that marks
+	 * the guest's inodes under files/ (gfs.h). */
+	h &= ~(1ULL << 63);
 	return h < 2 ? h + 2 : h;
 }
 

@@ -4,6 +4,7 @@
  * (struct pending) woken by the model, a timer or an interrupt.
  */
 #include "content.h"
+#include "events.h"
 #include "fs.h"
 #include "gfs.h"
 #include "inodes.h"
@@ -37,6 +38,8 @@ struct fh {
 	char created[NAME_MAX_LEN + 1]; /* sessions/new: the name made */
 	bool stdin_writer;
 	uint64_t pos; /* streams ignore offsets */
+	uint64_t ev_seq; /* events: the reader's cursor */
+	size_t ev_off;
 	struct fuse_pollhandle *ph;
 	struct waiter pw; /* poll waiter */
 	struct buf ends;  /* directories: end offset of each entry */
@@ -756,6 +759,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		job_stdin_open(n.j);
 		fh->stdin_writer = true;
 	}
+	if (n.fd->id == F_EVENTS)
+		fh->ev_seq = events_next(); /* from the moment it opened */
 	fi->fh = (uintptr_t)fh;
 	fi->direct_io = 1;
 	if (n.fd->kind == K_STREAM || n.fd->kind == K_STDIN ||
@@ -817,6 +822,17 @@ static bool try_read(struct pending *p)
 	char *buf = malloc(p->size ? p->size : 1);
 	if (!buf)
 		abort();
+	if (fh->n.fd->id == F_EVENTS) {
+		ssize_t en = events_read(&fh->ev_seq, &fh->ev_off, buf,
+					 p->size);
+		if (en == -EAGAIN) {
+			free(buf);
+			return false;
+		}
+		fuse_reply_buf(p->req, buf, (size_t)en);
+		free(buf);
+		return true;
+	}
 	enum job_view v = fh->n.fd->id == F_J_STDOUT	 ? V_STDOUT
 			  : fh->n.fd->id == F_J_STDERR ? V_STDERR
 						       : V_OUTPUT;
@@ -837,7 +853,9 @@ static bool try_read(struct pending *p)
 
 static void read_blocking(fuse_req_t req, struct fh *fh, size_t size)
 {
-	struct waitq *q = fh->n.j ? &fh->n.j->wq : &fh->n.s->wq;
+	struct waitq *q = fh->n.fd->id == F_EVENTS ? &events_wq
+			  : fh->n.j		    ? &fh->n.j->wq
+						    : &fh->n.s->wq;
 	struct pending *p = pending_new(req, P_READ, q);
 
 	p->fh = fh;
@@ -1207,6 +1225,8 @@ static unsigned poll_events(struct fh *fh)
 		return ready || err ? POLLIN : 0;
 	}
 	case K_STREAM: {
+		if (n->fd->id == F_EVENTS)
+			return fh->ev_seq < events_next() ? POLLIN : 0;
 		enum job_view v = n->fd->id == F_J_STDOUT   ? V_STDOUT
 				  : n->fd->id == F_J_STDERR ? V_STDERR
 							    : V_OUTPUT;
@@ -1241,7 +1261,9 @@ static void op_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		} else {
 			waitq_del(&fh->pw);
 			fh->pw.wake = poll_wake;
-			waitq_add(fh->n.j ? &fh->n.j->wq : &fh->n.s->wq,
+			waitq_add(fh->n.fd->id == F_EVENTS ? &events_wq
+				  : fh->n.j		     ? &fh->n.j->wq
+							     : &fh->n.s->wq,
 				  &fh->pw);
 		}
 	}

@@ -16,6 +16,7 @@ static const struct file_desc root_files[] = {
 	{"version", F_VERSION, K_TEXT, RO, 0},
 	{"defaults", F_DEFAULTS, K_VALUE, RW, LIMIT_SPEC},
 	{"err", F_ROOT_ERR, K_TEXT, RO, 0},
+	{"events", F_EVENTS, K_STREAM, RO, 0},
 	{NULL, 0, 0, 0, 0},
 };
 
