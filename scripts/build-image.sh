@@ -4,7 +4,8 @@
 #
 #   vmlinux       Debian's cloud kernel, uncompressed, PVH-bootable (qboot)
 #   initrd.img    busybox + virtio modules + /init + /tenki-agent
-#   rootfs.qcow2  Debian bookworm (debootstrap minbase + guest/packages.txt)
+#   rootfs.qcow2  Debian bookworm (debootstrap minbase + guest/packages.txt),
+#                 a symlink to rootfs-<id>.qcow2: see "Versions" below
 #   cmdline       the kernel command line, one line
 #   info.json     name, kernel_version, built_at, rootfs_bytes, packages
 #
@@ -13,7 +14,7 @@
 # name and renamed, so an interrupted build never leaves a broken one.
 # See docs/image.md.
 #
-# usage: scripts/build-image.sh [--agent PATH] [--force]
+# usage: scripts/build-image.sh [--agent PATH] [--force] [--prune]
 set -euo pipefail
 umask 022
 
@@ -30,11 +31,13 @@ ROOTFS_SIZE=4G
 
 AGENT=
 FORCE=0
+PRUNE=0
+STATE=${TENKI_STATE:-/var/lib/tenki}
 CHANGED=0
 TMPS=()
 
 usage() {
-	echo "usage: $0 [--agent PATH] [--force]" >&2
+	echo "usage: $0 [--agent PATH] [--force] [--prune]" >&2
 	exit 2
 }
 
@@ -43,6 +46,7 @@ while [ $# -gt 0 ]; do
 	--agent) [ $# -ge 2 ] || usage; AGENT=$2; shift 2 ;;
 	--agent=*) AGENT=${1#--agent=}; shift ;;
 	--force) FORCE=1; shift ;;
+	--prune) PRUNE=1; shift ;;
 	-h | --help) usage ;;
 	*) usage ;;
 	esac
@@ -107,7 +111,7 @@ stamp() { printf '%s/.%s.inputs\n' "$(dirname "$1")" "$(basename "$1")"; }
 # never a stamp that describes a different file.
 install_artefact() {
 	rm -f "$(stamp "$2")"
-	mv -f "$1" "$2"
+	mv -fT "$1" "$2"
 	printf '%s\n' "$3" >"$(stamp "$2")"
 	CHANGED=1
 }
@@ -387,6 +391,7 @@ build_tree() {
 		"$SUITE" "$tmp" "$MIRROR" 2>&1 | tee "$log" |
 		debootstrap_progress ||
 		die "debootstrap failed; see $log"
+	rm -f "$(stamp "$TREE")"
 	remove_tree "$TREE"
 	mv "$tmp" "$TREE"
 }
@@ -487,20 +492,75 @@ if ! fresh "$OUT/initrd.img" "$INITRD_INPUTS"; then
 	step_end
 fi
 
+# An image built before versions existed: its rootfs.qcow2 becomes the
+# first version (a hard link, then the symlink renamed over it: the path
+# never goes missing).
+if [ -f "$OUT/rootfs.qcow2" ] && [ ! -L "$OUT/rootfs.qcow2" ]; then
+	id=$(cut -c1-12 "$(stamp "$OUT/rootfs.qcow2")" 2>/dev/null || true)
+	version=rootfs-${id:-$(stat -c %Y "$OUT/rootfs.qcow2")}.qcow2
+	ln -f "$OUT/rootfs.qcow2" "$OUT/$version"
+	tmpname tmp "$OUT/rootfs.qcow2"
+	ln -sfn "$version" "$tmp"
+	mv -fT "$tmp" "$OUT/rootfs.qcow2"
+	CHANGED=1
+fi
+
 if ! fresh "$OUT/rootfs.qcow2" "$ROOTFS_INPUTS"; then
 	ensure_kernel_tree
 	if ! fresh "$TREE" "$TREE_INPUTS"; then
 		step_begin "debootstrap: Debian $SUITE minbase + guest/packages.txt (a minute or two)"
-		rm -f "$(stamp "$TREE")"
 		build_tree
 		printf '%s\n' "$TREE_INPUTS" >"$(stamp "$TREE")"
 		step_end
 	fi
 	step_begin "building rootfs.qcow2"
 	build_rootfs
-	install_artefact "$BUILT" "$OUT/rootfs.qcow2" "$ROOTFS_INPUTS"
-	say "  $(du -m "$OUT/rootfs.qcow2" | cut -f1) MiB"
+	version=rootfs-${ROOTFS_INPUTS:0:12}.qcow2
+	mv -f "$BUILT" "$OUT/$version"
+	tmpname tmp "$OUT/rootfs.qcow2"
+	ln -sfn "$version" "$tmp"
+	install_artefact "$tmp" "$OUT/rootfs.qcow2" "$ROOTFS_INPUTS"
+	say "  $(du -m "$OUT/$version" | cut -f1) MiB, rootfs.qcow2 -> $version"
 	step_end
+fi
+
+# --- Versions of the root filesystem --------------------------------------
+# A session's overlay depends on the exact bytes of its base: rebuilding
+# the base under it would corrupt it.  So each build is a new file,
+# rootfs-<id>.qcow2, and rootfs.qcow2 a symlink to the newest; overlays
+# made on the resolved path (realpath) keep their base.  Old versions stay
+# until --prune finds nothing using them: no process has them open and no
+# file under $STATE names them (a qcow2 names its backing file in its
+# first cluster).
+in_use() {
+	local name q
+	name=$(basename "$1")
+	if find /proc/[0-9]*/fd -lname "$1" 2>/dev/null | grep -q .; then
+		return 0
+	fi
+	[ -d "$STATE" ] || return 1
+	while IFS= read -r -d '' q; do
+		head -c 65536 "$q" | grep -qaF "$name" && return 0
+	done < <(find "$STATE" -type f -size +0 -print0 2>/dev/null)
+	return 1
+}
+
+current=$(readlink "$OUT/rootfs.qcow2" 2>/dev/null || true)
+old=()
+for f in "$OUT"/rootfs-*.qcow2; do
+	[ -e "$f" ] && [ "$(basename "$f")" != "$current" ] && old+=("$f")
+done
+if [ ${#old[@]} -gt 0 ] && [ "$PRUNE" = 1 ]; then
+	for f in "${old[@]}"; do
+		if in_use "$f"; then
+			say "keeping $(basename "$f"): in use"
+		else
+			rm -f "$f"
+			say "removed $(basename "$f")"
+		fi
+	done
+elif [ ${#old[@]} -gt 0 ]; then
+	say "${#old[@]} older root filesystem(s) kept ($(du -cm "${old[@]}" | tail -n 1 | cut -f1) MiB) for sessions made on them; --prune removes those unused"
 fi
 
 if [ "$(cat "$OUT/cmdline" 2>/dev/null)" != "$CMDLINE" ]; then
@@ -518,8 +578,9 @@ if [ "$CHANGED" = 1 ] || [ ! -s "$OUT/info.json" ]; then
 	{
 		printf '{"name":"%s","kernel_version":"%s","kernel_package":"%s %s",' \
 			"$NAME" "$KREL" "$KPKG" "$KVER"
-		printf '"built_at":"%s","rootfs_bytes":%s,"rootfs_file_bytes":%s,' \
-			"$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$vsize" "$(stat -c %s "$OUT/rootfs.qcow2")"
+		printf '"built_at":"%s","rootfs_bytes":%s,"rootfs_file":"%s","rootfs_file_bytes":%s,' \
+			"$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$vsize" "$(readlink "$OUT/rootfs.qcow2")" \
+			"$(stat -L -c %s "$OUT/rootfs.qcow2")"
 		printf '"agent_sha256":%s,"packages":[' \
 			"$([ "$AGENT_HASH" = none ] && echo null || echo "\"$AGENT_HASH\"")"
 		echo "$PACKAGES" | sed 's/.*/"&"/' | paste -sd, | tr -d '\n'
