@@ -111,6 +111,7 @@ static void port_lost(const char *why)
 		alog(L_INFO, "host not there (%s) before our HELLO answer "
 			     "went out; keeping it", why);
 		port.inlen = 0;
+		port.gen++;
 		port.resume = true;
 		port.state = PS_IDLE;
 		retry_soon();
@@ -474,6 +475,29 @@ static void on_frame(const struct proto_hdr *h, const uint8_t *p)
 }
 
 /*
+ * Bytes to skip from off before something that may be a HELLO: up to the
+ * next magic, and past any header that is not a HELLO's, so a cut-off
+ * frame of an old connection cannot make us wait for its payload.
+ */
+static size_t hello_skip(size_t off)
+{
+	struct proto_hdr h;
+	size_t start = off, flen;
+	int rc;
+
+	for (;;) {
+		off += proto_resync(port.in + off, port.inlen - off);
+		if (port.inlen - off < PROTO_HDR_LEN)
+			return off - start;
+		rc = proto_decode(port.in + off, port.inlen - off, &h, &flen);
+		if ((rc == PROTO_OK || rc == PROTO_NEED_MORE) &&
+		    h.type == PT_HELLO)
+			return off - start;
+		off++;
+	}
+}
+
+/*
  * Decode every whole frame in the input buffer.  Before the handshake any
  * byte that does not start a valid HELLO is skipped one at a time.
  */
@@ -486,8 +510,11 @@ static void process_input(void)
 	int rc;
 
 	while (off < port.inlen) {
-		if (port.state == PS_HELLO)
-			off += proto_resync(port.in + off, port.inlen - off);
+		if (port.state == PS_HELLO) {
+			off += hello_skip(off);
+			if (off == port.inlen)
+				break;
+		}
 		rc = proto_decode(port.in + off, port.inlen - off, &h, &flen);
 		if (rc == PROTO_NEED_MORE)
 			break;

@@ -86,16 +86,29 @@ class Conn:
     """One host connection; frames are decoded and sorted as they come."""
 
     def __init__(self, hello=True, auto_ack=True, timeout=10.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         deadline = time.time() + timeout
         while True:
             try:
-                self.sock.connect(agent_sock)
+                sock.connect(agent_sock)
                 break
             except OSError:
                 if time.time() > deadline:
                     raise
                 time.sleep(0.01)
+        self._adopt(sock, auto_ack)
+        if hello:
+            self.hello()
+
+    @classmethod
+    def adopt(cls, sock):
+        """A Conn on a socket the agent connected to (--port)."""
+        c = cls.__new__(cls)
+        c._adopt(sock)
+        return c
+
+    def _adopt(self, sock, auto_ack=True):
+        self.sock = sock
         self.rbuf = bytearray()
         self.skipped = 0  # stale bytes before the agent's HELLO
         self.closed = False
@@ -108,8 +121,6 @@ class Conn:
         self.stdin_acks = {}  # chan -> highest ACK from the agent
         self.next_id = 1
         self.keys = []
-        if hello:
-            self.hello()
 
     # -- raw I/O --
     def send(self, data):
@@ -438,7 +449,8 @@ class Handshake(AgentTest):
         junk = bytes(b for b in os.urandom(5000) if b not in b"T")
         stale_req = frame(REQ, 0, b'{"id":777,"op":"info"}')
         half_frame = frame(REQ, 0, b'{"id":778,"op":"info"}')[:20]
-        c.send(junk + b"TNK" + junk[:100] + stale_req + b"TN" + half_frame)
+        cut_data = HDR.pack(MAGIC, 200000, 5, DATA, 0, 0, 0) + u64(0) + b"x" * 100
+        c.send(junk + b"TNK" + junk[:100] + stale_req + b"TN" + half_frame + cut_data)
         time.sleep(0.05)
         c.hello()
         c.ping()
@@ -858,6 +870,38 @@ class Malformed(AgentTest):
         c.call("signal", job="fuzz-live", signal=9)
 
 
+@unittest.skipIf(os.environ.get("TENKI_AGENT_SOCK"), "starts an agent of its own")
+class PortMode(unittest.TestCase):
+    """--port PATH: the agent connects out, and again after each close."""
+
+    def test_connects_and_reconnects(self):
+        path = os.path.join(agent_dir, "host.sock")
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(path)
+        lsock.listen(1)
+        lsock.settimeout(5)
+        proc = subprocess.Popen([AGENT, "--no-init", "--port", path],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            for round in range(2):
+                s, _ = lsock.accept()
+                c = Conn.adopt(s)
+                h = c.hello()
+                if round == 0:
+                    self.assertEqual(h["jobs"], [])
+                    _, out, _ = c.run("viaport", ["echo", "port"])
+                    self.assertEqual(out, b"port\n")
+                else:
+                    self.assertEqual([j["job"] for j in h["jobs"]], ["viaport"])
+                    self.assertEqual(c.call("forget", job="viaport"), {"id": 1})
+                c.close()
+        finally:
+            proc.terminate()
+            proc.wait(5)
+            lsock.close()
+
+
 @unittest.skipUnless(os.environ.get("TENKI_AGENT_SOCK"), "needs the agent as PID 1 (tests/agent/vm.sh)")
 class Guest(AgentTest):
     """PID 1 duties, checked inside a real guest."""
@@ -887,6 +931,12 @@ class Guest(AgentTest):
             self.skipTest("no NIC")
         self.assertIn("inet 10.0.2.15/24", self.sh(c, "ip -4 addr show eth0"))
         self.assertIn("default via 10.0.2.2", self.sh(c, "ip route"))
+
+    def test_pid1_ignores_terminal_signals(self):
+        c = self.conn()
+        self.sh(c, "kill -TERM 1; kill -INT 1; kill -HUP 1; sleep 0.2")
+        c.ping()
+        self.assertIn("time_ns", c.call("info"))
 
     def test_orphans_reaped(self):
         c = self.conn()

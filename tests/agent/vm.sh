@@ -8,14 +8,16 @@
 # harness (test names, -v).
 #
 # usage: tests/agent/vm.sh [--keep] [harness args...]
+#        tests/agent/vm.sh --boot    (leave the VM running; print how to reach it)
 # TENKI_DEBUG=1 adds tenki.debug to the kernel command line (agent debug log).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 IMG=${TENKI_IMAGE:-/var/cache/tenki/images/sandbox}
 VIRSH="virsh -q -c qemu:///system"
-KEEP=0
+KEEP=0 BOOT=0
 [ "${1:-}" = --keep ] && { KEEP=1; shift; }
+[ "${1:-}" = --boot ] && { BOOT=1; shift; }
 
 W=$(mktemp -d /tmp/tenki-agentvm.XXXXXX)
 DOM=tenki-agentvm-$$
@@ -82,6 +84,12 @@ t0=$EPOCHREALTIME
 $VIRSH create "$W/dom.xml" >/dev/null
 for _ in $(seq 1 600); do [ -S "$W/agent.sock" ] && break; sleep 0.1; done
 echo "vm.sh: $DOM ($TYPE) started; console: $W/console.log"
+if [ "$BOOT" = 1 ]; then
+	trap - EXIT
+	echo "TENKI_AGENT_SOCK=$W/agent.sock"
+	echo "stop: virsh -c qemu:///system destroy $DOM; rm -rf $W"
+	exit 0
+fi
 rc=0
 TENKI_AGENT_SOCK=$W/agent.sock python3 "$ROOT/tests/agent/test_agent.py" "$@" || rc=$?
 echo "vm.sh: $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}') s in all"
