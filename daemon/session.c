@@ -436,6 +436,13 @@ static void *create_worker(void *arg)
 	build_vm_spec(s, &v, paths, cmdline, sizeof(cmdline));
 	image_path(s, "rootfs.qcow2", base, sizeof(base));
 	pthread_mutex_unlock(&model_lock);
+	/* rootfs.qcow2 is a link to the newest build: the overlay must name
+	 * the build itself, so a rebuild never changes a live disk's base. */
+	char *real = realpath(base, NULL);
+	if (real) {
+		snprintf(base, sizeof(base), "%s", real);
+		free(real);
+	}
 
 	err[0] = '\0';
 	if (vmm_disk_create(vmm, base, v.disk, err) < 0 ||
