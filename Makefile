@@ -55,7 +55,7 @@ unit: $(UNIT_BINS)
 # starts libvirt if nothing runs it; never starts a tenkid), so a fresh
 # clone on a fresh machine tests with this one command.
 setup-check:
-	scripts/setup.sh --no-daemon --quiet
+	scripts/setup.sh --no-daemon
 
 test: setup-check
 	$(MAKE) all image $(UNIT_BINS)
