@@ -1,0 +1,131 @@
+#!/usr/bin/env bats
+# Issue 4: files/ is the guest's /home/tenki, used with ordinary tools.
+load lib
+
+setup_file() {
+	start_tenkid
+	echo 'cpu=1 memory=1024' >"$T/defaults"
+	mkdir "$T/sessions/f"
+	export F=$T/sessions/f/files
+	export W=$TK/work
+	mkdir -p "$W"
+}
+teardown_file() { cleanup_tenkid; }
+
+@test "files/ is the guest's home: ls, write, read, both ways at once" {
+	[ -d "$F" ]
+	echo "from host" >"$F/host.txt"
+	[ "$(tk_exec f 'cat /home/tenki/host.txt')" = "from host" ]
+	tk_exec f 'echo from guest > /home/tenki/guest.txt'
+	[ "$(cat "$F/guest.txt")" = "from guest" ]
+	ls "$F" | grep -q guest.txt
+}
+
+@test "a 256 MiB file in and out: identical, and the guest agrees" {
+	head -c $((256 << 20)) /dev/urandom >"$W/big"
+	want=$(sha256sum <"$W/big" | cut -d' ' -f1)
+	cp "$W/big" "$F/big"
+	[ "$(tk_exec f 'sha256sum /home/tenki/big' | cut -d' ' -f1)" = "$want" ]
+	cp "$F/big" "$W/back"
+	[ "$(sha256sum <"$W/back" | cut -d' ' -f1)" = "$want" ]
+	rm "$F/big" "$W/big" "$W/back"
+}
+
+@test "tar x of 5,000 small files, find, du, rm -rf" {
+	mkdir -p "$W/tree"
+	for d in $(seq 50); do
+		mkdir "$W/tree/d$d"
+		for f in $(seq 100); do echo "$d/$f" >"$W/tree/d$d/f$f"; done
+	done
+	tar -C "$W" -cf "$W/tree.tar" tree
+	tar -C "$F" -xf "$W/tree.tar"
+	[ "$(find "$F/tree" -type f | wc -l)" -eq 5000 ]
+	[ "$(tk_exec f 'find /home/tenki/tree -type f | wc -l')" -eq 5000 ]
+	du -s "$F/tree" >/dev/null
+	diff -r "$W/tree" "$F/tree"
+	rm -rf "$F/tree"
+	[ ! -e "$F/tree" ]
+	[ "$(tk_exec f 'ls /home/tenki/tree 2>&1 | grep -c "No such"')" -eq 1 ]
+}
+
+@test "git init, add, commit inside files/ from the host" {
+	mkdir "$F/repo"
+	cd "$F/repo"
+	git init -q .
+	echo hello >README
+	git add -A
+	git -c user.name=t -c user.email=t@t commit -qm first
+	[ "$(git log --oneline | wc -l)" -eq 1 ]
+	[ "$(tk_exec f 'cd /home/tenki/repo && git log --format=%s 2>&1')" = first ]
+}
+
+@test "rsync -a in and out is identical" {
+	mkdir -p "$W/src/a/b"
+	for i in $(seq 20); do head -c $((i * 1000)) /dev/urandom >"$W/src/a/f$i"; done
+	ln -s f1 "$W/src/a/link"
+	chmod 750 "$W/src/a/f2"
+	rsync -a "$W/src/" "$F/rs/"
+	rsync -a "$F/rs/" "$W/out/"
+	diff -r "$W/src" "$W/out"
+	[ "$(stat -c %a "$W/out/a/f2")" = 750 ]
+	[ "$(readlink "$W/out/a/link")" = f1 ]
+}
+
+@test "rename over an existing file, truncate, chmod +x then run it" {
+	echo old >"$F/cfg"
+	echo new >"$F/cfg.tmp"
+	mv "$F/cfg.tmp" "$F/cfg"
+	[ "$(cat "$F/cfg")" = new ]
+	[ ! -e "$F/cfg.tmp" ]
+	head -c 1000 /dev/zero >"$F/trunc"
+	truncate -s 10 "$F/trunc"
+	[ "$(stat -c %s "$F/trunc")" -eq 10 ]
+	[ "$(tk_exec f 'stat -c %s /home/tenki/trunc')" -eq 10 ]
+	printf '#!/bin/sh\necho script ran\n' >"$F/run.sh"
+	chmod +x "$F/run.sh"
+	[ "$(tk_exec f '/home/tenki/run.sh')" = "script ran" ]
+}
+
+@test "symlinks inside home work; links out of it are never followed by tenkid" {
+	echo target >"$F/t.txt"
+	ln -s t.txt "$F/rel"
+	[ "$(cat "$F/rel")" = target ]
+	tk_exec f 'ln -s /etc/shadow /home/tenki/abs; ln -s ../../../etc/shadow /home/tenki/up; mkdir -p /home/tenki/d; ln -s / /home/tenki/d/root'
+	# shown as they are
+	[ "$(readlink "$F/abs")" = /etc/shadow ]
+	[ "$(readlink "$F/up")" = ../../../etc/shadow ]
+	# the guest's /etc/shadow is never reachable through files/
+	run ls "$F/d/root/etc"
+	[[ "$output" != *shadow* ]] || [ "$(readlink -f "$F/d/root")" = / ]
+	run cat "$F/.."
+	[ "$status" -ne 0 ]
+	# a relative link that climbs out resolves (on the host) inside the
+	# mount, never into the guest's /etc
+	run cat "$F/up"
+	[[ "$output" != *root:* ]]
+}
+
+@test "inotifywait reports creates and writes made through the mount" {
+	inotifywait -m -e create -e close_write "$F" >"$W/inotify.log" 2>/dev/null &
+	iw=$!
+	sleep 1
+	echo x >"$F/watched.txt"
+	sleep 1
+	kill "$iw"
+	grep -q "CREATE watched.txt" "$W/inotify.log"
+	grep -q "CLOSE_WRITE,CLOSE watched.txt" "$W/inotify.log"
+}
+
+@test "a random read/write/truncate checker finds no mismatch" {
+	python3 "$ROOT/tests/e2e/fsx.py" "$F/fsx.dat" 3000
+}
+
+@test "paused: EAGAIN with a reason; resumed: works again" {
+	echo pause >"$T/sessions/f/ctl"
+	run timeout 20 cat "$F/host.txt"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"temporarily unavailable"* ]]
+	grep -q "PAUSED: resume it to use files/" "$T/sessions/f/err"
+	echo resume >"$T/sessions/f/ctl"
+	[ "$(cat "$F/host.txt")" = "from host" ]
+}
