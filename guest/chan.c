@@ -72,7 +72,9 @@ static size_t ostream_room(struct ostream *s)
 	size_t cap, room;
 	uint8_t *p;
 
-	if (buf_tailroom(&s->buf) == 0 && s->buf.head > 0) {
+	/* Acknowledged bytes free the front; move the rest down for reads
+	 * of a useful size rather than a few bytes at the very end. */
+	if (buf_tailroom(&s->buf) < STREAM_MIN_BUF / 4 && s->buf.head > 0) {
 		memmove(s->buf.data, s->buf.data + s->buf.head, s->buf.len);
 		s->buf.head = 0;
 	}

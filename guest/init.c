@@ -255,7 +255,7 @@ static void set_hostname(const char *name)
 
 	if (n == 0 || n > 64 ||
 	    strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-			 "0123456789-.") != n) {
+			 "0123456789-._") != n) {
 		alog(L_WARN, "HELLO hostname not valid; ignored");
 		return;
 	}
