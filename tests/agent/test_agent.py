@@ -964,9 +964,10 @@ class Perf(AgentTest):
         self.assertEqual(len(out.data), size)
         self.assertEqual(out.data.count(0), size)
         sys.stderr.write("\n  exec round trip of `true`: median %.2f ms, p90 %.2f ms\n"
-                         "  200 MiB over --listen: %.2f s, %.0f MiB/s ... " % (
+                         "  200 MiB over %s: %.2f s, %.0f MiB/s ... " % (
                              statistics.median(times) * 1e3,
-                             sorted(times)[int(len(times) * 0.9)] * 1e3, dt, 200 / dt))
+                             sorted(times)[int(len(times) * 0.9)] * 1e3,
+                             "--listen" if agent_proc else "the agent's channel", dt, 200 / dt))
 
 
 def main():
