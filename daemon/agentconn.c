@@ -501,13 +501,39 @@ static bool handle_frame(struct agent_conn *c, const struct proto_hdr *h,
 	return s->conn == c;
 }
 
+/*
+ * Before the handshake, bytes of an earlier connection may still come
+ * through the port: whole frames, cut-off frames, garbage.  Skip to the
+ * first valid HELLO header; returns its offset, or where scanning must
+ * go on once more bytes arrive.
+ */
+static size_t skip_to_hello(struct agent_conn *c)
+{
+	size_t off = 0;
+
+	while (off < c->rlen) {
+		off += proto_resync(c->rbuf + off, c->rlen - off);
+		if (c->rlen - off < PROTO_HDR_LEN)
+			return off;
+		struct proto_hdr h;
+		size_t flen;
+		int st = proto_decode(c->rbuf + off, c->rlen - off, &h, &flen);
+		if (st == PROTO_OK && h.type == PT_HELLO)
+			return off;
+		if (st == PROTO_NEED_MORE && c->rbuf[off + 12] == PT_HELLO)
+			return off; /* a HELLO still arriving */
+		off++; /* anything else cannot start our HELLO */
+	}
+	return off;
+}
+
 /* Decode every whole frame in rbuf. */
 static bool conn_parse(struct agent_conn *c)
 {
 	size_t off = 0;
 
 	if (!c->hello_done) {
-		off = proto_resync(c->rbuf, c->rlen);
+		off = skip_to_hello(c);
 		if (off)
 			log_debug("session %s: skipped %zu stale bytes",
 				  c->s->name, off);
