@@ -3,7 +3,8 @@
 CC      ?= cc
 PKGS    := fuse3 libvirt jansson libssh
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-format-truncation \
+# The project's own flags, kept apart so `make CFLAGS=…` cannot drop them.
+XCFLAGS := -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-format-truncation \
            -D_GNU_SOURCE -DTENKI_VERSION=\"0.1.0\" -Iproto -Idaemon -Ifs
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -21,23 +22,23 @@ all: $(B)/tenkid $(B)/tenki-agent $(B)/tenki-subreaper
 
 $(B)/%.o: %.c $(wildcard proto/*.h daemon/*.h fs/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(XCFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
 $(B)/tenkid: $(B)/daemon/tenkid.o $(DAEMON_OBJS)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(XCFLAGS) -o $@ $^ $(LDLIBS)
 
 # The agent is PID 1 in the guest: static, no NSS, jansson linked in.
 $(B)/tenki-agent: $(AGENT_SRCS) $(wildcard proto/*.h guest/*.h)
 	@mkdir -p $(B)
-	$(CC) $(CFLAGS) -static -o $@ $(AGENT_SRCS) -l:libjansson.a
+	$(CC) $(CFLAGS) $(XCFLAGS) -static -o $@ $(AGENT_SRCS) -l:libjansson.a
 
 $(B)/tenki-subreaper: scripts/subreaper.c
 	@mkdir -p $(B)
-	$(CC) $(CFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) $(XCFLAGS) -o $@ $<
 
 $(B)/tests/%: tests/unit/%.c $(DAEMON_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) $(XCFLAGS) $(PKG_CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 # Sanitizer build: the same tree, in build/asan, with ASan and UBSan.
 asan:
