@@ -38,6 +38,7 @@ int fs_start(const char *mountpoint, bool allow_other)
 
 	ops_set_owner(getuid(), getgid());
 	se = fuse_session_new(&args, &tenki_ops, sizeof(tenki_ops), NULL);
+	fuse_opt_free_args(&args);
 	if (!se) {
 		log_warnx("fuse_session_new failed");
 		return -1;

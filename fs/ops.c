@@ -450,8 +450,12 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	size_t start = (size_t)off, end;
 	GFS_DELEGATE(ino, readdir(req, ino, size, off, fi));
 
+	/* Under the lock: an interrupted readdir's releasedir may come in
+	 * on another thread while this one still replies. */
+	lock();
 	if (start >= fh->text.len) {
 		fuse_reply_buf(req, NULL, 0);
+		unlock();
 		return;
 	}
 	/* Entries were packed with their end offsets: cut on a boundary. */
@@ -466,6 +470,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		end = ends[i];
 	}
 	fuse_reply_buf(req, fh->text.data + start, end - start);
+	unlock();
 }
 
 static void fh_free(struct fh *fh)

@@ -185,7 +185,8 @@ print(p.poll(20000) and os.read(fd, 100).decode().strip())' "$J/stdout"
 	rss1=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 	echo "rss before ${rss0} kB after ${rss1} kB" >&3
 	[ "$host" = "$guest" ]
-	[ "$((rss1 - rss0))" -lt 65536 ]
+	# ASan keeps freed memory in quarantine: RSS says nothing there
+	[[ "$TENKID" == *asan* ]] || [ "$((rss1 - rss0))" -lt 65536 ]
 	rmdir "$J"
 }
 
