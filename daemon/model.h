@@ -56,6 +56,7 @@ struct tenkid_config {
 	int accel;		/* enum vmm_accel */
 	uint64_t output_cap;	/* bytes kept per job stream */
 	int64_t boot_timeout_ms;
+	double overcommit; /* memory promised to sessions / host memory */
 	bool foreground, debug;
 };
 
@@ -134,6 +135,8 @@ int session_ctl(struct session *s, const char *text, size_t len);
  * until done. */
 int session_remove(struct session *s);
 int session_set_env(struct session *s, const char *text, size_t len);
+/* Replace the SSH keys with the (checked) key lines of text. */
+int session_set_keys(struct session *s, const char *text, size_t len);
 
 bool session_usable(const struct session *s);
 bool session_final(const struct session *s);

@@ -284,7 +284,7 @@ static uint64_t host_mem_mb(void)
  * the overcommit ratio (guests touch little of what they are given). */
 static int check_capacity(const struct sess_spec *sp, char *why, size_t n)
 {
-	uint64_t used = 0, cap = host_mem_mb() * 3 / 2;
+	uint64_t used = 0, cap = (uint64_t)((double)host_mem_mb() * cfg.overcommit);
 
 	for (struct session *s = sessions; s; s = s->next)
 		if (!session_final(s))
@@ -292,10 +292,10 @@ static int check_capacity(const struct sess_spec *sp, char *why, size_t n)
 	if (cap && used + sp->memory_mb > cap) {
 		snprintf(why, n,
 			 "no capacity: %llu MiB promised to sessions, %u more "
-			 "asked, limit %llu MiB (1.5 x host memory): close a "
-			 "session or ask for less memory",
+			 "asked, limit %llu MiB (%.2g x host memory, tenkid "
+			 "--overcommit): close a session or ask for less memory",
 			 (unsigned long long)used, sp->memory_mb,
-			 (unsigned long long)cap);
+			 (unsigned long long)cap, cfg.overcommit);
 		return -1;
 	}
 	return 0;
@@ -820,6 +820,31 @@ int session_set_env(struct session *s, const char *text, size_t len)
 	spec_free_list(list, n);
 	free(s->env_text);
 	s->env_text = b.data;
+	session_save(s);
+	return 0;
+}
+
+int session_set_keys(struct session *s, const char *text, size_t len)
+{
+	char **keys = NULL;
+	size_t n = 0;
+	const char *p = text, *end = text + len;
+
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		if (l && *p != '#') {
+			char **nk = realloc(keys, (n + 1) * sizeof(char *));
+			if (!nk)
+				abort();
+			keys = nk;
+			keys[n++] = strndup(p, l);
+		}
+		p += l + 1;
+	}
+	spec_free_list(s->spec.ssh_keys, s->spec.nssh_keys);
+	s->spec.ssh_keys = keys;
+	s->spec.nssh_keys = n;
 	session_save(s);
 	return 0;
 }

@@ -26,6 +26,7 @@ static void usage(void)
 		"usage: tenkid [--mount DIR] [--state DIR] [--libvirt URI]\n"
 		"              [--accel auto|kvm|tcg] [--images DIR]\n"
 		"              [--output-cap SIZE] [--boot-timeout DUR]\n"
+		"              [--overcommit RATIO]\n"
 		"              [--allow-other] [--foreground] [--debug]\n");
 	exit(2);
 }
@@ -54,6 +55,7 @@ static void parse_args(int argc, char **argv)
 		{"images", required_argument, NULL, 'i'},
 		{"output-cap", required_argument, NULL, 'o'},
 		{"boot-timeout", required_argument, NULL, 'b'},
+		{"overcommit", required_argument, NULL, 'O'},
 		{"allow-other", no_argument, NULL, 'A'},
 		{"foreground", no_argument, NULL, 'f'},
 		{"debug", no_argument, NULL, 'd'},
@@ -69,6 +71,7 @@ static void parse_args(int argc, char **argv)
 	cfg.accel = VMM_ACCEL_AUTO;
 	cfg.output_cap = 256ULL << 20;
 	cfg.boot_timeout_ms = 180 * 1000;
+	cfg.overcommit = 1.5;
 	while ((c = getopt_long(argc, argv, "fd", opts, NULL)) != -1) {
 		switch (c) {
 		case 'm':
@@ -95,6 +98,13 @@ static void parse_args(int argc, char **argv)
 				usage();
 			cfg.boot_timeout_ms = secs * 1000;
 			break;
+		case 'O': {
+			char *end;
+			cfg.overcommit = strtod(optarg, &end);
+			if (*end || cfg.overcommit <= 0 || cfg.overcommit > 100)
+				usage();
+			break;
+		}
 		case 'A':
 			allow_other = true;
 			break;

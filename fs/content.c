@@ -151,6 +151,13 @@ char *content_text(const struct node *n, bool *ready, int *err)
 			*err = ENOENT;
 		return v;
 	}
+	case F_S_KEYS: {
+		struct buf b = {0};
+		buf_add(&b, "", 0);
+		for (size_t i = 0; i < s->spec.nssh_keys; i++)
+			buf_printf(&b, "%s\n", s->spec.ssh_keys[i]);
+		return b.data;
+	}
 	case F_J_STATUS:
 		return job_status_text(j);
 	case F_J_EXIT:

@@ -973,6 +973,27 @@ static int check_value_write(struct fh *fh, const char *label)
 		spec_free_list(list, cnt);
 		return 0;
 	}
+	case F_S_KEYS: {
+		/* One public key per line; blank lines and # comments pass. */
+		const char *p = t, *end = t + len;
+		while (p < end) {
+			const char *nl = memchr(p, '\n', (size_t)(end - p));
+			size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+			char line[8192];
+			if (l >= sizeof(line))
+				return refuse(nearest_err(n), EINVAL, label,
+					      "a key line is longer than %zu "
+					      "bytes",
+					      sizeof(line) - 1);
+			memcpy(line, p, l);
+			line[l] = '\0';
+			if (l && line[0] != '#' && !spec_valid_ssh_key(line, why))
+				return refuse(nearest_err(n), EINVAL, label,
+					      "%s", why);
+			p += l + 1;
+		}
+		return 0;
+	}
 	case F_J_CWD:
 		if (!job_valid_cwd(t, len))
 			return refuse(nearest_err(n), EINVAL, label,
@@ -1057,6 +1078,8 @@ static int apply_value(struct fh *fh, const char *label)
 		return 0;
 	case F_S_ENV:
 		return session_set_env(n->s, t, len);
+	case F_S_KEYS:
+		return session_set_keys(n->s, t, len);
 	case F_J_ENV:
 		return job_set_env(n->j, t, len);
 	case F_J_CWD:

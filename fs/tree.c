@@ -42,6 +42,11 @@ static const struct file_desc session_files[] = {
 
 static const struct file_desc meta_file = {"", F_S_META, K_TEXT, RO, 0};
 
+static const struct file_desc ssh_files[] = {
+	{"authorized_keys", F_S_KEYS, K_VALUE, RW, LIMIT_SPEC},
+	{NULL, 0, 0, 0, 0},
+};
+
 static const struct file_desc exec_files[] = {
 	{"clone", F_EXEC_CLONE, K_CLONE, RO, 0},
 	{NULL, 0, 0, 0, 0},
@@ -160,6 +165,17 @@ static int resolve_session(char comp[6][NAME_MAX_LEN + 2], int n,
 		nd->kind = N_FILE;
 		return 0;
 	}
+	if (strcmp(comp[2], "ssh") == 0) {
+		if (n == 3) {
+			nd->kind = N_SSH_DIR;
+			return 0;
+		}
+		if (n == 4 && (nd->fd = find_file(ssh_files, comp[3]))) {
+			nd->kind = N_FILE;
+			return 0;
+		}
+		return -ENOENT;
+	}
 	if (n == 3 && strcmp(comp[2], "files") == 0) {
 		nd->kind = N_FILES;
 		return 0;
@@ -251,6 +267,10 @@ int node_list(const struct node *n, void (*add)(void *, const char *, bool),
 		add(ctx, "metadata", true);
 		add(ctx, "exec", true);
 		add(ctx, "files", true);
+		add(ctx, "ssh", true);
+		return 0;
+	case N_SSH_DIR:
+		list_files(ssh_files, add, ctx);
 		return 0;
 	case N_META_DIR:
 		for (size_t i = 0; i < n->s->spec.nmetadata; i++) {

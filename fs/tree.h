@@ -33,6 +33,7 @@ enum file_id {
 	F_S_CONSOLE,
 	F_S_ERR,
 	F_S_META,
+	F_S_KEYS,
 	F_EXEC_CLONE,
 	F_J_CMD,
 	F_J_ARGV,
@@ -77,6 +78,7 @@ enum node_kind {
 	N_EXEC_DIR,
 	N_JOB,
 	N_FILES, /* sessions/NAME/files: the guest's home (gfs.c) */
+	N_SSH_DIR,
 	N_FILE,
 };
 
