@@ -812,7 +812,7 @@ int spec_apply(struct sess_spec *sp, const char *text, size_t len, char *why)
 	sp->given = 0;
 	while (i < len && isspace((unsigned char)text[i]))
 		i++;
-	if (i < len && text[i] == '{')
+	if (i < len && (text[i] == '{' || text[i] == '['))
 		return apply_json(sp, text, len, why);
 	return apply_words(sp, text, len, why);
 }

@@ -914,10 +914,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		reply_slice(req, &fh->text, size, off);
 		break;
 	case K_NEW:
+		/* The answer is readable at any offset (a shell reads where its
+		 * write left off): follow our own cursor, reset by each write. */
 		buf_free(&fh->text);
 		if (fh->created[0])
 			buf_printf(&fh->text, "%s\n", fh->created);
-		reply_slice(req, &fh->text, size, off);
+		reply_slice(req, &fh->text, size, (off_t)fh->pos);
+		fh->pos += fh->pos < fh->text.len
+				   ? (fh->text.len - fh->pos < size
+					      ? fh->text.len - fh->pos
+					      : size)
+				   : 0;
 		break;
 	case K_CLONE:
 		read_clone(req, fh, size, off);
@@ -1180,6 +1187,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			fuse_reply_err(req, -rc);
 			break;
 		}
+		fh->pos = 0;
 		create_session(req, buf, size, NULL, size, fh);
 		break;
 	case K_STDIN:

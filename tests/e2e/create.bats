@@ -61,10 +61,10 @@ PY
 }
 
 @test "read the generated name back on the same open file" {
-	exec 3<>"$T/sessions/new"
-	echo 'cpu=1' >&3
-	read -r name <&3
-	exec 3>&-
+	exec 5<>"$T/sessions/new"
+	echo 'cpu=1' >&5
+	read -r name <&5
+	exec 5>&-
 	[[ "$name" =~ ^s-[0-9a-f]{8}$ ]]
 	[ "$(cat "$T/sessions/$name/state")" = READY ]
 	rmdir "$T/sessions/$name"
