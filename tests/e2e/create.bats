@@ -193,3 +193,22 @@ TERMINATING TERMINATED
 TERMINATED REMOVED
 EOF2
 }
+
+@test "no capacity: ENOSPC with the reason, nothing made" {
+	host_mb=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024))
+	[ "$host_mb" -lt 40000 ] || skip "host too large for a 64 GiB refusal"
+	refused_with "No space left" bash -c "echo 'name=huge memory=65536' > '$T/sessions/new'"
+	grep -q "huge: no capacity: .* 65536 more asked" "$T/sessions/err"
+	[ ! -e "$T/sessions/huge" ]
+}
+
+@test "a restart keeps every option of every session" {
+	echo "name=keep cpu=2 memory=1024 env=K=v metadata=m=1 max_duration=2h ssh_key='$KEY'" >"$T/sessions/new"
+	before=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r.pop("state"); print(json.dumps(r, sort_keys=True))' "$T/sessions/keep/info.json")
+	kill9_tenkid
+	start_tenkid
+	[ "$(timeout 60 cat "$T/sessions/keep/wait")" = READY ]
+	after=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r.pop("state"); print(json.dumps(r, sort_keys=True))' "$T/sessions/keep/info.json")
+	[ "$before" = "$after" ]
+	[ "$(tk_exec keep 'echo $K')" = v ]
+}
