@@ -55,3 +55,16 @@ teardown_file() { cleanup_tenkid; }
 	[ "$(cat "$T/sessions/b/wait")" = READY ]
 	[ "$(tk_exec b 'echo again')" = again ]
 }
+
+@test "output past the per-stream cap is dropped, the job runs on, truncated says so" {
+	stop_tenkid
+	TENKID_ARGS="--output-cap 1M" start_tenkid
+	[ "$(cat "$T/sessions/b/wait")" = READY ]
+	j=$(cat "$T/sessions/b/exec/clone")
+	echo 'head -c 3145728 /dev/zero; echo done >&2' >"$T/sessions/b/exec/$j/cmd"
+	[ "$(timeout 120 cat "$T/sessions/b/exec/$j/exit")" = 0 ]
+	[ "$(stat -c %s "$TK/state/sessions/$(cat "$T/sessions/b/id")/jobs/$j/stdout")" -eq 1048576 ]
+	[ "$(cat "$T/sessions/b/exec/$j/stdout" | wc -c)" -eq 1048576 ]
+	[ "$(json_get "$T/sessions/b/exec/$j/info.json" truncated)" = True ]
+	[ "$(cat "$T/sessions/b/exec/$j/stderr")" = done ]
+}
