@@ -48,7 +48,7 @@ void poll_add(int fd, short events, enum pe_kind kind, void *ptr)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: tenki-agent [--no-init] [--debug] "
+		"usage: tenki-agent [--no-init] [--debug] [--home DIR] "
 		"[--port PATH | --listen PATH]\n");
 }
 
@@ -209,6 +209,7 @@ int main(int argc, char **argv)
 		{"port", required_argument, NULL, 'p'},
 		{"listen", required_argument, NULL, 'l'},
 		{"debug", no_argument, NULL, 'd'},
+		{"home", required_argument, NULL, 'H'},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -220,7 +221,7 @@ int main(int argc, char **argv)
 
 	/* As PID 1, stray kernel command-line words must not stop us. */
 	opterr = getpid() != 1;
-	while ((c = getopt_long(argc, argv, "np:l:dVh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "np:l:dH:Vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
 			no_init = true;
@@ -235,6 +236,9 @@ int main(int argc, char **argv)
 			break;
 		case 'd':
 			log_verbose = 1;
+			break;
+		case 'H':
+			fs_set_home(optarg); /* files/ serves DIR (tests) */
 			break;
 		case 'V':
 		case 'h':

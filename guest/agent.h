@@ -187,6 +187,11 @@ void resp_error(json_int_t id, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void event_exit(const struct job *j);
 
+/* fsops.c: file operations on the home directory (FSREQ -> FSRESP) */
+void fs_set_home(const char *path);
+void fs_reset(void);
+void fs_handle(const uint8_t *p, size_t len);
+
 /* port.c: the host connection */
 enum port_mode { PORT_VIRTIO, PORT_CONNECT, PORT_LISTEN };
 int port_init(enum port_mode mode, const char *path);

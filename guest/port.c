@@ -37,6 +37,10 @@
 /* After a kept answer's host shows up: wait this long for a newer HELLO. */
 #define HOLD_MS 100
 
+/* The biggest payload either way: file operations carry 1 MiB + 4 KiB. */
+#define PORT_MAX_PAYLOAD \
+	(PROTO_MAX_FS > PROTO_MAX_PAYLOAD ? PROTO_MAX_FS : PROTO_MAX_PAYLOAD)
+
 enum port_state {
 	PS_CLOSED, /* no connection: open, connect or accept one */
 	PS_IDLE,   /* virtio fd open, no host behind it: probe on a timer */
@@ -57,10 +61,30 @@ static struct {
 	size_t hello_left; /* bytes of our HELLO answer not yet written */
 	bool resume;	   /* virtio: answer kept across an EOF */
 	int64_t hold_until; /* write nothing before this (0: not armed) */
+	size_t fs_queued;   /* FSRESP bytes since the streams had a turn */
 	size_t inlen;
-	uint8_t in[PROTO_HDR_LEN + PROTO_MAX_PAYLOAD];
+	uint8_t in[PROTO_HDR_LEN + PORT_MAX_PAYLOAD];
 	struct buf out;
 } port; /* zeroed, in .bss: port_init sets the fds to -1 */
+
+static void process_input(void);
+static bool input_waiting(void);
+
+/*
+ * May the frame be handled now?  A full queue holds input back as it stops
+ * reading the port, so a burst of small READs cannot queue a MiB each; and
+ * file answers wait for the streams' turn (chan_fill) once they have
+ * queued OUTQ_LOW bytes, so bulk file I/O cannot starve exec output.
+ * Frames go in order: what follows a held-back one waits with it.
+ */
+static bool may_take(const struct proto_hdr *h)
+{
+	if (port.state != PS_READY)
+		return true;
+	if (port.out.len >= OUTQ_HIGH)
+		return false;
+	return h->type != PT_FSREQ || port.fs_queued < OUTQ_LOW;
+}
 
 bool port_ready(void)
 {
@@ -88,6 +112,7 @@ static void outq_reset(void)
 	port.hello_left = 0;
 	port.resume = false;
 	port.hold_until = 0;
+	port.fs_queued = 0;
 }
 
 /* Forget this connection's partial input and unsent output. */
@@ -345,7 +370,7 @@ int port_send(uint8_t type, uint32_t chan, const void *a, size_t alen,
 	uint8_t *p;
 
 	if (port.state != PS_READY || port.closing ||
-	    plen > PROTO_MAX_PAYLOAD)
+	    plen > (type == PT_FSRESP ? PROTO_MAX_FS : PROTO_MAX_PAYLOAD))
 		return -1;
 	if (buf_reserve(&port.out, PROTO_HDR_LEN + plen) < 0) {
 		alog(L_WARN, "out of memory; %s frame not sent",
@@ -359,6 +384,8 @@ int port_send(uint8_t type, uint32_t chan, const void *a, size_t alen,
 	if (blen > 0)
 		memcpy(p + PROTO_HDR_LEN + alen, b, blen);
 	port.out.len += PROTO_HDR_LEN + plen;
+	if (type == PT_FSRESP)
+		port.fs_queued += PROTO_HDR_LEN + plen;
 	return 0;
 }
 
@@ -382,21 +409,21 @@ int port_send_json(uint8_t type, json_t *obj)
 	return rc;
 }
 
-/* Write until the port would block, refilling from the streams. */
-void port_flush(void)
+/*
+ * Write until the queue is empty (true) or the port would block or broke
+ * (false), refilling from the streams.
+ */
+static bool outq_write(void)
 {
 	ssize_t n;
 
-	if (port.hold_until != 0) {
-		if (now_ms() < port.hold_until)
-			return;
-		port.hold_until = 0;
-	}
 	while (port.state == PS_READY) {
-		if (port.out.len < OUTQ_LOW && !port.closing)
+		if (port.out.len < OUTQ_LOW && !port.closing) {
 			chan_fill();
+			port.fs_queued = 0; /* the streams had their turn */
+		}
 		if (port.out.len == 0)
-			break;
+			return true;
 		n = write(port.fd, port.out.data + port.out.head, port.out.len);
 		if (n > 0) {
 			buf_consume(&port.out, (size_t)n);
@@ -408,9 +435,32 @@ void port_flush(void)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
-			return;
+			return false;
 		port_lost(n < 0 ? strerror(errno) : "write returned 0");
-		return;
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Write what is queued.  Frames held back in the input buffer (see
+ * may_take) are handled once the queue is out, so the loop never sleeps on
+ * input it already has; not sooner, so the poll set is built now and then
+ * with a short queue, which is when the jobs' pipes are read.
+ */
+void port_flush(void)
+{
+	if (port.hold_until != 0) {
+		if (now_ms() < port.hold_until)
+			return;
+		port.hold_until = 0;
+	}
+	for (;;) {
+		if (!outq_write())
+			return;
+		if (!input_waiting())
+			break;
+		process_input();
 	}
 	if (port.state == PS_READY && port.closing && port.out.len == 0)
 		port_drop("protocol version mismatch");
@@ -429,6 +479,7 @@ static void on_hello(const uint8_t *p, size_t len, bool *skip)
 	}
 	/* A HELLO on a live port is a new host we did not see arrive. */
 	outq_reset();
+	fs_reset(); /* nids and handles belong to one connection */
 	port.state = PS_READY;
 	if (rc == HELLO_MISMATCH) {
 		hello_reply(false); /* so the host can log why, too */
@@ -468,6 +519,9 @@ static void on_frame(const struct proto_hdr *h, const uint8_t *p)
 	case PT_PING:
 		port_send(PT_PONG, 0, p, h->len, NULL, 0);
 		break;
+	case PT_FSREQ:
+		fs_handle(p, h->len);
+		break;
 	default:
 		alog(L_DEBUG, "%s from host ignored", proto_type_str(h->type));
 		break;
@@ -494,6 +548,35 @@ static size_t hello_skip(size_t off)
 		    h.type == PT_HELLO)
 			return off - start;
 		off++;
+	}
+}
+
+/*
+ * Stream frames (DATA, ACK, EOF) behind a held-back frame go ahead of it:
+ * a job's ACK must not wait for bulk file I/O, or its stream would get one
+ * window per queue of file answers.  Nothing else overtakes: FSREQs keep
+ * their order, and any other frame (a REQ that opens a channel, a HELLO)
+ * ends the scan.
+ */
+static void pass_held(size_t off)
+{
+	struct proto_hdr h;
+	size_t flen;
+
+	while (off < port.inlen && !port.closing) {
+		if (proto_decode(port.in + off, port.inlen - off, &h, &flen) !=
+		    PROTO_OK)
+			return;
+		if (h.type == PT_FSREQ) {
+			off += flen;
+			continue;
+		}
+		if (h.type != PT_DATA && h.type != PT_ACK && h.type != PT_EOF)
+			return;
+		on_frame(&h, port.in + off + PROTO_HDR_LEN);
+		memmove(port.in + off, port.in + off + flen,
+			port.inlen - off - flen);
+		port.inlen -= flen;
 	}
 }
 
@@ -534,6 +617,10 @@ static void process_input(void)
 			off++; /* virtio: look for a HELLO in what we have */
 			continue;
 		}
+		if (!may_take(&h)) {
+			pass_held(off); /* port_flush comes back for the rest */
+			break;
+		}
 		if (!port.closing)
 			on_frame(&h, port.in + off + PROTO_HDR_LEN);
 		if (port.gen != gen)
@@ -546,6 +633,24 @@ static void process_input(void)
 	}
 }
 
+/* A whole frame (or a broken header) held back that may go now? */
+static bool input_waiting(void)
+{
+	struct proto_hdr h;
+	size_t flen;
+	int rc;
+
+	if (port.state != PS_READY || port.closing || port.inlen == 0)
+		return false;
+	rc = proto_decode(port.in, port.inlen, &h, &flen);
+	return rc != PROTO_NEED_MORE && (rc != PROTO_OK || may_take(&h));
+}
+
+/*
+ * With the buffer full of held-back frames the read below asks for 0
+ * bytes and sees "EOF": only POLLHUP or POLLERR get here then (POLLIN is
+ * not polled with a full buffer), and the host is gone.
+ */
 static void port_read(void)
 {
 	ssize_t n;
@@ -608,7 +713,8 @@ void port_add_polls(void)
 	}
 	if (port.state == PS_IDLE)
 		return; /* POLLHUP until a host comes: probe on the timer */
-	if (!port.closing && port.out.len < OUTQ_HIGH)
+	if (!port.closing && port.out.len < OUTQ_HIGH &&
+	    port.inlen < sizeof(port.in))
 		ev |= POLLIN;
 	if (port.state == PS_READY && port.out.len > 0 && port.hold_until == 0)
 		ev |= POLLOUT;

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import statistics
 import struct
 import subprocess
@@ -33,14 +34,17 @@ AGENT = os.environ.get("TENKI_AGENT", os.path.join(ROOT, "build", "tenki-agent")
 
 MAGIC = b"TNK1"
 HDR = struct.Struct("<4sIIBBBB")
-HELLO, REQ, RESP, EVENT, DATA, ACK, EOF, PING, PONG = range(1, 10)
+HELLO, REQ, RESP, EVENT, DATA, ACK, EOF, PING, PONG, FSREQ, FSRESP = range(1, 12)
 WINDOW = 1 << 20
 MAX_PAYLOAD = 256 * 1024
+MAX_FS = (1 << 20) + 4096  # FSREQ and FSRESP payloads
+FS_IO_MAX = 1 << 20
 
 agent_proc = None
 agent_dir = None  # where jobs run (cwd); exists on the agent's side
 agent_sock = None
 agent_log = None
+agent_home = "/home/tenki"  # what files/ serves; a temporary one on the host
 next_chan = 1
 
 
@@ -121,6 +125,8 @@ class Conn:
         self.stdin_acks = {}  # chan -> highest ACK from the agent
         self.next_id = 1
         self.keys = []
+        self.fsresps = {}  # id -> (err, result)
+        self.fs_answered = set()  # every id answered on this connection
 
     # -- raw I/O --
     def send(self, data):
@@ -175,10 +181,12 @@ class Conn:
                 self.skip_to_hello()
             if len(self.rbuf) >= HDR.size:
                 magic, plen, chan, ftype, fl, r1, r2 = HDR.unpack_from(self.rbuf)
-                if magic != MAGIC or fl or r1 or r2 or not 1 <= ftype <= 9:
+                if magic != MAGIC or fl or r1 or r2 or not 1 <= ftype <= 11:
                     raise ProtocolError("bad frame header from agent: %r" % bytes(self.rbuf[:16]))
                 if ftype == DATA and plen > MAX_PAYLOAD:
                     raise ProtocolError("DATA of %d bytes" % plen)
+                if ftype == FSRESP and not 12 <= plen <= MAX_FS:
+                    raise ProtocolError("FSRESP of %d bytes" % plen)
                 if len(self.rbuf) >= HDR.size + plen:
                     payload = bytes(self.rbuf[HDR.size:HDR.size + plen])
                     del self.rbuf[:HDR.size + plen]
@@ -239,6 +247,12 @@ class Conn:
             self.pongs.append(p)
         elif ftype == HELLO:
             self.hello_reply = json.loads(p)
+        elif ftype == FSRESP:
+            rid, err = struct.unpack_from("<Qi", p)
+            if rid in self.fs_answered:
+                raise ProtocolError("second answer to fs request %d" % rid)
+            self.fs_answered.add(rid)
+            self.fsresps[rid] = (err, p[12:])
         else:
             raise ProtocolError("unexpected %d from agent" % ftype)
 
@@ -324,6 +338,21 @@ class Conn:
         if eof:
             self.send_frame(EOF, chan, u64(len(data)))
 
+    def fs_send(self, op, body=b"", reserved=0):
+        """Send one FSREQ; returns its id."""
+        rid = self.next_id
+        self.next_id += 1
+        self.send_frame(FSREQ, 0, struct.pack("<QII", rid, op, reserved) + body)
+        return rid
+
+    def fs_wait(self, rid, timeout=10.0):
+        self.pump(lambda: rid in self.fsresps, timeout, "fs answer %d" % rid)
+        return self.fsresps.pop(rid)
+
+    def fs(self, op, body=b"", **kw):
+        """(errno, result) of one file operation."""
+        return self.fs_wait(self.fs_send(op, body, **kw))
+
     def ping(self, payload=b"ping"):
         self.pongs = []
         self.send_frame(PING, 0, payload)
@@ -358,7 +387,7 @@ class Conn:
 
 
 def setUpModule():
-    global agent_proc, agent_dir, agent_sock, agent_log
+    global agent_proc, agent_dir, agent_sock, agent_log, agent_home
     if os.environ.get("TENKI_AGENT_SOCK"):
         agent_sock = os.environ["TENKI_AGENT_SOCK"]
         agent_dir = "/tmp"
@@ -368,8 +397,10 @@ def setUpModule():
                               stdout=subprocess.DEVNULL)
     agent_dir = tempfile.mkdtemp(prefix="tenki-agent-test.")
     agent_sock = os.path.join(agent_dir, "agent.sock")
+    agent_home = os.path.join(agent_dir, "home")  # the agent makes it
     agent_log = open(os.path.join(agent_dir, "agent.log"), "w+")
-    agent_proc = subprocess.Popen([AGENT, "--no-init", "--listen", agent_sock],
+    agent_proc = subprocess.Popen([AGENT, "--no-init", "--listen", agent_sock,
+                                   "--home", agent_home],
                                   stdin=subprocess.DEVNULL, stdout=agent_log,
                                   stderr=agent_log)
     deadline = time.time() + 5
@@ -868,6 +899,712 @@ class Malformed(AgentTest):
         c.ping(b"survived")
         self.assertGreater(n_exec, 3)
         c.call("signal", job="fuzz-live", signal=9)
+
+
+# ---- file operations (docs/protocol.md, "File operations") ----
+
+(FS_LOOKUP, FS_FORGET, FS_GETATTR, FS_SETATTR, FS_READLINK, FS_MKDIR, FS_UNLINK,
+ FS_RMDIR, FS_SYMLINK, FS_RENAME, FS_LINK, FS_OPEN, FS_CREATE, FS_READ, FS_WRITE,
+ FS_RELEASE, FS_FSYNC, FS_OPENDIR, FS_READDIR, FS_RELEASEDIR, FS_STATFS,
+ FS_COPY_RANGE) = range(1, 23)
+SET_MODE, SET_UID, SET_GID, SET_SIZE, SET_ATIME, SET_MTIME = 1, 2, 4, 8, 16, 32
+SET_ATIME_NOW, SET_MTIME_NOW = 128, 256
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+ATTR = struct.Struct("<QQQqqqIIIIIIIII")
+ATTR_FIELDS = ("ino size blocks atime mtime ctime atime_ns mtime_ns ctime_ns "
+               "mode nlink uid gid rdev blksize").split()
+
+
+class Attr(dict):
+    __getattr__ = dict.__getitem__
+
+
+def fstr(b):
+    if isinstance(b, str):
+        b = b.encode()
+    return struct.pack("<H", len(b)) + b
+
+
+def u32(v):
+    return struct.pack("<I", v)
+
+
+class FsError(AssertionError):
+    def __init__(self, op, err):
+        AssertionError.__init__(self, "fs op %d: %s" % (op, os.strerror(err)))
+        self.errno = err
+
+
+class Fs:
+    """The host's side of file operations, one call at a time."""
+
+    def __init__(self, conn):
+        self.c = conn
+
+    def ok(self, op, body):
+        err, res = self.c.fs(op, body)
+        if err:
+            raise FsError(op, err)
+        return res
+
+    def err(self, op, body):
+        return self.c.fs(op, body)[0]
+
+    @staticmethod
+    def attr(res, at=0):
+        return Attr(zip(ATTR_FIELDS, ATTR.unpack_from(res, at)))
+
+    def entry(self, res):
+        return struct.unpack_from("<Q", res)[0], self.attr(res, 8)
+
+    def lookup(self, parent, name):
+        return self.entry(self.ok(FS_LOOKUP, u64(parent) + fstr(name)))
+
+    def getattr(self, nid):
+        return self.attr(self.ok(FS_GETATTR, u64(nid)))
+
+    def setattr_body(self, nid, fh=0, valid=0, mode=0, uid=0, gid=0, size=0,
+                     atime=(0, 0), mtime=(0, 0)):
+        return (u64(nid) + u64(fh) + struct.pack("<IIII", valid, mode, uid, gid) +
+                u64(size) + struct.pack("<qI", *atime) + struct.pack("<qI", *mtime))
+
+    def setattr(self, nid, **kw):
+        return self.attr(self.ok(FS_SETATTR, self.setattr_body(nid, **kw)))
+
+    def mkdir(self, parent, name, mode=0o755):
+        return self.entry(self.ok(FS_MKDIR, u64(parent) + u32(mode) + fstr(name)))
+
+    def create(self, parent, name, flags=os.O_RDWR, mode=0o644):
+        res = self.ok(FS_CREATE, u64(parent) + u32(mode) + u32(flags) + fstr(name))
+        nid, a = self.entry(res)
+        self.assertlen(res, 8 + ATTR.size + 8)
+        return nid, a, struct.unpack_from("<Q", res, 8 + ATTR.size)[0]
+
+    @staticmethod
+    def assertlen(res, n):
+        if len(res) != n:
+            raise AssertionError("answer of %d bytes, want %d" % (len(res), n))
+
+    def open(self, nid, flags=os.O_RDONLY):
+        return struct.unpack("<Q", self.ok(FS_OPEN, u64(nid) + u32(flags)))[0]
+
+    def read(self, fh, off, size):
+        return self.ok(FS_READ, u64(fh) + u64(off) + u32(size))
+
+    def write(self, fh, off, data):
+        return struct.unpack("<I", self.ok(FS_WRITE, u64(fh) + u64(off) + data))[0]
+
+    def release(self, fh):
+        self.ok(FS_RELEASE, u64(fh))
+
+    def opendir(self, nid):
+        return struct.unpack("<Q", self.ok(FS_OPENDIR, u64(nid)))[0]
+
+    def readdir(self, fh, off, size):
+        res = self.ok(FS_READDIR, u64(fh) + u64(off) + u32(size))
+        if len(res) > size:
+            raise AssertionError("READDIR of %d bytes for %d" % (len(res), size))
+        out, i = [], 0
+        while i < len(res):
+            nxt, ino, typ, nlen = struct.unpack_from("<QQIH", res, i)
+            i += 22
+            out.append((nxt, ino, typ, res[i:i + nlen].decode()))
+            i += nlen
+        return out
+
+    def releasedir(self, fh):
+        self.ok(FS_RELEASEDIR, u64(fh))
+
+    def symlink(self, parent, name, target):
+        return self.entry(self.ok(FS_SYMLINK, u64(parent) + fstr(name) + fstr(target)))
+
+    def readlink(self, nid):
+        return self.ok(FS_READLINK, u64(nid))
+
+    def link(self, nid, newparent, name):
+        return self.entry(self.ok(FS_LINK, u64(nid) + u64(newparent) + fstr(name)))
+
+    def rename(self, parent, name, newparent, newname, flags=0):
+        return self.err(FS_RENAME, u64(parent) + fstr(name) + u64(newparent) +
+                        fstr(newname) + u32(flags))
+
+    def unlink(self, parent, name):
+        return self.err(FS_UNLINK, u64(parent) + fstr(name))
+
+    def rmdir(self, parent, name):
+        return self.err(FS_RMDIR, u64(parent) + fstr(name))
+
+    def forget(self, nid, n=1):
+        self.c.fs_send(FS_FORGET, u64(nid) + u64(n))
+
+    def statfs(self, nid):
+        res = self.ok(FS_STATFS, u64(nid))
+        self.assertlen(res, 5 * 8 + 3 * 4)
+        return struct.unpack("<QQQQQIII", res)
+
+    def copy_range(self, fh_in, off_in, fh_out, off_out, n):
+        res = self.ok(FS_COPY_RANGE, u64(fh_in) + u64(off_in) + u64(fh_out) + u64(off_out) + u64(n))
+        return struct.unpack("<Q", res)[0]
+
+    def fsync(self, fh, datasync=0):
+        return self.err(FS_FSYNC, u64(fh) + u32(datasync))
+
+
+def outside_exists(c, path):
+    """Does path exist where the agent runs (not through files/)?"""
+    if agent_proc is not None:
+        return os.path.lexists(path)
+    key = "exists-%d" % time.monotonic_ns()
+    e, _, _ = c.run(key, ["test", "-e", path])
+    c.call("forget", job=key)
+    c.keys.remove(key)
+    return e["exit_code"] == 0
+
+
+class FsTest(AgentTest):
+    """Each test works in a directory of its own under the home."""
+
+    def setUp(self):
+        AgentTest.setUp(self)
+        self.c = self.conn()
+        self.fs = Fs(self.c)
+        self.dname = "t-%s-%d" % (self._testMethodName, time.monotonic_ns())
+        self.dir, _ = self.fs.mkdir(1, self.dname)
+
+    def path(self, *names):
+        return os.path.join(agent_home, self.dname, *names)
+
+    def assertErr(self, err, op, body):
+        self.assertEqual(os.strerror(self.fs.err(op, body)), os.strerror(err))
+
+
+class Files(FsTest):
+    def test_home_made_and_root(self):
+        a = self.fs.getattr(1)
+        self.assertTrue(stat.S_ISDIR(a.mode))
+        self.assertEqual(self.fs.lookup(1, self.dname)[0], self.dir)
+        if agent_proc is not None:
+            self.assertTrue(os.path.isdir(agent_home))
+            st = os.stat(agent_home)
+            self.assertEqual((a.ino, a.nlink), (st.st_ino, st.st_nlink))
+
+    def test_create_write_read_truncate(self):
+        fs = self.fs
+        nid, a, fh = fs.create(self.dir, "f", os.O_RDWR, 0o640)
+        self.assertTrue(stat.S_ISREG(a.mode))
+        self.assertEqual(stat.S_IMODE(a.mode), 0o640)
+        self.assertEqual(fs.lookup(self.dir, "f")[0], nid)
+        data = os.urandom(3 * FS_IO_MAX + 123)
+        for off in range(0, len(data), FS_IO_MAX):
+            self.assertEqual(fs.write(fh, off, data[off:off + FS_IO_MAX]),
+                             len(data[off:off + FS_IO_MAX]))
+        fs.release(fh)
+        self.assertEqual(fs.getattr(nid).size, len(data))
+        fh = fs.open(nid, os.O_RDONLY)
+        got = b"".join(fs.read(fh, off, FS_IO_MAX) for off in range(0, len(data), FS_IO_MAX))
+        self.assertTrue(got == data, "read back differs")
+        self.assertEqual(fs.read(fh, len(data), FS_IO_MAX), b"")
+        self.assertErr(errno.EBADF, FS_WRITE, u64(fh) + u64(0) + b"x")  # read-only
+        if agent_proc is not None:
+            with open(self.path("f"), "rb") as f:
+                self.assertTrue(f.read() == data)
+        # Truncate by node and by handle, chmod, times.
+        self.assertEqual(fs.setattr(nid, valid=SET_SIZE, size=1000).size, 1000)
+        wfh = fs.open(nid, os.O_WRONLY)
+        self.assertEqual(fs.setattr(nid, fh=wfh, valid=SET_SIZE, size=10).size, 10)
+        self.assertEqual(fs.read(fh, 0, 100), data[:10])
+        a = fs.setattr(nid, valid=SET_MODE, mode=0o751)
+        self.assertEqual(stat.S_IMODE(a.mode), 0o751)
+        a = fs.setattr(nid, valid=SET_ATIME | SET_MTIME, atime=(1000000000, 5), mtime=(1200000000, 7))
+        self.assertEqual((a.atime, a.atime_ns, a.mtime, a.mtime_ns), (1000000000, 5, 1200000000, 7))
+        a = fs.setattr(nid, valid=SET_MTIME | SET_MTIME_NOW)
+        self.assertLess(abs(a.mtime - time.time()), 5)
+        self.assertEqual(a.atime, 1000000000)
+        a = fs.setattr(nid, valid=SET_UID | SET_GID, uid=os.getuid(), gid=os.getgid())
+        self.assertEqual((a.uid, a.gid), (os.getuid(), os.getgid()))
+        # O_APPEND and O_TRUNC at open.
+        afh = fs.open(nid, os.O_WRONLY | os.O_APPEND)
+        fs.write(afh, 0, b"tail")
+        self.assertEqual(fs.read(fh, 0, 100), data[:10] + b"tail")
+        tfh = fs.open(nid, os.O_WRONLY | os.O_TRUNC)
+        self.assertEqual(fs.getattr(nid).size, 0)
+        for h in (fh, wfh, afh, tfh):
+            fs.release(h)
+        self.assertErr(errno.EBADF, FS_RELEASE, u64(fh))
+        # CREATE of an existing name: O_EXCL fails, otherwise it opens it.
+        self.assertErr(errno.EEXIST, FS_CREATE, u64(self.dir) + u32(0o644) +
+                       u32(os.O_RDWR | os.O_EXCL) + fstr("f"))
+        nid2, _, fh2 = fs.create(self.dir, "f", os.O_RDWR)
+        self.assertEqual(nid2, nid)
+        fs.release(fh2)
+        # A directory cannot be opened as a file, a file not as a directory.
+        self.assertErr(errno.EISDIR, FS_OPEN, u64(self.dir) + u32(0))
+        self.assertErr(errno.ENOTDIR, FS_OPENDIR, u64(nid))
+
+    def test_mkdir_unlink_rmdir(self):
+        fs = self.fs
+        d, a = fs.mkdir(self.dir, "sub", 0o770)
+        self.assertTrue(stat.S_ISDIR(a.mode))
+        self.assertEqual(stat.S_IMODE(a.mode), 0o770)  # no umask applied
+        self.assertErr(errno.EEXIST, FS_MKDIR, u64(self.dir) + u32(0o755) + fstr("sub"))
+        _, _, fh = fs.create(d, "x")
+        fs.release(fh)
+        self.assertEqual(fs.rmdir(self.dir, "sub"), errno.ENOTEMPTY)
+        self.assertEqual(fs.unlink(self.dir, "sub"), errno.EISDIR)
+        self.assertEqual(fs.rmdir(d, "x"), errno.ENOTDIR)
+        self.assertEqual(fs.unlink(d, "x"), 0)
+        self.assertErr(errno.ENOENT, FS_LOOKUP, u64(d) + fstr("x"))
+        self.assertEqual(fs.unlink(d, "x"), errno.ENOENT)
+        self.assertEqual(fs.rmdir(self.dir, "sub"), 0)
+        self.assertErr(errno.ENOENT, FS_LOOKUP, u64(self.dir) + fstr("sub"))
+        # The removed directory's node still answers (as the kernel does).
+        self.assertEqual(fs.getattr(d).nlink, 0)
+
+    def test_rename(self):
+        fs = self.fs
+        d2, _ = fs.mkdir(self.dir, "d2")
+        a, _, fh = fs.create(self.dir, "a")
+        fs.write(fh, 0, b"AAA")
+        fs.release(fh)
+        b, _, fh = fs.create(self.dir, "b")
+        fs.write(fh, 0, b"BBBB")
+        fs.release(fh)
+        self.assertEqual(fs.rename(self.dir, "a", d2, "a2"), 0)
+        self.assertEqual(fs.lookup(d2, "a2")[0], a)
+        self.assertErr(errno.ENOENT, FS_LOOKUP, u64(self.dir) + fstr("a"))
+        self.assertEqual(fs.rename(d2, "a2", self.dir, "b", RENAME_NOREPLACE), errno.EEXIST)
+        self.assertEqual(fs.rename(d2, "a2", self.dir, "b", RENAME_EXCHANGE), 0)
+        self.assertEqual(fs.lookup(self.dir, "b")[0], a)
+        self.assertEqual(fs.lookup(d2, "a2")[0], b)
+        self.assertEqual(fs.rename(d2, "a2", self.dir, "b"), 0)  # over a file
+        nid, attr = fs.lookup(self.dir, "b")
+        self.assertEqual((nid, attr.size), (b, 4))
+        self.assertEqual(fs.getattr(a).nlink, 0)
+        self.assertEqual(fs.rename(self.dir, "b", self.dir, "c", 4), errno.EINVAL)
+        self.assertEqual(fs.rename(self.dir, "nope", self.dir, "c"), errno.ENOENT)
+        self.assertEqual(fs.rename(self.dir, "d2", d2, "x"), errno.EINVAL)  # into itself
+
+    def test_symlink_link(self):
+        fs = self.fs
+        f, _, fh = fs.create(self.dir, "file")
+        fs.release(fh)
+        l, a = fs.symlink(self.dir, "l", "some/where/../file")
+        self.assertTrue(stat.S_ISLNK(a.mode))
+        self.assertEqual(a.size, len("some/where/../file"))
+        self.assertEqual(fs.readlink(l), b"some/where/../file")
+        self.assertEqual(fs.lookup(self.dir, "l")[0], l)
+        self.assertErr(errno.EINVAL, FS_READLINK, u64(f))
+        n, a = fs.link(f, self.dir, "hard")
+        self.assertEqual((n, a.nlink), (f, 2))
+        self.assertEqual(fs.lookup(self.dir, "hard")[0], f)
+        self.assertErr(errno.EEXIST, FS_LINK, u64(f) + u64(self.dir) + fstr("l"))
+        self.assertErr(errno.EPERM, FS_LINK, u64(self.dir) + u64(self.dir) + fstr("dl"))
+        # A link to a symlink is the symlink itself, not its target.
+        n, a = fs.link(l, self.dir, "l2")
+        self.assertEqual(n, l)
+        self.assertEqual(fs.readlink(n), b"some/where/../file")
+        self.assertErr(errno.ENAMETOOLONG, FS_SYMLINK, u64(self.dir) + fstr("long") + fstr("x" * 4096))
+        self.assertErr(errno.EINVAL, FS_SYMLINK, u64(self.dir) + fstr("empty") + fstr(""))
+        self.assertErr(errno.EINVAL, FS_SYMLINK, u64(self.dir) + fstr("nul") + fstr("a\0b"))
+
+    def test_readdir_3000(self):
+        fs, c = self.fs, self.c
+        names = set("entry-%04d-%s" % (i, "x" * (i % 40)) for i in range(3000))
+        pending = []
+        for name in sorted(names):
+            pending.append(c.fs_send(FS_CREATE, u64(self.dir) + u32(0o644) + u32(os.O_WRONLY) + fstr(name)))
+        fhs = []
+        for rid in pending:
+            err, res = c.fs_wait(rid)
+            self.assertEqual(err, 0)
+            nid, _ = fs.entry(res)
+            fhs.append(struct.unpack_from("<Q", res, 8 + ATTR.size)[0])
+            fs.forget(nid)
+        for rid in [c.fs_send(FS_RELEASE, u64(fh)) for fh in fhs]:
+            self.assertEqual(c.fs_wait(rid)[0], 0)
+        fh = fs.opendir(self.dir)
+        seen, cookies, off, calls = [], [], 0, 0
+        while True:
+            ents = fs.readdir(fh, off, 4096)
+            calls += 1
+            if not ents:
+                break
+            seen += [e[3] for e in ents]
+            cookies.append((off, ents))
+            off = ents[-1][0]
+        self.assertEqual(len(seen), len(names))
+        self.assertEqual(set(seen), names)
+        self.assertGreater(calls, 20)
+        # Back to a cookie from the middle: the same entries again.
+        mid_off, mid_ents = cookies[len(cookies) // 2]
+        self.assertEqual(fs.readdir(fh, mid_off, 4096), mid_ents)
+        # One big call has them all; offset 0 starts over.
+        big = fs.readdir(fh, 0, FS_IO_MAX)
+        self.assertEqual(set(e[3] for e in big), names)
+        self.assertTrue(all(e[2] == 8 for e in big))  # DT_REG
+        fs.releasedir(fh)
+        self.assertErr(errno.EBADF, FS_READDIR, u64(fh) + u64(0) + u32(4096))
+        # Small answers still hold whole entries; "." and ".." never come.
+        fh = fs.opendir(self.dir)
+        ents = fs.readdir(fh, 0, 100)
+        self.assertGreaterEqual(len(ents), 1)
+        self.assertNotIn(ents[0][3], (".", ".."))
+        self.assertErr(errno.EINVAL, FS_READDIR, u64(fh) + u64(0) + u32(FS_IO_MAX + 1))
+        self.assertErr(errno.EBADF, FS_RELEASE, u64(fh))  # not a file handle
+        fs.releasedir(fh)
+
+    def test_statfs(self):
+        blocks, bfree, bavail, files, ffree, bsize, frsize, namelen = self.fs.statfs(self.dir)
+        self.assertGreater(blocks, 0)
+        self.assertGreater(bsize, 0)
+        self.assertEqual(namelen, 255)
+        if agent_proc is not None:
+            v = os.statvfs(agent_home)
+            self.assertEqual((blocks, bsize, frsize, files), (v.f_blocks, v.f_bsize, v.f_frsize, v.f_files))
+
+    def test_copy_range_fsync(self):
+        fs = self.fs
+        data = os.urandom(2 * FS_IO_MAX + 77)
+        src, _, sfh = fs.create(self.dir, "src")
+        for off in range(0, len(data), FS_IO_MAX):
+            fs.write(sfh, off, data[off:off + FS_IO_MAX])
+        self.assertEqual(fs.fsync(sfh, 0), 0)
+        self.assertEqual(fs.fsync(sfh, 1), 0)
+        dst, _, dfh = fs.create(self.dir, "dst")
+        done = 0
+        while done < len(data):
+            n = fs.copy_range(sfh, done, dfh, 10 + done, len(data) + 100)
+            self.assertGreater(n, 0)
+            done += n
+        self.assertEqual(fs.copy_range(sfh, len(data), dfh, 0, 100), 0)  # at EOF
+        self.assertEqual(fs.getattr(dst).size, 10 + len(data))
+        got = b"".join(fs.read(dfh, off, FS_IO_MAX) for off in range(0, 10 + len(data), FS_IO_MAX))
+        self.assertTrue(got == b"\0" * 10 + data)
+        self.assertEqual(fs.fsync(12345, 0), errno.EBADF)
+        self.assertErr(errno.EBADF, FS_COPY_RANGE, u64(sfh) + u64(0) + u64(999) + u64(0) + u64(5))
+        fs.release(sfh)
+        fs.release(dfh)
+
+    def test_forget_and_nid_reuse(self):
+        fs, c = self.fs, self.c
+        f, _, fh = fs.create(self.dir, "f")
+        fs.release(fh)
+        self.assertEqual(fs.lookup(self.dir, "f")[0], f)  # 2 references
+        rid = c.fs_send(FS_FORGET, u64(f) + u64(1))
+        c.ping()
+        self.assertNotIn(rid, c.fsresps)  # FORGET is never answered
+        fs.getattr(f)
+        fs.forget(f, 1)
+        self.assertErr(errno.ESTALE, FS_GETATTR, u64(f))
+        f2, _ = fs.lookup(self.dir, "f")
+        self.assertNotEqual(f2, f)  # numbers are not handed out twice
+        self.assertErr(errno.ESTALE, FS_GETATTR, u64(f))
+        fs.forget(f2, 1 << 63)
+        self.assertErr(errno.ESTALE, FS_GETATTR, u64(f2))
+        fs.forget(1, 1000)  # the home is never dropped
+        fs.forget(987654321, 1)  # unknown: ignored
+        fs.getattr(1)
+        self.assertEqual(fs.lookup(1, self.dname)[0], self.dir)
+        # Slots of forgotten nodes are used again, under new numbers.
+        seen = set()
+        for i in range(200):
+            n, _ = fs.lookup(self.dir, "f")
+            self.assertNotIn(n, seen)
+            seen.add(n)
+            fs.forget(n)
+        self.assertEqual(len(set(n & 0xffff for n in seen)), 1)
+
+    def test_handle_table_bounded(self):
+        fs, c = self.fs, self.c
+        f, _, fh = fs.create(self.dir, "f")
+        rids = [c.fs_send(FS_OPEN, u64(f) + u32(os.O_RDONLY)) for _ in range(4200)]
+        answers = [c.fs_wait(r) for r in rids]
+        fhs = [struct.unpack("<Q", res)[0] for err, res in answers if err == 0]
+        errs = set(err for err, _ in answers if err != 0)
+        self.assertEqual(len(fhs) + 1, 4095)  # 4096 slots, slot 0 unused
+        self.assertEqual(errs, {errno.EMFILE})
+        fs.release(fhs.pop())
+        fhs.append(fs.open(f))
+        for r in [c.fs_send(FS_RELEASE, u64(h)) for h in fhs + [fh]]:
+            self.assertEqual(c.fs_wait(r)[0], 0)
+        fs.release(fs.open(f))
+
+    def test_fifo_and_devices_not_opened(self):
+        # A FIFO would block the agent's open forever.
+        fs = self.fs
+        if agent_proc is not None:
+            os.mkfifo(self.path("fifo"))
+        else:
+            self.c.run("mkfifo", ["mkfifo", "/home/tenki/%s/fifo" % self.dname])
+        n, a = fs.lookup(self.dir, "fifo")
+        self.assertTrue(stat.S_ISFIFO(a.mode))
+        self.assertErr(errno.ENXIO, FS_OPEN, u64(n) + u32(os.O_RDONLY))
+        self.assertErr(errno.ENXIO, FS_CREATE, u64(self.dir) + u32(0o644) + u32(os.O_WRONLY) + fstr("fifo"))
+        self.assertErr(errno.EINVAL, FS_SETATTR, fs.setattr_body(n, valid=SET_SIZE, size=0))
+        self.c.ping()
+
+
+class FilesConfined(FsTest):
+    BAD_NAMES = ["..", ".", "", "a/b", "/", "/etc", "a\0b", "\0", "x" * 256]
+
+    def test_symlinks_are_nodes(self):
+        fs, c = self.fs, self.c
+        marker = "escaped-%d" % time.monotonic_ns()
+        f, _, fh = fs.create(self.dir, "f")
+        fs.release(fh)
+        root_nid, a = fs.symlink(self.dir, "root", "/")
+        up_nid, _ = fs.symlink(self.dir, "up", "../../..")
+        self.assertTrue(stat.S_ISLNK(a.mode))
+        for nid in (root_nid, up_nid):
+            self.assertEqual(fs.lookup(self.dir, "root" if nid == root_nid else "up")[0], nid)
+            self.assertTrue(stat.S_ISLNK(fs.getattr(nid).mode))
+            for flags in (os.O_RDONLY, os.O_WRONLY, os.O_RDWR | os.O_TRUNC):
+                self.assertErr(errno.ELOOP, FS_OPEN, u64(nid) + u32(flags))
+            self.assertNotEqual(fs.err(FS_OPENDIR, u64(nid)), 0)
+            for op, body in [
+                    (FS_LOOKUP, fstr("etc")), (FS_LOOKUP, fstr(marker)),
+                    (FS_MKDIR, u32(0o755) + fstr(marker)),
+                    (FS_CREATE, u32(0o644) + u32(os.O_RDWR) + fstr(marker)),
+                    (FS_SYMLINK, fstr(marker) + fstr("x")),
+                    (FS_UNLINK, fstr("etc")), (FS_RMDIR, fstr("tmp"))]:
+                self.assertNotEqual(fs.err(op, u64(nid) + body), 0, op)
+            self.assertNotEqual(self.fs.rename(nid, "etc", self.dir, marker), 0)
+            self.assertNotEqual(self.fs.rename(self.dir, "up", nid, marker), 0)
+            self.assertNotEqual(fs.err(FS_LINK, u64(f) + u64(nid) + fstr(marker)), 0)
+            # chmod cannot reach the target; times and owner are the link's.
+            self.assertErr(errno.EOPNOTSUPP, FS_SETATTR, fs.setattr_body(nid, valid=SET_MODE, mode=0o777))
+            self.assertErr(errno.EINVAL, FS_SETATTR, fs.setattr_body(nid, valid=SET_SIZE, size=0))
+            a = fs.setattr(nid, valid=SET_MTIME, mtime=(12345, 0))
+            self.assertEqual(a.mtime, 12345)
+            self.assertTrue(stat.S_ISLNK(a.mode))
+        self.assertEqual(fs.readlink(root_nid), b"/")
+        self.assertEqual(fs.readlink(up_nid), b"../../..")
+        self.assertFalse(outside_exists(c, "/" + marker))
+        self.assertFalse(outside_exists(c, os.path.join(os.path.dirname(agent_home), marker)))
+        if agent_proc is not None:
+            self.assertNotEqual(os.lstat("/").st_mtime, 12345)
+
+    def test_bad_names(self):
+        fs = self.fs
+        # Something that ".." from the home would reach.
+        sibling = os.path.basename(agent_dir) if agent_proc is not None else "tmp"
+        before = sorted(os.listdir(agent_dir)) if agent_proc is not None else None
+        for name in self.BAD_NAMES + ["../" + sibling, "../../etc/passwd"]:
+            b = fstr(name)
+            for nid in (1, self.dir):
+                for op, body in [
+                        (FS_LOOKUP, b), (FS_MKDIR, u32(0o755) + b),
+                        (FS_CREATE, u32(0o644) + u32(os.O_RDWR) + b),
+                        (FS_SYMLINK, b + fstr("t")), (FS_UNLINK, b), (FS_RMDIR, b)]:
+                    self.assertErr(errno.EINVAL, op, u64(nid) + body)
+                self.assertErr(errno.EINVAL, FS_RENAME, u64(nid) + b + u64(self.dir) + fstr("ok") + u32(0))
+                self.assertErr(errno.EINVAL, FS_RENAME, u64(self.dir) + fstr(self.dname) + u64(nid) + b + u32(0))
+                self.assertErr(errno.EINVAL, FS_LINK, u64(self.dir) + u64(nid) + b)
+        if agent_proc is not None:
+            self.assertEqual(sorted(os.listdir(agent_dir)), before)
+        fs.getattr(self.dir)
+
+    def test_no_way_out(self):
+        # The home's parent is out of reach: lookups of its names fail even
+        # when they exist there, and nothing under them can be created.
+        fs, c = self.fs, self.c
+        if agent_proc is None:
+            self.skipTest("checks the host's temporary directory")
+        secret = os.path.join(agent_dir, "secret")
+        with open(secret, "w") as f:
+            f.write("secret")
+        try:
+            for name in ("secret", "agent.log"):
+                self.assertErr(errno.ENOENT, FS_LOOKUP, u64(1) + fstr(name))
+            link_nid, _ = fs.symlink(self.dir, "sec", "../../secret")
+            self.assertErr(errno.ELOOP, FS_OPEN, u64(link_nid) + u32(os.O_RDWR | os.O_TRUNC))
+            self.assertErr(errno.ELOOP, FS_CREATE, u64(self.dir) + u32(0o644) + u32(os.O_RDWR | os.O_TRUNC) + fstr("sec"))
+            # A hard link or rename of the symlink moves the link, never the target.
+            self.assertEqual(fs.rename(self.dir, "sec", 1, "sec-moved"), 0)
+            self.assertEqual(fs.unlink(1, "sec-moved"), 0)
+            with open(secret) as f:
+                self.assertEqual(f.read(), "secret")
+        finally:
+            os.unlink(secret)
+
+
+class FilesMalformed(FsTest):
+    def test_malformed_requests(self):
+        fs, c = self.fs, self.c
+        f, _, fh = fs.create(self.dir, "f")
+        bad = [
+            (FS_LOOKUP, b""),  # no fields at all
+            (FS_LOOKUP, u64(1)),  # no name
+            (FS_LOOKUP, u64(1) + struct.pack("<H", 300) + b"short"),  # lying length
+            (FS_LOOKUP, u64(1) + fstr("ok") + b"trailing"),
+            (FS_GETATTR, u64(1)[:5]),
+            (FS_GETATTR, u64(1) + b"\0"),
+            (FS_SETATTR, fs.setattr_body(f)[:-1]),
+            (FS_SETATTR, fs.setattr_body(f, valid=SET_ATIME, atime=(0, 1000000000))),
+            (FS_RENAME, u64(self.dir) + fstr("f") + u64(self.dir) + fstr("g")),  # no flags
+            (FS_OPEN, u64(f) + u32(3)),  # O_ACCMODE
+            (FS_READ, u64(fh) + u64(0) + u32(FS_IO_MAX + 1)),
+            (FS_READ, u64(fh) + u64(1 << 63) + u32(10)),
+            (FS_READ, u64(fh) + u64(0)),
+            (FS_WRITE, u64(fh)),
+            (FS_WRITE, u64(fh) + u64(0) + b"x" * (FS_IO_MAX + 1)),
+            (FS_READDIR, u64(fh) + u64(0) + struct.pack("<H", 5)),
+            (FS_COPY_RANGE, u64(fh) * 4),
+            (FS_FORGET, u64(f)),  # malformed: answered, unlike a FORGET
+            (FS_SYMLINK, u64(self.dir) + fstr("s")),
+        ]
+        for op, body in bad:
+            self.assertErr(errno.EINVAL, op, body)
+        self.assertEqual(c.fs(FS_GETATTR, u64(1), reserved=1)[0], errno.EINVAL)
+        for op in (0, 23, 99, 0xffffffff):
+            self.assertEqual(c.fs(op, u64(1))[0], errno.ENOSYS)
+        # Unknown nodes and handles.
+        for nid in (0, 2, f + 1, f ^ (1 << 40), (1 << 64) - 1):
+            self.assertErr(errno.ESTALE, FS_GETATTR, u64(nid))
+            self.assertErr(errno.ESTALE, FS_LOOKUP, u64(nid) + fstr("x"))
+        for h in (0, 1, fh + 1, fh ^ (1 << 40), (1 << 64) - 1):
+            self.assertErr(errno.EBADF, FS_READ, u64(h) + u64(0) + u32(1))
+            self.assertErr(errno.EBADF, FS_WRITE, u64(h) + u64(0) + b"x")
+            self.assertErr(errno.EBADF, FS_RELEASE, u64(h))
+            self.assertErr(errno.EBADF, FS_RELEASEDIR, u64(h))
+            self.assertErr(errno.EBADF, FS_READDIR, u64(h) + u64(0) + u32(100))
+            self.assertErr(errno.EBADF, FS_FSYNC, u64(h) + u32(0))
+            if h:
+                self.assertErr(errno.EBADF, FS_SETATTR, fs.setattr_body(f, fh=h, valid=SET_SIZE))
+        self.assertEqual(fs.write(fh, 0, b"still works"), 11)
+        fs.release(fh)
+
+    def test_random_requests(self):
+        import random
+        rnd = random.Random(4321)
+        fs, c = self.fs, self.c
+        f, _, fh = fs.create(self.dir, "f")
+        sub, _ = fs.mkdir(self.dir, "sub")
+        dfh = fs.opendir(sub)
+        valid = [
+            (FS_LOOKUP, u64(sub) + fstr("nothing")),
+            (FS_GETATTR, u64(f)),
+            (FS_SETATTR, fs.setattr_body(f, valid=SET_MTIME, mtime=(5, 5))),
+            (FS_READLINK, u64(f)),
+            (FS_MKDIR, u64(sub) + u32(0o755) + fstr("m")),
+            (FS_UNLINK, u64(sub) + fstr("nothing")),
+            (FS_SYMLINK, u64(sub) + fstr("s") + fstr("t")),
+            (FS_RENAME, u64(sub) + fstr("a") + u64(sub) + fstr("b") + u32(0)),
+            (FS_OPEN, u64(f) + u32(0)),
+            (FS_READ, u64(fh) + u64(0) + u32(100)),
+            (FS_WRITE, u64(fh) + u64(0) + b"data"),
+            (FS_FSYNC, u64(fh) + u32(1)),
+            (FS_READDIR, u64(dfh) + u64(0) + u32(1000)),
+            (FS_STATFS, u64(sub)),
+            (FS_COPY_RANGE, u64(fh) + u64(0) + u64(fh) + u64(100) + u64(4)),
+        ]
+        expect = []
+        for i in range(1500):
+            kind = rnd.random()
+            if kind < 0.4:
+                op = rnd.randint(0, 30)
+                body = os.urandom(rnd.choice([0, 1, 7, 8, 12, 16, 20, 30, 64, 90]))
+            else:
+                op, body = rnd.choice(valid)
+                if kind < 0.6:
+                    body = body[:rnd.randrange(len(body))]
+                elif kind < 0.8:
+                    body = body + os.urandom(rnd.randint(1, 20))
+                else:
+                    i2 = rnd.randrange(len(body))
+                    body = body[:i2] + bytes([rnd.randrange(256)]) + body[i2 + 1:]
+                    if op in (FS_WRITE, FS_SETATTR, FS_COPY_RANGE):
+                        continue  # a flipped size or offset is not our subject
+            if op in (FS_RELEASE, FS_RELEASEDIR, FS_FORGET) and len(body) >= 8:
+                continue  # random numbers could be ours: keep the fixtures
+            rid = c.fs_send(op, body)
+            expect.append(rid)
+            if i % 64 == 0:
+                c.pump(lambda: all(r in c.fs_answered for r in expect), 10, "fs answers")
+        c.pump(lambda: all(r in c.fs_answered for r in expect), 10, "fs answers")
+        c.ping(b"survived")
+        self.assertEqual(fs.read(fh, 0, 4), b"data")
+        fs.release(fh)
+        fs.releasedir(dfh)
+
+    def test_bad_fsreq_frames_drop_connection(self):
+        # Below 16 bytes or above 1 MiB + 4 KiB an FSREQ is a framing error.
+        self.c.close()  # --listen serves one connection at a time
+        for data in [frame(FSREQ, 0, b"\1" * 15),
+                     frame(FSREQ, 0, b""),
+                     HDR.pack(MAGIC, MAX_FS + 1, 0, FSREQ, 0, 0, 0),
+                     frame(FSREQ, 5, struct.pack("<QII", 1, FS_GETATTR, 0) + u64(1))]:
+            Malformed.expect_dropped(self, data)
+        self.fs = Fs(self.conn())
+        self.fs.getattr(1)
+
+
+class FilesSession(FsTest):
+    def test_new_hello_drops_nodes_and_handles(self):
+        fs, c = self.fs, self.c
+        f, _, fh = fs.create(self.dir, "f")
+        dfh = fs.opendir(self.dir)
+        fs.write(fh, 0, b"x")
+        c.hello()  # the same socket, a new session
+        self.assertErr(errno.ESTALE, FS_GETATTR, u64(f))
+        self.assertErr(errno.ESTALE, FS_GETATTR, u64(self.dir))
+        self.assertErr(errno.EBADF, FS_READ, u64(fh) + u64(0) + u32(1))
+        self.assertErr(errno.EBADF, FS_READDIR, u64(dfh) + u64(0) + u32(100))
+        self.assertTrue(stat.S_ISDIR(fs.getattr(1).mode))
+        d, _ = fs.lookup(1, self.dname)
+        f2, a = fs.lookup(d, "f")
+        self.assertEqual(a.size, 1)
+        c.close()
+        # And a new connection.
+        c2 = self.conn()
+        fs2 = Fs(c2)
+        self.assertEqual(fs2.err(FS_GETATTR, u64(f2)), errno.ESTALE)
+        self.assertEqual(fs2.lookup(fs2.lookup(1, self.dname)[0], "f")[1].size, 1)
+
+    def test_big_requests_and_streams_together(self):
+        # 1 MiB READ answers, many in flight, while a job streams: both
+        # finish, and the job is not held up until the reads are done.
+        fs, c = self.fs, self.c
+        data = os.urandom(FS_IO_MAX)
+        f, _, fh = fs.create(self.dir, "big")
+        for i in range(8):
+            fs.write(fh, i * FS_IO_MAX, data)
+        r, out, err, _ = c.exec("fs-stream", ["head", "-c", str(16 << 20), "/dev/zero"], stdin=False)
+        want, outstanding, nread, done_at = 256, set(), 0, None
+        t = time.perf_counter()
+
+        def collect():
+            nonlocal nread, done_at
+            for x in [x for x in outstanding if x in c.fsresps]:
+                e, res = c.fsresps.pop(x)
+                self.assertEqual(e, 0)
+                self.assertTrue(res == data)
+                outstanding.remove(x)
+                nread += 1
+            if done_at is None and out.done():
+                done_at = nread
+
+        for i in range(want):
+            outstanding.add(c.fs_send(FS_READ, u64(fh) + u64((i % 8) * FS_IO_MAX) + u32(FS_IO_MAX)))
+            while len(outstanding) > 32:
+                f = c.next_frame(5)
+                self.assertIsNotNone(f, "no answer in 5 s")
+                c.handle(f)
+                collect()
+        while outstanding:
+            f = c.next_frame(5)
+            self.assertIsNotNone(f, "no answer in 5 s")
+            c.handle(f)
+            collect()
+        dt = time.perf_counter() - t
+        c.wait_done("fs-stream", out, err, timeout=30)
+        if done_at is None:
+            done_at = want
+        self.assertEqual(len(out.data), 16 << 20)
+        self.assertLess(done_at, want * 3 // 4, "the job's stream waited for the reads")
+        fs.release(fh)
+        sys.stderr.write("\n  %d MiB of 1 MiB READs with a 16 MiB stream: %.0f MiB/s "
+                         "(stream done after %d reads) ... " % (want, want / dt, done_at))
 
 
 @unittest.skipIf(os.environ.get("TENKI_AGENT_SOCK"), "starts an agent of its own")
