@@ -1117,17 +1117,7 @@ char *job_info_json(struct job *j)
 		json_object_set(o, "argv", j->argv);
 	if (j->fail_reason)
 		json_object_set_new(o, "reason", json_string(j->fail_reason));
-	char *txt = json_dumps(o, JSON_INDENT(1));
-	json_decref(o);
-	if (!txt)
-		abort();
-	size_t n = strlen(txt);
-	char *res = realloc(txt, n + 2);
-	if (!res)
-		abort();
-	res[n] = '\n';
-	res[n + 1] = '\0';
-	return res;
+	return json_dump_line(o, JSON_INDENT(1));
 }
 
 /* ---- load at start ------------------------------------------------------ */

@@ -930,25 +930,9 @@ static json_t *session_record(struct session *s)
 	return o;
 }
 
-static char *dump_with_newline(json_t *o, size_t flags)
-{
-	char *txt = json_dumps(o, flags);
-
-	json_decref(o);
-	if (!txt)
-		abort();
-	size_t n = strlen(txt);
-	char *res = realloc(txt, n + 2);
-	if (!res)
-		abort();
-	res[n] = '\n';
-	res[n + 1] = '\0';
-	return res;
-}
-
 char *session_info_json(struct session *s)
 {
-	return dump_with_newline(session_record(s), JSON_INDENT(1));
+	return json_dump_line(session_record(s), JSON_INDENT(1));
 }
 
 char *sessions_index(bool json)
@@ -957,7 +941,7 @@ char *sessions_index(bool json)
 		json_t *a = json_array();
 		for (struct session *s = sessions; s; s = s->next)
 			json_array_append_new(a, session_record(s));
-		return dump_with_newline(a, JSON_INDENT(1));
+		return json_dump_line(a, JSON_INDENT(1));
 	}
 	struct buf b = {0};
 	buf_add(&b, "", 0);

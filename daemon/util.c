@@ -379,3 +379,19 @@ void buf_free(struct buf *b)
 	b->data = NULL;
 	b->len = b->cap = 0;
 }
+
+char *json_dump_line(json_t *o, size_t flags)
+{
+	char *txt = json_dumps(o, flags);
+
+	json_decref(o);
+	if (!txt)
+		abort();
+	size_t n = strlen(txt);
+	char *res = realloc(txt, n + 2);
+	if (!res)
+		abort();
+	res[n] = '\n';
+	res[n + 1] = '\0';
+	return res;
+}

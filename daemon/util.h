@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #define NAME_MAX_LEN 63
 #define UUID_LEN 36
 
@@ -37,6 +39,9 @@ char *read_file(const char *path, size_t max, size_t *len);
 int mkdir_p(const char *path, unsigned mode);
 /* rm -rf that does not follow symlinks; missing is success. */
 int remove_tree(const char *path);
+
+/* Dump o (and drop the reference) as text ending in a newline. */
+char *json_dump_line(json_t *o, size_t flags);
 
 /* A growable byte buffer. */
 struct buf {

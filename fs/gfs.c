@@ -819,8 +819,9 @@ static struct gfh *gfh_of(struct fuse_file_info *fi)
 	return (struct gfh *)(uintptr_t)fi->fh;
 }
 
-static void gfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		     struct fuse_file_info *fi)
+/* READ and READDIR: handle, offset, size; the answer is bytes or entries. */
+static void handle_io(fuse_req_t req, struct fuse_file_info *fi, uint32_t op,
+		      off_t off, size_t size, agent_fs_cb cb)
 {
 	struct gfh *h = gfh_of(fi);
 	uint8_t b[20];
@@ -832,10 +833,16 @@ static void gfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	proto_wr_u64(&w, h->fh);
 	proto_wr_u64(&w, (uint64_t)off);
 	proto_wr_u32(&w, (uint32_t)size);
-	struct gctx *c = ctx_new(req, h->s, FS_READ);
+	struct gctx *c = ctx_new(req, h->s, op);
 	c->size = size;
-	send_op(req, h->s, FS_READ, &w, NULL, 0, on_bytes, c);
+	send_op(req, h->s, op, &w, NULL, 0, cb, c);
 	unlock();
+}
+
+static void gfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	handle_io(req, fi, FS_READ, off, size, on_bytes);
 }
 
 static void gfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
@@ -938,20 +945,7 @@ static void gfs_releasedir(fuse_req_t req, fuse_ino_t ino,
 static void gfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 			off_t off, struct fuse_file_info *fi)
 {
-	struct gfh *h = gfh_of(fi);
-	uint8_t b[20];
-	WR(b);
-
-	if (size > PROTO_FS_IO_MAX)
-		size = PROTO_FS_IO_MAX;
-	lock();
-	proto_wr_u64(&w, h->fh);
-	proto_wr_u64(&w, (uint64_t)off);
-	proto_wr_u32(&w, (uint32_t)size);
-	struct gctx *c = ctx_new(req, h->s, FS_READDIR);
-	c->size = size;
-	send_op(req, h->s, FS_READDIR, &w, NULL, 0, on_readdir, c);
-	unlock();
+	handle_io(req, fi, FS_READDIR, off, size, on_readdir);
 }
 
 const struct fuse_lowlevel_ops gfs_ops = {

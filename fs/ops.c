@@ -497,11 +497,11 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 
 /* ---- mkdir and rmdir ------------------------------------------------------- */
 
+static bool reply_created(struct pending *p);
+
 static bool try_session_ready(struct pending *p, bool timed_out)
 {
 	struct session *s = p->s;
-	struct fuse_entry_param e = {0};
-	struct node n;
 
 	if (s->gone && s->state == S_CREATING) {
 		fuse_reply_err(p->req, EIO); /* reason in sessions/err */
@@ -520,22 +520,11 @@ static bool try_session_ready(struct pending *p, bool timed_out)
 		fuse_reply_err(p->req, EIO);
 		return true;
 	}
-	if (!p->entry) {
-		fuse_reply_write(p->req, p->wcount);
-		return true;
-	}
-	if (node_resolve(p->path, &n) < 0) {
-		fuse_reply_err(p->req, EIO);
-		return true;
-	}
-	fill_attr(&n, p->path, &e.attr);
-	node_release(&n);
-	e.ino = ino_ref(p->path);
-	fuse_reply_entry(p->req, &e);
-	return true;
+	return reply_created(p);
 }
 
-static bool reply_creating(struct pending *p)
+/* The answer to a create: mkdir's entry, or the write's count. */
+static bool reply_created(struct pending *p)
 {
 	struct fuse_entry_param e = {0};
 	struct node n;
@@ -595,7 +584,7 @@ static void create_session(fuse_req_t req, const char *text, size_t len,
 	if (!sp.wait) {
 		/* Answer at once: the entry exists, still CREATING. */
 		if (!try_session_ready(p, false))
-			reply_creating(p);
+			reply_created(p);
 		pending_finish(p);
 		spec_free(&sp);
 		return;
