@@ -442,11 +442,52 @@ static bool outq_write(void)
 	return true;
 }
 
+/* Frames held back (see may_take) that may go once the queue is out. */
+static bool held_input_due(void)
+{
+	return port.out.len == 0 && input_waiting();
+}
+
 /*
- * Write what is queued.  Frames held back in the input buffer (see
- * may_take) are handled once the queue is out, so the loop never sleeps on
- * input it already has; not sooner, so the poll set is built now and then
- * with a short queue, which is when the jobs' pipes are read.
+ * Take in what the host sent meanwhile, without waiting: its ACKs pass
+ * held-back FSREQs (pass_held).  EOF and errors are left for poll.
+ */
+static void input_top_up(void)
+{
+	ssize_t n;
+
+	if (port.inlen == sizeof(port.in))
+		return;
+	n = read(port.fd, port.in + port.inlen, sizeof(port.in) - port.inlen);
+	if (n > 0)
+		port.inlen += (size_t)n;
+}
+
+/*
+ * Before a batch of file answers, read the jobs' pipes: the poll set
+ * leaves them out while the queue is long, which file answers keep it,
+ * and a stream with nothing read has nothing for its turn (chan_fill).
+ */
+static void streams_top_up(void)
+{
+	struct job *j;
+
+	for (size_t i = 0; i < njobs; i++) {
+		j = jobs[i];
+		if (j->state == JOB_DEAD || j->state == JOB_STARTING)
+			continue;
+		for (int k = 0; k < 2; k++)
+			if (!j->out[k].draining && ostream_may_read(&j->out[k]))
+				ostream_read(&j->out[k]);
+	}
+}
+
+/*
+ * Write what is queued.  Held-back frames get one batch once the queue is
+ * out: never sooner, so the poll set is built with a short queue now and
+ * then, which is when the jobs' pipes are read; and at most one batch a
+ * turn of the loop (port_next_deadline keeps poll from sleeping on input
+ * we already have), so the pipes are polled between batches.
  */
 void port_flush(void)
 {
@@ -455,12 +496,16 @@ void port_flush(void)
 			return;
 		port.hold_until = 0;
 	}
-	for (;;) {
+	if (!outq_write())
+		return;
+	if (held_input_due()) {
+		streams_top_up();
 		if (!outq_write())
 			return;
-		if (!input_waiting())
-			break;
+		input_top_up();
 		process_input();
+		if (!outq_write())
+			return;
 	}
 	if (port.state == PS_READY && port.closing && port.out.len == 0)
 		port_drop("protocol version mismatch");
@@ -699,6 +744,8 @@ void port_timer(int64_t now)
 
 int64_t port_next_deadline(void)
 {
+	if (port.hold_until == 0 && held_input_due())
+		return now_ms();
 	return deadline_min(port.retry_at, port.hold_until);
 }
 
