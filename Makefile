@@ -62,6 +62,16 @@ test: setup-check
 	$(MAKE) all image $(UNIT_BINS)
 	scripts/run-tests.sh
 
+# The same tests with tenkid built with ASan and UBSan; any report fails.
+test-asan: setup-check asan
+	$(MAKE) all image $(UNIT_BINS)
+	rm -rf build/asan-logs && mkdir -p build/asan-logs
+	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:log_path=$(CURDIR)/build/asan-logs/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/build/asan-logs/ubsan \
+	TENKID=$(CURDIR)/build/asan/tenkid TENKI_TESTS="unit e2e" scripts/run-tests.sh
+	@if ls build/asan-logs/* >/dev/null 2>&1; then cat build/asan-logs/*; \
+	  echo "sanitizer reports above"; exit 1; fi
+
 bench: all image
 	scripts/bench.sh
 
@@ -74,5 +84,5 @@ format:
 clean:
 	rm -rf build
 
-.PHONY: all asan image unit test bench fuzz format clean setup-check
+.PHONY: all asan image unit test test-asan bench fuzz format clean setup-check
 .SECONDARY:
