@@ -17,9 +17,12 @@
  * new HELLO, an old nid answers ESTALE and an old handle EBADF.  Both
  * tables are bounded; past them the answer is EMFILE.
  *
- * The operations are synchronous syscalls, one request at a time; the
- * port stops taking frames while its queue is full, so answers never pile
- * up past one big READ beyond OUTQ_HIGH.
+ * FIFOs, sockets and devices are never opened (ENXIO): an open could
+ * block PID 1, or reach past the home through a device node.
+ *
+ * The operations are synchronous syscalls, one request at a time, answered
+ * through the port's queue; the port decides when the next request may go
+ * (port.c, may_take), so answers neither pile up nor starve job output.
  */
 #include "agent.h"
 
@@ -79,7 +82,7 @@ static struct handle handles[MAX_HANDLES];
 static uint32_t handle_free, handle_high = 1;
 static uint64_t handle_seq;
 
-static uint8_t resp[RESP_HDR + PROTO_MAX_FS];
+static uint8_t resp[PROTO_MAX_FS]; /* an FSRESP payload */
 static uint8_t dirents[DIRENT_BUF];
 
 void fs_set_home(const char *path)

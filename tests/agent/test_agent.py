@@ -353,6 +353,19 @@ class Conn:
         """(errno, result) of one file operation."""
         return self.fs_wait(self.fs_send(op, body, **kw))
 
+    def fs_many(self, reqs, window=256):
+        """Pipelined (op, body) requests; their (errno, result)s in order.
+        At most window in flight: an agent with a full queue stops
+        reading, and a host that only writes would never see it drain."""
+        rids, out = [], []
+        for op, body in reqs:
+            rids.append(self.fs_send(op, body))
+            if len(rids) - len(out) >= window:
+                out.append(self.fs_wait(rids[len(out)], 30))
+        while len(out) < len(rids):
+            out.append(self.fs_wait(rids[len(out)], 30))
+        return out
+
     def ping(self, payload=b"ping"):
         self.pongs = []
         self.send_frame(PING, 0, payload)
@@ -1210,18 +1223,15 @@ class Files(FsTest):
     def test_readdir_3000(self):
         fs, c = self.fs, self.c
         names = set("entry-%04d-%s" % (i, "x" * (i % 40)) for i in range(3000))
-        pending = []
-        for name in sorted(names):
-            pending.append(c.fs_send(FS_CREATE, u64(self.dir) + u32(0o644) + u32(os.O_WRONLY) + fstr(name)))
         fhs = []
-        for rid in pending:
-            err, res = c.fs_wait(rid)
+        for err, res in c.fs_many((FS_CREATE, u64(self.dir) + u32(0o644) + u32(os.O_WRONLY) + fstr(name))
+                                  for name in sorted(names)):
             self.assertEqual(err, 0)
             nid, _ = fs.entry(res)
             fhs.append(struct.unpack_from("<Q", res, 8 + ATTR.size)[0])
             fs.forget(nid)
-        for rid in [c.fs_send(FS_RELEASE, u64(fh)) for fh in fhs]:
-            self.assertEqual(c.fs_wait(rid)[0], 0)
+        for err, _ in c.fs_many((FS_RELEASE, u64(fh)) for fh in fhs):
+            self.assertEqual(err, 0)
         fh = fs.opendir(self.dir)
         seen, cookies, off, calls = [], [], 0, 0
         while True:
@@ -1317,17 +1327,44 @@ class Files(FsTest):
     def test_handle_table_bounded(self):
         fs, c = self.fs, self.c
         f, _, fh = fs.create(self.dir, "f")
-        rids = [c.fs_send(FS_OPEN, u64(f) + u32(os.O_RDONLY)) for _ in range(4200)]
-        answers = [c.fs_wait(r) for r in rids]
+        answers = c.fs_many([(FS_OPEN, u64(f) + u32(os.O_RDONLY))] * 4200)
         fhs = [struct.unpack("<Q", res)[0] for err, res in answers if err == 0]
         errs = set(err for err, _ in answers if err != 0)
         self.assertEqual(len(fhs) + 1, 4095)  # 4096 slots, slot 0 unused
         self.assertEqual(errs, {errno.EMFILE})
         fs.release(fhs.pop())
         fhs.append(fs.open(f))
-        for r in [c.fs_send(FS_RELEASE, u64(h)) for h in fhs + [fh]]:
-            self.assertEqual(c.fs_wait(r)[0], 0)
+        for err, _ in c.fs_many((FS_RELEASE, u64(h)) for h in fhs + [fh]):
+            self.assertEqual(err, 0)
         fs.release(fs.open(f))
+
+    @unittest.skipIf(os.environ.get("TENKI_AGENT_SOCK"), "65536 files: host only")
+    def test_node_table_bounded(self):
+        fs, c = self.fs, self.c
+        # 65536 slots: 0 unused, the home and this test's directory; unless
+        # the agent could not raise its descriptor limit that far (no
+        # CAP_SYS_RESOURCE), and that limit says EMFILE first.
+        with open("/proc/%d/limits" % agent_proc.pid) as f:
+            fd_limit = int([l for l in f if l.startswith("Max open files")][0].split()[3])
+        n = 65536 if fd_limit > 65536 + 4096 else fd_limit + 100
+        for i in range(n):
+            os.close(os.open(self.path("%d" % i), os.O_CREAT | os.O_WRONLY, 0o644))
+        answers = c.fs_many((FS_LOOKUP, u64(self.dir) + fstr("%d" % i)) for i in range(n))
+        nids = [struct.unpack_from("<Q", res)[0] for err, res in answers if err == 0]
+        errs = set(err for err, _ in answers if err != 0)
+        self.assertEqual(errs, {errno.EMFILE})
+        if n == 65536:
+            self.assertEqual(len(nids), n - 3)
+        else:
+            self.assertGreater(len(nids), fd_limit - 100)
+        self.assertEqual(len(set(nids)), len(nids))
+        fs.forget(nids[0])
+        self.assertEqual(fs.lookup(self.dir, "%d" % (n - 1))[1].size, 0)
+        self.assertErr(errno.EMFILE, FS_MKDIR, u64(self.dir) + u32(0o755) + fstr("more"))
+        for nid in nids[1:]:
+            fs.forget(nid)
+        fs.getattr(self.dir)
+        shutil.rmtree(self.path())
 
     def test_fifo_and_devices_not_opened(self):
         # A FIFO would block the agent's open forever.
