@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Host-side protocol tests of tenki-agent (docs/protocol.md), no VM needed.
 
-Starts build/tenki-agent --no-init --listen on a temporary socket and speaks
+Starts build/tenki-agent --no-init --listen on a temporary socket (and
+--home on a temporary directory, which files/ operations serve) and speaks
 the protocol to it the way tenkid does.  Standard library only.
 
     python3 tests/agent/test_agent.py [-v] [TestName ...]
