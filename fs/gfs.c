@@ -979,6 +979,8 @@ void gfs_init(struct fuse_conn_info *conn)
 {
 	/* Large requests for bulk copies (the agent takes up to 1 MiB). */
 	conn->max_write = PROTO_FS_IO_MAX;
+	/* Sequential readers (cp) then ask for 1 MiB at a time too. */
+	conn->max_readahead = PROTO_FS_IO_MAX;
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want &= ~FUSE_CAP_SPLICE_READ;
 }
