@@ -102,7 +102,7 @@ static void job_save(struct job *j)
 	char *txt = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	snprintf(path, sizeof(path), "%s/job.json", j->dir);
-	if (!txt || write_file_atomic(path, txt, strlen(txt), 0600) < 0)
+	if (!txt || write_file_replace(path, txt, strlen(txt), 0600) < 0)
 		log_warnx("%s: %s", path, strerror(errno));
 	free(txt);
 }

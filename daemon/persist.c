@@ -66,7 +66,7 @@ void session_save(struct session *s)
 	char *txt = json_dumps(o, JSON_INDENT(1));
 	json_decref(o);
 	snprintf(path, sizeof(path), "%s/session.json", s->dir);
-	if (!txt || write_file_atomic(path, txt, strlen(txt), 0600) < 0)
+	if (!txt || write_file_replace(path, txt, strlen(txt), 0600) < 0)
 		log_warnx("%s: %s", path, strerror(errno));
 	free(txt);
 }

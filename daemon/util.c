@@ -199,8 +199,23 @@ void fmt_time(int64_t ms, char out[32])
 	snprintf(out, 32, "%s.%03dZ", base, (int)(ms % 1000));
 }
 
+static int write_file_tmp_rename(const char *path, const void *data,
+				 size_t len, unsigned mode, bool sync);
+
 int write_file_atomic(const char *path, const void *data, size_t len,
 		      unsigned mode)
+{
+	return write_file_tmp_rename(path, data, len, mode, true);
+}
+
+int write_file_replace(const char *path, const void *data, size_t len,
+		       unsigned mode)
+{
+	return write_file_tmp_rename(path, data, len, mode, false);
+}
+
+static int write_file_tmp_rename(const char *path, const void *data,
+				 size_t len, unsigned mode, bool sync)
 {
 	char tmp[PATH_MAX];
 	int fd, rc = -1;
@@ -222,7 +237,7 @@ int write_file_atomic(const char *path, const void *data, size_t len,
 		}
 		off += (size_t)n;
 	}
-	if (fsync(fd) < 0)
+	if (sync && fsync(fd) < 0)
 		goto out;
 	rc = 0;
 out:

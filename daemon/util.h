@@ -34,6 +34,11 @@ void fmt_time(int64_t ms, char out[32]);
 /* Write data to path atomically: temp file in the same dir, fsync, rename. */
 int write_file_atomic(const char *path, const void *data, size_t len,
 		      unsigned mode);
+/* The same without fsync: whole-or-old across a crash of tenkid (rename is
+ * atomic), not across a power loss.  For records rewritten at every state
+ * change, where an fsync each would cost more than the change. */
+int write_file_replace(const char *path, const void *data, size_t len,
+		       unsigned mode);
 /* Read a whole (small) file; NUL-terminated; *len excludes the NUL. */
 char *read_file(const char *path, size_t max, size_t *len);
 int mkdir_p(const char *path, unsigned mode);
