@@ -14,9 +14,9 @@
 #include <string.h>
 #include <sys/random.h>
 
-#define MAX_PENDING 1024
-#define MAX_QUEUED (16u * 1024 * 1024)
-#define RBUF_CAP (PROTO_HDR_LEN + PROTO_MAX_FS)
+#define MAX_PENDING   1024
+#define MAX_QUEUED    (16u * 1024 * 1024)
+#define RBUF_CAP      (PROTO_HDR_LEN + PROTO_MAX_FS)
 #define FS_TIMEOUT_MS 60000
 
 struct pending {
@@ -54,8 +54,9 @@ static struct agent_conn *conn_of(struct timer *t)
 
 static void b64encode(const uint8_t *in, size_t n, char *out)
 {
-	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs"
-				  "tuvwxyz0123456789+/";
+	static const char tbl[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs"
+	    "tuvwxyz0123456789+/";
 	size_t o = 0;
 
 	for (size_t i = 0; i < n; i += 3) {
@@ -173,7 +174,7 @@ void agent_detach(struct session *s)
 
 /* The guest broke the protocol: its session fails, nothing else does. */
 static void conn_violation(struct agent_conn *c, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void conn_violation(struct agent_conn *c, const char *fmt, ...)
 {
@@ -346,7 +347,8 @@ size_t agent_queued(struct session *s)
 static json_t *parse_json(struct agent_conn *c, const uint8_t *p, size_t n)
 {
 	json_error_t jerr;
-	json_t *j = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *j =
+	    json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &jerr);
 
 	if (!j || !json_is_object(j)) {
 		json_decref(j);
@@ -365,8 +367,8 @@ static void on_hello(struct agent_conn *c, json_t *j)
 	    json_integer_value(proto) != PROTO_VERSION) {
 		conn_violation(c, "agent speaks protocol %lld, tenkid %d",
 			       json_is_integer(proto)
-				       ? (long long)json_integer_value(proto)
-				       : -1LL,
+				   ? (long long)json_integer_value(proto)
+				   : -1LL,
 			       PROTO_VERSION);
 		return;
 	}
@@ -377,7 +379,7 @@ static void on_hello(struct agent_conn *c, json_t *j)
 	c->hello_done = 1;
 	log_info("session %s: agent up (%s)", c->s->name,
 		 json_string_value(json_object_get(j, "agent"))
-			 ?: "unknown agent");
+		     ?: "unknown agent");
 	struct session *s = c->s;
 	jobs_on_hello(s, jobs);
 	if (s->conn == c)
@@ -401,12 +403,12 @@ static void on_resp(struct agent_conn *c, json_t *j)
 		json_t *e = json_object_get(j, "errno");
 		if (e) {
 			int err = json_is_integer(e) &&
-						  json_integer_value(e) > 0 &&
-						  json_integer_value(e) < 4096
-					  ? (int)json_integer_value(e)
-					  : EIO;
+					  json_integer_value(e) > 0 &&
+					  json_integer_value(e) < 4096
+				      ? (int)json_integer_value(e)
+				      : EIO;
 			const char *txt =
-				json_string_value(json_object_get(j, "error"));
+			    json_string_value(json_object_get(j, "error"));
 			p->cb(c->s, NULL, err, txt ? txt : strerror(err),
 			      p->arg);
 		} else {
@@ -522,7 +524,7 @@ static size_t skip_to_hello(struct agent_conn *c)
 			return off;
 		if (st == PROTO_NEED_MORE && c->rbuf[off + 12] == PT_HELLO)
 			return off; /* a HELLO still arriving */
-		off++; /* anything else cannot start our HELLO */
+		off++;		    /* anything else cannot start our HELLO */
 	}
 	return off;
 }
@@ -568,8 +570,8 @@ static void conn_ready(struct transport *t, bool readable, bool writable,
 	/* Read a bounded amount per wake-up so one guest cannot monopolise
 	 * the loop. */
 	for (int round = 0; readable && round < 16; round++) {
-		ssize_t n = t->ops->recv(t, c->rbuf + c->rlen,
-					 RBUF_CAP - c->rlen);
+		ssize_t n =
+		    t->ops->recv(t, c->rbuf + c->rlen, RBUF_CAP - c->rlen);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				break;

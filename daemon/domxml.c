@@ -15,7 +15,7 @@
 #define MEMORY_MAX_MB 65536
 
 static void seterr(char *err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void seterr(char *err, const char *fmt, ...)
 {
@@ -125,7 +125,8 @@ static int check_spec(const struct vmm_vm_spec *spec, enum vmm_accel accel,
 		seterr(err, "%u vcpus: must be 1..%d", spec->vcpus, VCPUS_MAX);
 		return -1;
 	}
-	if (spec->memory_mb < MEMORY_MIN_MB || spec->memory_mb > MEMORY_MAX_MB) {
+	if (spec->memory_mb < MEMORY_MIN_MB ||
+	    spec->memory_mb > MEMORY_MAX_MB) {
 		seterr(err, "%u MiB of memory: must be %d..%d", spec->memory_mb,
 		       MEMORY_MIN_MB, MEMORY_MAX_MB);
 		return -1;
@@ -420,8 +421,8 @@ static size_t put_entity(const char *s, size_t n, char **out)
 		const char *name;
 		char c;
 	} named[] = {
-		{"amp;", '&'}, {"lt;", '<'}, {"gt;", '>'},
-		{"apos;", '\''}, {"quot;", '"'},
+	    {"amp;", '&'},   {"lt;", '<'},   {"gt;", '>'},
+	    {"apos;", '\''}, {"quot;", '"'},
 	};
 	unsigned long c = 0;
 	size_t i, len;
@@ -580,8 +581,7 @@ static char *elem_text(const char *p, const char *end)
 }
 
 /* The end of the element <name> starting at p (its "</name>"), or NULL. */
-static const char *elem_close(const char *p, const char *end,
-			      const char *name)
+static const char *elem_close(const char *p, const char *end, const char *name)
 {
 	char closer[64];
 	const char *c;

@@ -17,25 +17,25 @@ static const struct {
 	int err;
 	const char *meaning;
 } errno_table[] = {
-	{EINVAL, "bad value"},
-	{ENOENT, "no such object"},
-	{EEXIST, "name taken"},
-	{EBUSY, "object in use"},
-	{EACCES, "not allowed by policy"},
-	{ENOSPC, "no capacity"},
-	{ETIMEDOUT, "waited too long"},
-	{EAGAIN, "would block"},
-	{EIO, "the VM or libvirt failed"},
-	{EFBIG, "write larger than the file's limit"},
-	{ENOTEMPTY, "directory not empty"},
-	{EPERM, "operation not supported on this file"},
-	{ENOTDIR, "not a directory"},
-	{EISDIR, "is a directory"},
-	{ENAMETOOLONG, "name too long"},
-	{EPIPE, "the process has ended"},
+    {EINVAL, "bad value"},
+    {ENOENT, "no such object"},
+    {EEXIST, "name taken"},
+    {EBUSY, "object in use"},
+    {EACCES, "not allowed by policy"},
+    {ENOSPC, "no capacity"},
+    {ETIMEDOUT, "waited too long"},
+    {EAGAIN, "would block"},
+    {EIO, "the VM or libvirt failed"},
+    {EFBIG, "write larger than the file's limit"},
+    {ENOTEMPTY, "directory not empty"},
+    {EPERM, "operation not supported on this file"},
+    {ENOTDIR, "not a directory"},
+    {EISDIR, "is a directory"},
+    {ENAMETOOLONG, "name too long"},
+    {EPIPE, "the process has ended"},
 };
 
-#define ERRLOG_MAX (256 * 1024)
+#define ERRLOG_MAX  (256 * 1024)
 #define ERRLOG_KEEP (128 * 1024)
 
 const char *errno_meaning(int err)

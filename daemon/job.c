@@ -16,13 +16,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define KILL_GRACE_MS 2000
+#define KILL_GRACE_MS	2000
 #define EXEC_TIMEOUT_MS 30000
-#define MAX_JOBS 4096
-#define MAX_ARGS 4096
-#define OFFSETS_LEN (5 * 8)
+#define MAX_JOBS	4096
+#define MAX_ARGS	4096
+#define OFFSETS_LEN	(5 * 8)
 
-static const char *state_names[] = {"new",	"starting", "running", "exited",
+static const char *state_names[] = {"new",    "starting", "running", "exited",
 				    "killed", "timeout",  "failed"};
 
 const char *job_state_name(enum job_state st)
@@ -31,7 +31,7 @@ const char *job_state_name(enum job_state st)
 }
 
 static int job_refuse(struct job *j, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static int job_refuse(struct job *j, int err, const char *fmt, ...)
 {
@@ -79,16 +79,16 @@ static void job_save(struct job *j)
 {
 	char path[700];
 	json_t *o = json_pack(
-		"{s:s, s:s, s:s, s:I, s:I, s:I, s:i, s:i, s:i, s:b, s:b, s:i, "
-		"s:i, s:i, s:I, s:b}",
-		"name", j->name, "key", j->key, "state", job_state_name(j->st),
-		"created_ms", (json_int_t)j->created_ms, "started_ms",
-		(json_int_t)j->started_ms, "ended_ms", (json_int_t)j->ended_ms,
-		"pid", j->pid, "exit_code", j->exit_code, "signal", j->sig,
-		"timed_out", j->timed_out, "truncated", j->truncated,
-		"chan_in", (int)j->in_chan, "chan_out", (int)j->out.chan,
-		"chan_err", (int)j->err.chan, "timeout_ms",
-		(json_int_t)j->timeout_ms, "forgotten", j->forgotten);
+	    "{s:s, s:s, s:s, s:I, s:I, s:I, s:i, s:i, s:i, s:b, s:b, s:i, "
+	    "s:i, s:i, s:I, s:b}",
+	    "name", j->name, "key", j->key, "state", job_state_name(j->st),
+	    "created_ms", (json_int_t)j->created_ms, "started_ms",
+	    (json_int_t)j->started_ms, "ended_ms", (json_int_t)j->ended_ms,
+	    "pid", j->pid, "exit_code", j->exit_code, "signal", j->sig,
+	    "timed_out", j->timed_out, "truncated", j->truncated, "chan_in",
+	    (int)j->in_chan, "chan_out", (int)j->out.chan, "chan_err",
+	    (int)j->err.chan, "timeout_ms", (json_int_t)j->timeout_ms,
+	    "forgotten", j->forgotten);
 
 	if (j->fail_reason)
 		json_object_set_new(o, "fail_reason",
@@ -279,9 +279,8 @@ int job_create(struct session *s, const char *name, struct job **out)
 static int check_not_started(struct job *j, const char *what)
 {
 	if (job_started(j))
-		return job_refuse(j, EBUSY,
-				  "%s cannot change after the job started",
-				  what);
+		return job_refuse(
+		    j, EBUSY, "%s cannot change after the job started", what);
 	return 0;
 }
 
@@ -408,8 +407,8 @@ static void exec_answered(struct session *s, json_t *resp, int err,
 		} else {
 			json_t *pid = json_object_get(resp, "pid");
 			j->pid = json_is_integer(pid)
-					 ? (int)json_integer_value(pid)
-					 : 0;
+				     ? (int)json_integer_value(pid)
+				     : 0;
 			j->st = J_RUNNING;
 			job_event(j, J_STARTING);
 			job_save(j);
@@ -458,12 +457,12 @@ static int job_start(struct job *j, json_t *argv)
 	json_t *env = json_array();
 	append_env(env, s->env_text);
 	append_env(env, j->env_text);
-	json_t *req = json_pack(
-		"{s:s, s:s, s:O, s:o, s:s, s:I, s:i, s:i, s:i}", "op", "exec",
-		"job", j->key, "argv", argv, "env", env, "cwd",
-		j->cwd ? j->cwd : "/home/tenki", "timeout_ms",
-		(json_int_t)j->timeout_ms, "stdin", (int)j->in_chan, "stdout",
-		(int)j->out.chan, "stderr", (int)j->err.chan);
+	json_t *req =
+	    json_pack("{s:s, s:s, s:O, s:o, s:s, s:I, s:i, s:i, s:i}", "op",
+		      "exec", "job", j->key, "argv", argv, "env", env, "cwd",
+		      j->cwd ? j->cwd : "/home/tenki", "timeout_ms",
+		      (json_int_t)j->timeout_ms, "stdin", (int)j->in_chan,
+		      "stdout", (int)j->out.chan, "stderr", (int)j->err.chan);
 	job_get(j);
 	if (agent_request(s, req, exec_answered, j, EXEC_TIMEOUT_MS) < 0) {
 		job_put(j);
@@ -505,8 +504,7 @@ int job_start_argv(struct job *j, const char *text, size_t len)
 		end--;
 	if (len == 0 || end == text || memchr(text, '\0', len)) {
 		json_decref(argv);
-		return job_refuse(j, EINVAL,
-				  "argv is empty or has a NUL byte");
+		return job_refuse(j, EINVAL, "argv is empty or has a NUL byte");
 	}
 	while (p <= end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -553,8 +551,8 @@ static void job_signal(struct job *j, int sig)
 
 static void kill_grace_over(struct timer *t)
 {
-	struct job *j = (struct job *)((char *)t -
-				       offsetof(struct job, kill_timer));
+	struct job *j =
+	    (struct job *)((char *)t - offsetof(struct job, kill_timer));
 
 	if (!job_ended(j))
 		job_signal(j, SIGKILL);
@@ -622,8 +620,8 @@ int job_ctl(struct job *j, const char *text, size_t len)
 		} else if (strcmp(verb, "kill") == 0 && n <= 2) {
 			int sig = SIGTERM;
 			if (n == 2 && parse_signal(arg, &sig) < 0) {
-				rc = job_refuse(j, EINVAL,
-						"ctl: unknown signal '%s'", arg);
+				rc = job_refuse(
+				    j, EINVAL, "ctl: unknown signal '%s'", arg);
 				goto out;
 			}
 			sigs[nverbs++] = sig;
@@ -683,7 +681,7 @@ int job_remove(struct job *j)
 		job_kill(j, SIGKILL, false);
 		/* The agent forgets it after its exit; tell it now. */
 		json_t *req =
-			json_pack("{s:s, s:s}", "op", "forget", "job", j->key);
+		    json_pack("{s:s, s:s}", "op", "forget", "job", j->key);
 		job_get(j);
 		if (agent_request(s, req, forget_answered, j, EXEC_TIMEOUT_MS) <
 		    0)
@@ -841,15 +839,15 @@ static void job_store(struct job *j, struct job_stream *st, const uint8_t *p,
 
 	if (st->stored + keep > cfg.output_cap)
 		keep = cfg.output_cap > st->stored
-			       ? (size_t)(cfg.output_cap - st->stored)
-			       : 0;
+			   ? (size_t)(cfg.output_cap - st->stored)
+			   : 0;
 	if (keep < n && !j->truncated) {
 		j->truncated = true;
 		job_save(j);
 	}
-	if (keep && (spool_append(st->fd, st->stored, p, keep) < 0 ||
-		     spool_append(j->output_fd, j->output_stored, p, keep) <
-			     0)) {
+	if (keep &&
+	    (spool_append(st->fd, st->stored, p, keep) < 0 ||
+	     spool_append(j->output_fd, j->output_stored, p, keep) < 0)) {
 		log_warnx("%s: spool: %s", j->dir, strerror(errno));
 		if (!j->truncated) {
 			j->truncated = true;
@@ -975,7 +973,7 @@ void jobs_on_hello(struct session *s, json_t *agent_jobs)
 		json_array_foreach(agent_jobs, i, it)
 		{
 			const char *k =
-				json_string_value(json_object_get(it, "job"));
+			    json_string_value(json_object_get(it, "job"));
 			if (k && strcmp(k, j->key) == 0)
 				held = true;
 		}
@@ -1096,14 +1094,14 @@ char *job_info_json(struct job *j)
 
 	json_object_set_new(o, "name", json_string(j->name));
 	json_object_set_new(o, "state", json_string(job_state_name(j->st)));
-	json_object_set_new(o, "pid", j->pid ? json_integer(j->pid)
-					      : json_null());
+	json_object_set_new(o, "pid",
+			    j->pid ? json_integer(j->pid) : json_null());
 	json_object_set_new(o, "started_at", time_or_null(j->started_ms));
 	json_object_set_new(o, "ended_at", time_or_null(j->ended_ms));
 	json_object_set_new(o, "duration_ms",
 			    j->ended_ms && j->started_ms
-				    ? json_integer(j->ended_ms - j->started_ms)
-				    : json_null());
+				? json_integer(j->ended_ms - j->started_ms)
+				: json_null());
 	json_object_set_new(o, "exit_code",
 			    job_ended(j) ? json_integer(j->exit_code)
 					 : json_null());
@@ -1111,8 +1109,10 @@ char *job_info_json(struct job *j)
 			    j->sig ? json_integer(j->sig) : json_null());
 	json_object_set_new(o, "timed_out", json_boolean(j->timed_out));
 	json_object_set_new(o, "truncated", json_boolean(j->truncated));
-	json_object_set_new(o, "stdout_bytes", json_integer((json_int_t)j->out.stored));
-	json_object_set_new(o, "stderr_bytes", json_integer((json_int_t)j->err.stored));
+	json_object_set_new(o, "stdout_bytes",
+			    json_integer((json_int_t)j->out.stored));
+	json_object_set_new(o, "stderr_bytes",
+			    json_integer((json_int_t)j->err.stored));
 	if (j->argv)
 		json_object_set(o, "argv", j->argv);
 	if (j->fail_reason)
@@ -1177,11 +1177,12 @@ static struct job *job_load(struct session *s, const char *name)
 	j->timed_out = json_is_true(json_object_get(o, "timed_out"));
 	j->truncated = json_is_true(json_object_get(o, "truncated"));
 	j->forgotten = json_is_true(json_object_get(o, "forgotten"));
-	j->in_chan = (uint32_t)json_integer_value(json_object_get(o, "chan_in"));
+	j->in_chan =
+	    (uint32_t)json_integer_value(json_object_get(o, "chan_in"));
 	j->out.chan =
-		(uint32_t)json_integer_value(json_object_get(o, "chan_out"));
+	    (uint32_t)json_integer_value(json_object_get(o, "chan_out"));
 	j->err.chan =
-		(uint32_t)json_integer_value(json_object_get(o, "chan_err"));
+	    (uint32_t)json_integer_value(json_object_get(o, "chan_err"));
 	j->timeout_ms = json_integer_value(json_object_get(o, "timeout_ms"));
 	const char *fr = json_string_value(json_object_get(o, "fail_reason"));
 	j->fail_reason = fr ? strdup(fr) : NULL;
@@ -1228,4 +1229,3 @@ void jobs_free(struct session *s)
 		session_put(s);
 	}
 }
-

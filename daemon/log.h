@@ -7,9 +7,9 @@
 
 void log_init(int foreground, int debug);
 void log_msg(int prio, const char *func, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 noreturn void log_fatal(int with_errno, const char *func, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #define log_debug(...) log_msg(7, __func__, __VA_ARGS__)
 #define log_info(...)  log_msg(6, __func__, __VA_ARGS__)

@@ -52,9 +52,9 @@ struct tenkid_config {
 	const char *mount;
 	const char *state_dir;
 	const char *uri;
-	const char *image_dir;	/* /var/cache/tenki/images */
-	int accel;		/* enum vmm_accel */
-	uint64_t output_cap;	/* bytes kept per job stream */
+	const char *image_dir; /* /var/cache/tenki/images */
+	int accel;	       /* enum vmm_accel */
+	uint64_t output_cap;   /* bytes kept per job stream */
 	int64_t boot_timeout_ms;
 	double overcommit; /* memory promised to sessions / host memory */
 	bool foreground, debug;
@@ -85,7 +85,7 @@ struct session {
 	char id[UUID_LEN + 1];
 	enum sess_state state;
 	struct sess_spec spec;
-	char *env_text; /* the env file: KEY=VALUE lines */
+	char *env_text;			/* the env file: KEY=VALUE lines */
 	int64_t created_ms, expires_ms; /* expires 0: never */
 	char domname[64];
 	char dir[512];
@@ -151,7 +151,7 @@ void session_save(struct session *s);
 void session_set_state(struct session *s, enum sess_state st);
 /* The VM is gone or unusable: TERMINATED with the reason. */
 void session_fail(struct session *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* Called by the agent connection (model_lock held). */
 void session_agent_ready(struct session *s);

@@ -40,22 +40,21 @@ void session_save(struct session *s)
 {
 	char path[600];
 	json_t *o = json_pack(
-		"{s:s, s:s, s:s, s:i, s:i, s:b, s:b, s:I, s:s, s:b, s:I, "
-		"s:o, s:o, s:o, s:s, s:I, s:I, s:s, s:i, s:i}",
-		"id", s->id, "name", s->name, "state",
-		sess_state_name(s->state), "cpu_cores", (int)s->spec.cpu_cores,
-		"memory_mb", (int)s->spec.memory_mb, "allow_inbound",
-		s->spec.allow_inbound, "allow_outbound", s->spec.allow_outbound,
-		"max_duration", (json_int_t)s->spec.max_duration, "image",
-		s->spec.image, "wait", s->spec.wait, "wait_timeout",
-		(json_int_t)s->spec.wait_timeout, "env_spec",
-		list_json(s->spec.env, s->spec.nenv), "metadata",
-		list_json(s->spec.metadata, s->spec.nmetadata), "ssh_keys",
-		list_json(s->spec.ssh_keys, s->spec.nssh_keys), "env",
-		s->env_text ? s->env_text : "", "created_ms",
-		(json_int_t)s->created_ms, "expires_ms",
-		(json_int_t)s->expires_ms, "domname", s->domname, "next_job",
-		(int)s->next_job, "next_chan", (int)s->next_chan);
+	    "{s:s, s:s, s:s, s:i, s:i, s:b, s:b, s:I, s:s, s:b, s:I, "
+	    "s:o, s:o, s:o, s:s, s:I, s:I, s:s, s:i, s:i}",
+	    "id", s->id, "name", s->name, "state", sess_state_name(s->state),
+	    "cpu_cores", (int)s->spec.cpu_cores, "memory_mb",
+	    (int)s->spec.memory_mb, "allow_inbound", s->spec.allow_inbound,
+	    "allow_outbound", s->spec.allow_outbound, "max_duration",
+	    (json_int_t)s->spec.max_duration, "image", s->spec.image, "wait",
+	    s->spec.wait, "wait_timeout", (json_int_t)s->spec.wait_timeout,
+	    "env_spec", list_json(s->spec.env, s->spec.nenv), "metadata",
+	    list_json(s->spec.metadata, s->spec.nmetadata), "ssh_keys",
+	    list_json(s->spec.ssh_keys, s->spec.nssh_keys), "env",
+	    s->env_text ? s->env_text : "", "created_ms",
+	    (json_int_t)s->created_ms, "expires_ms", (json_int_t)s->expires_ms,
+	    "domname", s->domname, "next_job", (int)s->next_job, "next_chan",
+	    (int)s->next_chan);
 
 	if (!o) {
 		log_warnx("session %s: cannot encode record", s->name);
@@ -127,29 +126,31 @@ static struct session *load_one(const char *dir)
 	snprintf(s->name, sizeof(s->name), "%s", jstr(o, "name"));
 	snprintf(s->id, sizeof(s->id), "%s", jstr(o, "id"));
 	s->state = (enum sess_state)st;
-	s->spec.cpu_cores = (unsigned)json_integer_value(
-		json_object_get(o, "cpu_cores"));
-	s->spec.memory_mb = (unsigned)json_integer_value(
-		json_object_get(o, "memory_mb"));
-	s->spec.allow_inbound = json_is_true(json_object_get(o, "allow_inbound"));
+	s->spec.cpu_cores =
+	    (unsigned)json_integer_value(json_object_get(o, "cpu_cores"));
+	s->spec.memory_mb =
+	    (unsigned)json_integer_value(json_object_get(o, "memory_mb"));
+	s->spec.allow_inbound =
+	    json_is_true(json_object_get(o, "allow_inbound"));
 	s->spec.allow_outbound =
-		json_is_true(json_object_get(o, "allow_outbound"));
+	    json_is_true(json_object_get(o, "allow_outbound"));
 	s->spec.max_duration =
-		json_integer_value(json_object_get(o, "max_duration"));
+	    json_integer_value(json_object_get(o, "max_duration"));
 	snprintf(s->spec.image, sizeof(s->spec.image), "%s", jstr(o, "image"));
-	s->spec.env = list_from_json(json_object_get(o, "env_spec"),
-				     &s->spec.nenv);
-	s->spec.metadata = list_from_json(json_object_get(o, "metadata"),
-					  &s->spec.nmetadata);
-	s->spec.ssh_keys = list_from_json(json_object_get(o, "ssh_keys"),
-					  &s->spec.nssh_keys);
+	s->spec.env =
+	    list_from_json(json_object_get(o, "env_spec"), &s->spec.nenv);
+	s->spec.metadata =
+	    list_from_json(json_object_get(o, "metadata"), &s->spec.nmetadata);
+	s->spec.ssh_keys =
+	    list_from_json(json_object_get(o, "ssh_keys"), &s->spec.nssh_keys);
 	s->env_text = strdup(jstr(o, "env"));
 	s->created_ms = json_integer_value(json_object_get(o, "created_ms"));
 	s->expires_ms = json_integer_value(json_object_get(o, "expires_ms"));
 	snprintf(s->domname, sizeof(s->domname), "%s", jstr(o, "domname"));
-	s->next_job = (unsigned)json_integer_value(json_object_get(o, "next_job"));
+	s->next_job =
+	    (unsigned)json_integer_value(json_object_get(o, "next_job"));
 	s->next_chan =
-		(uint32_t)json_integer_value(json_object_get(o, "next_chan"));
+	    (uint32_t)json_integer_value(json_object_get(o, "next_chan"));
 	if (json_object_get(o, "reason"))
 		s->reason = strdup(jstr(o, "reason"));
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);

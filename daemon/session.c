@@ -25,17 +25,16 @@ static pthread_cond_t busy_cond = PTHREAD_COND_INITIALIZER;
 
 struct tenkid_config cfg;
 struct vmm_host *vmm;
-struct errlog root_err, sessions_err, volumes_err, snapshots_err,
-	templates_err, hosts_err;
+struct errlog root_err, sessions_err, volumes_err, snapshots_err, templates_err,
+    hosts_err;
 char *defaults_text;
 struct waitq root_wq;
 
 static struct session *sessions;
 static char dom_prefix[32];
 
-static const char *state_names[] = {"CREATING",	   "READY",
-				    "RUNNING",	   "PAUSED",
-				    "TERMINATING", "TERMINATED"};
+static const char *state_names[] = {"CREATING", "READY",       "RUNNING",
+				    "PAUSED",	"TERMINATING", "TERMINATED"};
 
 const char *sess_state_name(enum sess_state st)
 {
@@ -276,26 +275,27 @@ static uint64_t host_mem_mb(void)
 {
 	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
 
-	return pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz >> 20
-				    : 0;
+	return pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz >> 20 : 0;
 }
 
 /* Memory promised to live sessions, against the host's memory times
  * the overcommit ratio (guests touch little of what they are given). */
 static int check_capacity(const struct sess_spec *sp, char *why, size_t n)
 {
-	uint64_t used = 0, cap = (uint64_t)((double)host_mem_mb() * cfg.overcommit);
+	uint64_t used = 0,
+		 cap = (uint64_t)((double)host_mem_mb() * cfg.overcommit);
 
 	for (struct session *s = sessions; s; s = s->next)
 		if (!session_final(s))
 			used += s->spec.memory_mb;
 	if (cap && used + sp->memory_mb > cap) {
-		snprintf(why, n,
-			 "no capacity: %llu MiB promised to sessions, %u more "
-			 "asked, limit %llu MiB (%.2g x host memory, tenkid "
-			 "--overcommit): close a session or ask for less memory",
-			 (unsigned long long)used, sp->memory_mb,
-			 (unsigned long long)cap, cfg.overcommit);
+		snprintf(
+		    why, n,
+		    "no capacity: %llu MiB promised to sessions, %u more "
+		    "asked, limit %llu MiB (%.2g x host memory, tenkid "
+		    "--overcommit): close a session or ask for less memory",
+		    (unsigned long long)used, sp->memory_mb,
+		    (unsigned long long)cap, cfg.overcommit);
 		return -1;
 	}
 	return 0;
@@ -309,8 +309,9 @@ static void boot_timeout_fired(struct timer *t)
 	struct session *s = st->s;
 
 	if (!s->gone && s->state == S_CREATING && !s->busy)
-		session_fail(s, "the guest agent did not answer within %llds "
-				"(see console)",
+		session_fail(s,
+			     "the guest agent did not answer within %llds "
+			     "(see console)",
 			     (long long)(cfg.boot_timeout_ms / 1000));
 	timer_done(st);
 }
@@ -336,7 +337,8 @@ int session_create(const struct sess_spec *spec, struct session **out)
 
 	if (spec->snapshot[0] || spec->template_name[0] || spec->nvolumes ||
 	    spec->host[0])
-		return refuse(&sessions_err, EINVAL, name[0] ? name : "sessions",
+		return refuse(&sessions_err, EINVAL,
+			      name[0] ? name : "sessions",
 			      "snapshot, template, volume and host are not "
 			      "available in this version of tenkid");
 	if (session_find(name))
@@ -416,8 +418,8 @@ static void build_vm_spec(struct session *s, struct vmm_vm_spec *v,
 	v->initrd = paths[1];
 	v->cmdline = cmdline;
 	v->loader = access("/usr/share/qemu/qboot.rom", R_OK) == 0
-			    ? "/usr/share/qemu/qboot.rom"
-			    : NULL;
+			? "/usr/share/qemu/qboot.rom"
+			: NULL;
 	v->disk = paths[2];
 	v->console = paths[3];
 	v->network = s->spec.allow_outbound;
@@ -710,10 +712,10 @@ static int parse_verbs(struct session *s, const char *text, size_t len,
 			for (size_t i = 0; i < 3; i++)
 				if (strcmp(verb, later[i]) == 0)
 					return refuse(
-						&s->err, EINVAL, s->name,
-						"ctl: %s is not available in "
-						"this version of tenkid",
-						verb);
+					    &s->err, EINVAL, s->name,
+					    "ctl: %s is not available in "
+					    "this version of tenkid",
+					    verb);
 			return refuse(&s->err, EINVAL, s->name,
 				      "ctl: unknown verb '%.60s' (extend DUR | "
 				      "pause | resume | close)",
@@ -734,8 +736,8 @@ static int do_pause(struct session *s, bool pause)
 
 	wait_not_busy(s);
 	if (pause ? !session_usable(s) : s->state != S_PAUSED)
-		return refuse(&s->err, EBUSY, s->name,
-			      "%s: session is %s", pause ? "pause" : "resume",
+		return refuse(&s->err, EBUSY, s->name, "%s: session is %s",
+			      pause ? "pause" : "resume",
 			      sess_state_name(s->state));
 	s->busy = true;
 	pthread_mutex_unlock(&model_lock);
@@ -754,8 +756,7 @@ static int do_pause(struct session *s, bool pause)
 static int do_extend(struct session *s, int64_t secs)
 {
 	if (session_final(s) || s->state == S_TERMINATING)
-		return refuse(&s->err, EBUSY, s->name,
-			      "extend: session is %s",
+		return refuse(&s->err, EBUSY, s->name, "extend: session is %s",
 			      sess_state_name(s->state));
 	if (!s->expires_ms)
 		return 0; /* no deadline: nothing to push */
@@ -888,8 +889,8 @@ static json_t *env_object(const char *text)
 		if (eq) {
 			char *k = strndup(p, (size_t)(eq - p));
 			json_object_set_new(
-				o, k,
-				json_stringn(eq + 1, l - (size_t)(eq - p) - 1));
+			    o, k,
+			    json_stringn(eq + 1, l - (size_t)(eq - p) - 1));
 			free(k);
 		}
 		p = nl ? nl + 1 : NULL;
@@ -903,8 +904,7 @@ static json_t *session_record(struct session *s)
 
 	json_object_set_new(o, "id", json_string(s->id));
 	json_object_set_new(o, "name", json_string(s->name));
-	json_object_set_new(o, "state",
-			    json_string(sess_state_name(s->state)));
+	json_object_set_new(o, "state", json_string(sess_state_name(s->state)));
 	json_object_set_new(o, "cpu_cores", json_integer(s->spec.cpu_cores));
 	json_object_set_new(o, "memory_mb", json_integer(s->spec.memory_mb));
 	json_object_set_new(o, "allow_inbound",
@@ -921,9 +921,9 @@ static json_t *session_record(struct session *s)
 	json_object_set_new(o, "template", json_null());
 	json_object_set_new(o, "volumes", json_array());
 	json_object_set_new(o, "ports", json_array());
-	json_object_set_new(o, "ssh",
-			    json_pack("{s:n, s:i}", "target", "keys",
-				      (int)s->spec.nssh_keys));
+	json_object_set_new(
+	    o, "ssh",
+	    json_pack("{s:n, s:i}", "target", "keys", (int)s->spec.nssh_keys));
 	json_object_set_new(o, "host", json_string("local"));
 	json_object_set_new(o, "reason",
 			    s->reason ? json_string(s->reason) : json_null());
@@ -958,15 +958,13 @@ char *sessions_index(bool json)
 
 /* ---- start and restore -------------------------------------------------- */
 
-static void on_vm_stopped(const char *domname, const char *reason,
-			  void *opaque)
+static void on_vm_stopped(const char *domname, const char *reason, void *opaque)
 {
 	pthread_mutex_lock(&model_lock);
 	for (struct session *s = sessions; s; s = s->next) {
 		if (strcmp(s->domname, domname) != 0)
 			continue;
-		if (!s->busy && !session_final(s) &&
-		    s->state != S_TERMINATING)
+		if (!s->busy && !session_final(s) && s->state != S_TERMINATING)
 			session_fail(s, "the VM stopped: %s", reason);
 		break;
 	}
@@ -1017,7 +1015,8 @@ static void *reattach_worker(void *arg)
 			withdraw_failed_create(s, "tenkid restarted while the "
 						  "VM was being made");
 		} else {
-			session_fail(s, "the VM was gone when tenkid restarted");
+			session_fail(s,
+				     "the VM was gone when tenkid restarted");
 		}
 	} else {
 		if (vs == VMM_PAUSED)

@@ -34,31 +34,31 @@ static const struct {
 	enum key_id id;
 	bool repeatable;
 } keys[] = {
-	{"name", K_NAME, false},
-	{"cpu_cores", K_CPU, false},
-	{"cpu", K_CPU, false},
-	{"memory_mb", K_MEMORY, false},
-	{"memory", K_MEMORY, false},
-	{"allow_inbound", K_INBOUND, false},
-	{"allow_outbound", K_OUTBOUND, false},
-	{"max_duration", K_MAX_DURATION, false},
-	{"env", K_ENV, true},
-	{"metadata", K_METADATA, true},
-	{"ssh_key", K_SSH_KEY, true},
-	{"ssh_authorized_keys", K_SSH_KEY, true},
-	{"volume", K_VOLUME, true},
-	{"volumes", K_VOLUME, true},
-	{"snapshot", K_SNAPSHOT, false},
-	{"snapshot_id", K_SNAPSHOT, false},
-	{"template", K_TEMPLATE, false},
-	{"image", K_IMAGE, false},
-	{"host", K_HOST, false},
-	{"wait", K_WAIT, false},
-	{"wait_timeout", K_WAIT_TIMEOUT, false},
+    {"name", K_NAME, false},
+    {"cpu_cores", K_CPU, false},
+    {"cpu", K_CPU, false},
+    {"memory_mb", K_MEMORY, false},
+    {"memory", K_MEMORY, false},
+    {"allow_inbound", K_INBOUND, false},
+    {"allow_outbound", K_OUTBOUND, false},
+    {"max_duration", K_MAX_DURATION, false},
+    {"env", K_ENV, true},
+    {"metadata", K_METADATA, true},
+    {"ssh_key", K_SSH_KEY, true},
+    {"ssh_authorized_keys", K_SSH_KEY, true},
+    {"volume", K_VOLUME, true},
+    {"volumes", K_VOLUME, true},
+    {"snapshot", K_SNAPSHOT, false},
+    {"snapshot_id", K_SNAPSHOT, false},
+    {"template", K_TEMPLATE, false},
+    {"image", K_IMAGE, false},
+    {"host", K_HOST, false},
+    {"wait", K_WAIT, false},
+    {"wait_timeout", K_WAIT_TIMEOUT, false},
 };
 
 static void why_set(char *why, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void why_set(char *why, const char *fmt, ...)
 {
@@ -278,11 +278,13 @@ static long b64decode(const char *s, size_t n, uint8_t *out, size_t cap)
 /* "TYPE BASE64 [comment]": the blob must decode and name TYPE itself. */
 bool spec_valid_ssh_key(const char *line, char *why)
 {
-	static const char *types[] = {
-		"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256",
-		"ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-		"sk-ssh-ed25519@openssh.com",
-		"sk-ecdsa-sha2-nistp256@openssh.com"};
+	static const char *types[] = {"ssh-ed25519",
+				      "ssh-rsa",
+				      "ecdsa-sha2-nistp256",
+				      "ecdsa-sha2-nistp384",
+				      "ecdsa-sha2-nistp521",
+				      "sk-ssh-ed25519@openssh.com",
+				      "sk-ecdsa-sha2-nistp256@openssh.com"};
 	uint8_t blob[8192];
 	const char *sp1 = strchr(line, ' ');
 	size_t tlen, blen;
@@ -298,8 +300,8 @@ bool spec_valid_ssh_key(const char *line, char *why)
 		if (strlen(types[i]) == tlen && !strncmp(types[i], line, tlen))
 			known = true;
 	if (!known) {
-		why_set(why, "unknown key type '%.*s'", (int)(tlen > 40 ? 40 : tlen),
-			line);
+		why_set(why, "unknown key type '%.*s'",
+			(int)(tlen > 40 ? 40 : tlen), line);
 		return false;
 	}
 	const char *b = sp1 + 1;
@@ -330,8 +332,9 @@ static int set_volume(struct sess_spec *sp, const char *vol, const char *path,
 	if (path[0] != '/' || strlen(path) >= sizeof(sp->volumes[0].path) ||
 	    has_control_chars(path) || strstr(path, "/../") ||
 	    strcmp(path, "/") == 0) {
-		why_set(why, "key volume: mount path '%s' must be absolute, "
-			     "not /, without ..",
+		why_set(why,
+			"key volume: mount path '%s' must be absolute, "
+			"not /, without ..",
 			path);
 		return -1;
 	}
@@ -340,7 +343,7 @@ static int set_volume(struct sess_spec *sp, const char *vol, const char *path,
 		return -1;
 	}
 	struct spec_volume *nv =
-		realloc(sp->volumes, (sp->nvolumes + 1) * sizeof(*nv));
+	    realloc(sp->volumes, (sp->nvolumes + 1) * sizeof(*nv));
 	if (!nv)
 		abort();
 	sp->volumes = nv;
@@ -467,8 +470,8 @@ static int set_key(struct sess_spec *sp, enum key_id id, const char *key,
 			why_set(why, "key ssh_key: too many keys");
 			return -1;
 		}
-		char **nl = realloc(sp->ssh_keys,
-				    (sp->nssh_keys + 1) * sizeof(char *));
+		char **nl =
+		    realloc(sp->ssh_keys, (sp->nssh_keys + 1) * sizeof(char *));
 		if (!nl)
 			abort();
 		sp->ssh_keys = nl;
@@ -529,8 +532,7 @@ static int note_given(struct sess_spec *sp, int idx, char *why)
 /* ---- key=value words ---------------------------------------------------
  * Shell-style: whitespace separates words; '…' is literal; "…" allows
  * \" \\ \$ \` escapes; a backslash outside quotes escapes the next byte. */
-static int next_word(const char **pp, const char *end, struct buf *w,
-		     char *why)
+static int next_word(const char **pp, const char *end, struct buf *w, char *why)
 {
 	const char *p = *pp;
 
@@ -542,7 +544,8 @@ static int next_word(const char **pp, const char *end, struct buf *w,
 	buf_add(w, "", 0);
 	while (p < end && !isspace((unsigned char)*p)) {
 		if (*p == '\'') {
-			const char *q = memchr(p + 1, '\'', (size_t)(end - p - 1));
+			const char *q =
+			    memchr(p + 1, '\'', (size_t)(end - p - 1));
 			if (!q) {
 				why_set(why, "unterminated ' quote");
 				return -1;
@@ -601,7 +604,8 @@ static int apply_words(struct sess_spec *sp, const char *text, size_t len,
 			break;
 		}
 		if (note_given(sp, idx, why) < 0 ||
-		    set_key(sp, keys[idx].id, keys[idx].name, eq + 1, why) < 0) {
+		    set_key(sp, keys[idx].id, keys[idx].name, eq + 1, why) <
+			0) {
 			rc = -1;
 			break;
 		}
@@ -686,8 +690,9 @@ static int json_apply_volumes(struct sess_spec *sp, json_t *v, char *why)
 		if (!json_is_object(it) || !json_is_string(vol) ||
 		    !json_is_string(path) || (ro && !json_is_boolean(ro)) ||
 		    json_object_size(it) > (ro ? 3u : 2u)) {
-			why_set(why, "key volumes: entry %zu must be "
-				     "{volume_id, mount_path, read_only}",
+			why_set(why,
+				"key volumes: entry %zu must be "
+				"{volume_id, mount_path, read_only}",
 				i);
 			return -1;
 		}
@@ -717,7 +722,8 @@ static int json_apply_list(struct sess_spec *sp, enum key_id id,
 		json_array_foreach(v, i, it)
 		{
 			if (!json_is_string(it)) {
-				why_set(why, "key %s: entry %zu is not a string",
+				why_set(why,
+					"key %s: entry %zu is not a string",
 					key, i);
 				return -1;
 			}

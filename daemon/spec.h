@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SPEC_WHY_LEN 400
+#define SPEC_WHY_LEN  400
 #define SPEC_MAX_TEXT (64 * 1024)
 #define SPEC_MAX_LIST 256
 
@@ -57,8 +57,8 @@ int spec_apply(struct sess_spec *sp, const char *text, size_t len, char *why);
 bool spec_valid_env_key(const char *k, size_t n);
 bool spec_valid_ssh_key(const char *line, char *why);
 /* Split "K=V" text lines; checks each line; -1 with why on a bad one. */
-int spec_parse_env_lines(const char *text, size_t len, char ***out,
-			 size_t *n, char *why);
+int spec_parse_env_lines(const char *text, size_t len, char ***out, size_t *n,
+			 char *why);
 void spec_free_list(char **list, size_t n);
 
 #endif

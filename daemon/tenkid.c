@@ -48,18 +48,18 @@ static bool allow_other;
 static void parse_args(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"mount", required_argument, NULL, 'm'},
-		{"state", required_argument, NULL, 's'},
-		{"libvirt", required_argument, NULL, 'l'},
-		{"accel", required_argument, NULL, 'a'},
-		{"images", required_argument, NULL, 'i'},
-		{"output-cap", required_argument, NULL, 'o'},
-		{"boot-timeout", required_argument, NULL, 'b'},
-		{"overcommit", required_argument, NULL, 'O'},
-		{"allow-other", no_argument, NULL, 'A'},
-		{"foreground", no_argument, NULL, 'f'},
-		{"debug", no_argument, NULL, 'd'},
-		{NULL, 0, NULL, 0},
+	    {"mount", required_argument, NULL, 'm'},
+	    {"state", required_argument, NULL, 's'},
+	    {"libvirt", required_argument, NULL, 'l'},
+	    {"accel", required_argument, NULL, 'a'},
+	    {"images", required_argument, NULL, 'i'},
+	    {"output-cap", required_argument, NULL, 'o'},
+	    {"boot-timeout", required_argument, NULL, 'b'},
+	    {"overcommit", required_argument, NULL, 'O'},
+	    {"allow-other", no_argument, NULL, 'A'},
+	    {"foreground", no_argument, NULL, 'f'},
+	    {"debug", no_argument, NULL, 'd'},
+	    {NULL, 0, NULL, 0},
 	};
 	int c;
 	int64_t secs;

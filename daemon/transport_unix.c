@@ -62,10 +62,10 @@ static void unix_close(struct transport *t)
 }
 
 static const struct transport_ops unix_ops = {
-	.send = unix_send,
-	.recv = unix_recv,
-	.want_write = unix_want_write,
-	.close = unix_close,
+    .send = unix_send,
+    .recv = unix_recv,
+    .want_write = unix_want_write,
+    .close = unix_close,
 };
 
 struct transport *transport_unix_open(const char *path, char *err,

@@ -199,8 +199,8 @@ void fmt_time(int64_t ms, char out[32])
 	snprintf(out, 32, "%s.%03dZ", base, (int)(ms % 1000));
 }
 
-static int write_file_tmp_rename(const char *path, const void *data,
-				 size_t len, unsigned mode, bool sync);
+static int write_file_tmp_rename(const char *path, const void *data, size_t len,
+				 unsigned mode, bool sync);
 
 int write_file_atomic(const char *path, const void *data, size_t len,
 		      unsigned mode)
@@ -214,8 +214,8 @@ int write_file_replace(const char *path, const void *data, size_t len,
 	return write_file_tmp_rename(path, data, len, mode, false);
 }
 
-static int write_file_tmp_rename(const char *path, const void *data,
-				 size_t len, unsigned mode, bool sync)
+static int write_file_tmp_rename(const char *path, const void *data, size_t len,
+				 unsigned mode, bool sync)
 {
 	char tmp[PATH_MAX];
 	int fd, rc = -1;
@@ -317,8 +317,8 @@ static int remove_at(int dirfd, const char *name)
 	if (!S_ISDIR(st.st_mode))
 		return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -1 : 0;
 
-	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-					     O_CLOEXEC);
+	int fd = openat(dirfd, name,
+			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
 	DIR *d = fdopendir(fd);

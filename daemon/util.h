@@ -9,7 +9,7 @@
 #include <jansson.h>
 
 #define NAME_MAX_LEN 63
-#define UUID_LEN 36
+#define UUID_LEN     36
 
 /* Names of sessions, volumes, snapshots, templates:
  * [A-Za-z0-9][A-Za-z0-9_.-]{0,62} */
@@ -55,7 +55,7 @@ struct buf {
 };
 void buf_add(struct buf *b, const void *p, size_t n);
 void buf_printf(struct buf *b, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 void buf_free(struct buf *b);
 
 #endif

@@ -35,17 +35,17 @@ enum vmm_state {
 };
 
 struct vmm_vm_spec {
-	const char *domname;  /* libvirt domain name, "tenki-<hex>" */
-	const char *uuid;     /* libvirt domain UUID (not the session id) */
-	unsigned vcpus;       /* 1..16 */
-	unsigned memory_mb;   /* 512..65536 */
-	const char *kernel;   /* uncompressed PVH vmlinux */
-	const char *initrd;   /* initramfs with the agent */
-	const char *cmdline;  /* kernel command line */
-	const char *loader;   /* firmware rom (qboot) or NULL for the default */
-	const char *disk;     /* qcow2 overlay made by vmm_disk_create */
-	const char *console;  /* file the serial console is logged to */
-	bool network;         /* user-mode NIC (outbound access) or none */
+	const char *domname; /* libvirt domain name, "tenki-<hex>" */
+	const char *uuid;    /* libvirt domain UUID (not the session id) */
+	unsigned vcpus;	     /* 1..16 */
+	unsigned memory_mb;  /* 512..65536 */
+	const char *kernel;  /* uncompressed PVH vmlinux */
+	const char *initrd;  /* initramfs with the agent */
+	const char *cmdline; /* kernel command line */
+	const char *loader;  /* firmware rom (qboot) or NULL for the default */
+	const char *disk;    /* qcow2 overlay made by vmm_disk_create */
+	const char *console; /* file the serial console is logged to */
+	bool network;	     /* user-mode NIC (outbound access) or none */
 };
 
 /* Open a connection to the libvirt at uri; chooses the accelerator when

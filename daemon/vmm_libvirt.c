@@ -49,18 +49,18 @@ struct vmm_host {
 	int refs; /* atomic: the caller's, and one per event registration */
 	char *uri;
 	bool remote;
-	enum vmm_accel accel;		/* KVM or TCG, never AUTO */
-	uid_t qemu_uid;			/* owner of overlays, (uid_t)-1 if unknown */
+	enum vmm_accel accel; /* KVM or TCG, never AUTO */
+	uid_t qemu_uid;	      /* owner of overlays, (uid_t)-1 if unknown */
 	gid_t qemu_gid;
-	pthread_mutex_t disk_lock;	/* storage calls: pools are shared */
+	pthread_mutex_t disk_lock; /* storage calls: pools are shared */
 
 	/* Held while (re)connecting, which may block for long on a remote
 	 * host; the event thread never takes it. */
 	pthread_mutex_t conn_lock;
-	virConnectPtr conn;		/* NULL once closed or dead */
-	int event_id;			/* lifecycle callback on conn, or -1 */
+	virConnectPtr conn; /* NULL once closed or dead */
+	int event_id;	    /* lifecycle callback on conn, or -1 */
 
-	pthread_mutex_t lock;		/* the fields below */
+	pthread_mutex_t lock; /* the fields below */
 	vmm_stopped_cb stopped_cb;
 	void *stopped_arg;
 	struct quiet *quiet;
@@ -69,7 +69,7 @@ struct vmm_host {
 /* ---- errors ---- */
 
 static void seterr(char *err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void seterr(char *err, const char *fmt, ...)
 {
@@ -83,7 +83,7 @@ static void seterr(char *err, const char *fmt, ...)
 /* err is "what: libvirt's last error", on one line (libvirt quotes qemu's
  * stderr, newlines and all). */
 static void virt_err(char *err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void virt_err(char *err, const char *fmt, ...)
 {
@@ -108,8 +108,9 @@ static void virt_err(char *err, const char *fmt, ...)
  * report what matters, so the rest is debug noise. */
 static void on_libvirt_error(void *opaque, virErrorPtr e)
 {
-	log_debug("libvirt: %s", e != NULL && e->message != NULL ?
-					 e->message : "unknown error");
+	log_debug("libvirt: %s", e != NULL && e->message != NULL
+				     ? e->message
+				     : "unknown error");
 }
 
 /* ---- the process-wide event loop ---- */
@@ -227,8 +228,7 @@ static void quiet_add(struct vmm_host *h, const char *name)
 		h->quiet = q;
 	} else {
 		free(q);
-		log_warnx("out of memory: a stop of %s may be reported",
-			  name);
+		log_warnx("out of memory: a stop of %s may be reported", name);
 	}
 	pthread_mutex_unlock(&h->lock);
 }
@@ -345,8 +345,9 @@ static enum vmm_accel choose_local(char *why, size_t len)
 	int fd;
 
 	if (access("/sys/module/kvm_pvm", F_OK) == 0) {
-		snprintf(why, len, "kvm_pvm is loaded: this host's KVM is "
-				   "PVM, which does not boot stock guest kernels");
+		snprintf(why, len,
+			 "kvm_pvm is loaded: this host's KVM is "
+			 "PVM, which does not boot stock guest kernels");
 		return VMM_ACCEL_TCG;
 	}
 	if (!cpuinfo_has_virt()) {
@@ -446,8 +447,8 @@ static int host_connect(struct vmm_host *h, char *err)
 			  virGetLastErrorMessage());
 	host_ref(h); /* dropped by libvirt through host_unref */
 	id = virConnectDomainEventRegisterAny(
-		c, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-		VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), h, host_unref);
+	    c, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+	    VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), h, host_unref);
 	if (id < 0) {
 		__atomic_sub_fetch(&h->refs, 1, __ATOMIC_SEQ_CST);
 		log_warnx("%s: no lifecycle events, stops will go unseen: %s",
@@ -630,8 +631,8 @@ static virStoragePoolPtr pool_find(virConnectPtr c, const char *dir)
  * one pool per directory), else a transient one made for this call
  * (*made), to be destroyed by pool_done so no pool outlives its use.
  */
-static virStoragePoolPtr pool_get(virConnectPtr c, const char *dir,
-				  bool *made, char *err)
+static virStoragePoolPtr pool_get(virConnectPtr c, const char *dir, bool *made,
+				  char *err)
 {
 	virStoragePoolPtr pool;
 	char name[64], *xml;
@@ -758,8 +759,8 @@ static int overlay_make(struct vmm_host *h, virConnectPtr c, const char *base,
 		return -1;
 	if ((pool = pool_get(c, dir, &made, err)) == NULL)
 		goto out;
-	xml = domxml_overlay_vol(file, size, base, fmt, h->qemu_uid,
-				 h->qemu_gid);
+	xml =
+	    domxml_overlay_vol(file, size, base, fmt, h->qemu_uid, h->qemu_gid);
 	if (xml == NULL) {
 		seterr(err, "out of memory");
 		goto out;
@@ -802,8 +803,7 @@ int vmm_disk_create(struct vmm_host *h, const char *base, const char *path,
 		goto out;
 	if (overlay_make(h, c, base, fmt, size, path, err) == -1)
 		goto out;
-	log_debug("%s: overlay on %s (%s, %llu bytes)", path, base, fmt,
-		  size);
+	log_debug("%s: overlay on %s (%s, %llu bytes)", path, base, fmt, size);
 	rc = 0;
 out:
 	pthread_mutex_unlock(&h->disk_lock);
@@ -881,13 +881,13 @@ static virDomainPtr dom_get(virConnectPtr c, const char *name, bool *missing,
 static int dom_undefine(virDomainPtr dom)
 {
 	static const unsigned int tries[] = {
-		VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
-			VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
-			VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA |
-			VIR_DOMAIN_UNDEFINE_NVRAM,
-		VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
-			VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
-		0,
+	    VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+		VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
+		VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA |
+		VIR_DOMAIN_UNDEFINE_NVRAM,
+	    VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+		VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
+	    0,
 	};
 	size_t i;
 	int code;
@@ -1117,8 +1117,8 @@ enum vmm_state vmm_state(struct vmm_host *h, const char *domname)
 		break;
 	case VIR_DOMAIN_PAUSED:
 		/* Paused while qemu starts is not a pause anyone asked for. */
-		st = reason == VIR_DOMAIN_PAUSED_STARTING_UP ? VMM_OTHER :
-							       VMM_PAUSED;
+		st = reason == VIR_DOMAIN_PAUSED_STARTING_UP ? VMM_OTHER
+							     : VMM_PAUSED;
 		break;
 	case VIR_DOMAIN_SHUTOFF:
 	case VIR_DOMAIN_CRASHED:

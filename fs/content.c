@@ -10,24 +10,24 @@
 #define CONSOLE_MAX (1024 * 1024)
 
 static const char readme[] =
-	"tenki: sandboxes you drive with files\n"
-	"\n"
-	"  mkdir sessions/NAME              boot a microVM (returns when "
-	"READY)\n"
-	"  echo 'cpu=4 memory=8192' > sessions/new   create with options\n"
-	"  cat sessions/NAME/state          CREATING READY RUNNING PAUSED "
-	"TERMINATING TERMINATED\n"
-	"  echo pause > sessions/NAME/ctl   also: resume, extend 30m, close\n"
-	"  j=$(cat sessions/NAME/exec/clone)\n"
-	"  echo 'make test' > sessions/NAME/exec/$j/cmd\n"
-	"  cat sessions/NAME/exec/$j/output   streams until the command "
-	"ends\n"
-	"  cat sessions/NAME/exec/$j/exit     its exit code\n"
-	"  rmdir sessions/NAME              close and remove every trace\n"
-	"\n"
-	"A refused operation fails with an errno and says why in the nearest "
-	"err file.\n"
-	"defaults holds key=value words used by every mkdir.  See tenki-fs(5).\n";
+    "tenki: sandboxes you drive with files\n"
+    "\n"
+    "  mkdir sessions/NAME              boot a microVM (returns when "
+    "READY)\n"
+    "  echo 'cpu=4 memory=8192' > sessions/new   create with options\n"
+    "  cat sessions/NAME/state          CREATING READY RUNNING PAUSED "
+    "TERMINATING TERMINATED\n"
+    "  echo pause > sessions/NAME/ctl   also: resume, extend 30m, close\n"
+    "  j=$(cat sessions/NAME/exec/clone)\n"
+    "  echo 'make test' > sessions/NAME/exec/$j/cmd\n"
+    "  cat sessions/NAME/exec/$j/output   streams until the command "
+    "ends\n"
+    "  cat sessions/NAME/exec/$j/exit     its exit code\n"
+    "  rmdir sessions/NAME              close and remove every trace\n"
+    "\n"
+    "A refused operation fails with an errno and says why in the nearest "
+    "err file.\n"
+    "defaults holds key=value words used by every mkdir.  See tenki-fs(5).\n";
 
 static char *dup_or_die(const char *s)
 {
@@ -68,7 +68,8 @@ static char *console_text(struct session *s)
 	if (!t)
 		return dup_or_die("");
 	if (len > CONSOLE_MAX) {
-		/* Only the newest part: a chatty guest cannot grow our reads. */
+		/* Only the newest part: a chatty guest cannot grow our reads.
+		 */
 		memmove(t, t + len - CONSOLE_MAX, CONSOLE_MAX + 1);
 	}
 	return t;
@@ -185,13 +186,14 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		buf_add(&b, "", 0);
 		if (j->argv && n->fd->id == F_J_ARGV)
 			json_array_foreach(j->argv, i, a)
-				buf_printf(&b, "%s\n", json_string_value(a));
+			    buf_printf(&b, "%s\n", json_string_value(a));
 		if (j->argv && n->fd->id == F_J_CMD &&
 		    json_array_size(j->argv) == 3 &&
 		    strcmp(json_string_value(json_array_get(j->argv, 0)),
 			   "/bin/sh") == 0)
-			buf_printf(&b, "%s\n",
-				   json_string_value(json_array_get(j->argv, 2)));
+			buf_printf(
+			    &b, "%s\n",
+			    json_string_value(json_array_get(j->argv, 2)));
 		return b.data;
 	}
 	default:

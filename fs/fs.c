@@ -30,9 +30,12 @@ static void *fs_loop(void *arg)
 
 int fs_start(const char *mountpoint, bool allow_other)
 {
-	char *argv[] = {"tenkid", "-o", "fsname=tenki,subtype=tenki",
-			"-o", allow_other ? "allow_other,default_permissions"
-					  : "default_permissions",
+	char *argv[] = {"tenkid",
+			"-o",
+			"fsname=tenki,subtype=tenki",
+			"-o",
+			allow_other ? "allow_other,default_permissions"
+				    : "default_permissions",
 			NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(5, argv);
 

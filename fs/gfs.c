@@ -14,7 +14,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#define NBUCKETS 4096
+#define NBUCKETS     4096
 #define ATTR_TIMEOUT 0.0 /* the guest changes files behind our back */
 
 /* One guest node the kernel knows: host ino <-> (session, agent nid). */
@@ -104,8 +104,7 @@ static void gnode_unlink(struct gnode *g)
 			*pp = g->next_ino;
 			break;
 		}
-	for (pp = &by_key[key_bucket(g->s, g->nid)]; *pp;
-	     pp = &(*pp)->next_key)
+	for (pp = &by_key[key_bucket(g->s, g->nid)]; *pp; pp = &(*pp)->next_key)
 		if (*pp == g) {
 			*pp = g->next_key;
 			break;
@@ -215,14 +214,15 @@ static void bad_answer(struct gctx *c)
 		  c->op);
 	fuse_reply_err(c->req, EIO);
 	agent_detach(c->s);
-	session_fail(c->s, "agent protocol violation: malformed answer to "
-			   "file operation %u",
+	session_fail(c->s,
+		     "agent protocol violation: malformed answer to "
+		     "file operation %u",
 		     c->op);
 }
 
 /* Answers of ops that return "u64 nid, attr": an entry. */
-static void on_entry(struct session *s, int err, const uint8_t *res,
-		     size_t len, void *arg)
+static void on_entry(struct session *s, int err, const uint8_t *res, size_t len,
+		     void *arg)
 {
 	struct gctx *c = arg;
 	struct proto_rd r = {res, len, 0};
@@ -288,8 +288,8 @@ out:
 	ctx_free(c);
 }
 
-static void on_empty(struct session *s, int err, const uint8_t *res,
-		     size_t len, void *arg)
+static void on_empty(struct session *s, int err, const uint8_t *res, size_t len,
+		     void *arg)
 {
 	struct gctx *c = arg;
 
@@ -297,8 +297,8 @@ static void on_empty(struct session *s, int err, const uint8_t *res,
 	ctx_free(c);
 }
 
-static void on_bytes(struct session *s, int err, const uint8_t *res,
-		     size_t len, void *arg)
+static void on_bytes(struct session *s, int err, const uint8_t *res, size_t len,
+		     void *arg)
 {
 	struct gctx *c = arg;
 
@@ -396,8 +396,8 @@ static void on_readdir(struct session *s, int err, const uint8_t *res,
 		uint16_t nlen;
 		const uint8_t *name = proto_rd_str(&r, &nlen);
 		char nm[256];
-		if (r.bad || nlen == 0 || nlen > 255 || memchr(name, '/', nlen) ||
-		    memchr(name, '\0', nlen)) {
+		if (r.bad || nlen == 0 || nlen > 255 ||
+		    memchr(name, '/', nlen) || memchr(name, '\0', nlen)) {
 			bad_answer(c);
 			goto out;
 		}
@@ -593,9 +593,9 @@ static void gfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	proto_wr_u64(&w, g->nid);
 	proto_wr_u64(&w, h ? h->fh : 0);
 	proto_wr_u32(&w, (uint32_t)to_set &
-				 (FS_SET_MODE | FS_SET_UID | FS_SET_GID |
-				  FS_SET_SIZE | FS_SET_ATIME | FS_SET_MTIME |
-				  FS_SET_ATIME_NOW | FS_SET_MTIME_NOW));
+			     (FS_SET_MODE | FS_SET_UID | FS_SET_GID |
+			      FS_SET_SIZE | FS_SET_ATIME | FS_SET_MTIME |
+			      FS_SET_ATIME_NOW | FS_SET_MTIME_NOW));
 	proto_wr_u32(&w, attr->st_mode);
 	proto_wr_u32(&w, attr->st_uid);
 	proto_wr_u32(&w, attr->st_gid);
@@ -768,8 +768,7 @@ static void open_op(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		proto_wr_u64(&w, g->nid);
 		if (op == FS_OPEN)
 			proto_wr_u32(&w, (uint32_t)fi->flags &
-						 (O_ACCMODE | O_APPEND |
-						  O_TRUNC));
+					     (O_ACCMODE | O_APPEND | O_TRUNC));
 		struct gctx *c = ctx_new(req, g->s, op);
 		c->fi = *fi;
 		send_op(req, g->s, op, &w, NULL, 0, on_open, c);
@@ -805,7 +804,7 @@ static void gfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	proto_wr_u64(&w, g->nid);
 	proto_wr_u32(&w, mode);
 	proto_wr_u32(&w, (uint32_t)fi->flags &
-				 (O_ACCMODE | O_APPEND | O_TRUNC | O_EXCL));
+			     (O_ACCMODE | O_APPEND | O_TRUNC | O_EXCL));
 	proto_wr_str(&w, name, (uint16_t)strlen(name));
 	struct gctx *c = ctx_new(req, g->s, FS_CREATE);
 	c->fi = *fi;
@@ -865,8 +864,8 @@ static void gfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	unlock();
 }
 
-static void gfs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in,
-				off_t off_in, struct fuse_file_info *fi_in,
+static void gfs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+				struct fuse_file_info *fi_in,
 				fuse_ino_t ino_out, off_t off_out,
 				struct fuse_file_info *fi_out, size_t len,
 				int flags)
@@ -942,37 +941,37 @@ static void gfs_releasedir(fuse_req_t req, fuse_ino_t ino,
 	release_any(req, fi);
 }
 
-static void gfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-			off_t off, struct fuse_file_info *fi)
+static void gfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi)
 {
 	handle_io(req, fi, FS_READDIR, off, size, on_readdir);
 }
 
 const struct fuse_lowlevel_ops gfs_ops = {
-	.lookup = gfs_lookup,
-	.forget = gfs_forget,
-	.forget_multi = gfs_forget_multi,
-	.getattr = gfs_getattr,
-	.setattr = gfs_setattr,
-	.readlink = gfs_readlink,
-	.mkdir = gfs_mkdir,
-	.unlink = gfs_unlink,
-	.rmdir = gfs_rmdir,
-	.symlink = gfs_symlink,
-	.rename = gfs_rename,
-	.link = gfs_link,
-	.open = gfs_open,
-	.create = gfs_create,
-	.read = gfs_read,
-	.write = gfs_write,
-	.flush = gfs_flush,
-	.release = gfs_release,
-	.fsync = gfs_fsync,
-	.opendir = gfs_opendir,
-	.readdir = gfs_readdir,
-	.releasedir = gfs_releasedir,
-	.statfs = gfs_statfs,
-	.copy_file_range = gfs_copy_file_range,
+    .lookup = gfs_lookup,
+    .forget = gfs_forget,
+    .forget_multi = gfs_forget_multi,
+    .getattr = gfs_getattr,
+    .setattr = gfs_setattr,
+    .readlink = gfs_readlink,
+    .mkdir = gfs_mkdir,
+    .unlink = gfs_unlink,
+    .rmdir = gfs_rmdir,
+    .symlink = gfs_symlink,
+    .rename = gfs_rename,
+    .link = gfs_link,
+    .open = gfs_open,
+    .create = gfs_create,
+    .read = gfs_read,
+    .write = gfs_write,
+    .flush = gfs_flush,
+    .release = gfs_release,
+    .fsync = gfs_fsync,
+    .opendir = gfs_opendir,
+    .readdir = gfs_readdir,
+    .releasedir = gfs_releasedir,
+    .statfs = gfs_statfs,
+    .copy_file_range = gfs_copy_file_range,
 };
 
 void gfs_init(struct fuse_conn_info *conn)

@@ -37,7 +37,7 @@ struct fh {
 	bool wdirty, wbad;
 	char created[NAME_MAX_LEN + 1]; /* sessions/new: the name made */
 	bool stdin_writer;
-	uint64_t pos; /* streams ignore offsets */
+	uint64_t pos;	 /* streams ignore offsets */
 	uint64_t ev_seq; /* events: the reader's cursor */
 	size_t ev_off;
 	struct fuse_pollhandle *ph;
@@ -50,12 +50,12 @@ static uid_t owner_uid;
 static gid_t owner_gid;
 
 /* Inodes under files/ belong to gfs.c, which takes the lock itself. */
-#define GFS_DELEGATE(ino, call)                                               \
-	do {                                                                  \
-		if (gfs_owns(ino)) {                                          \
-			gfs_ops.call;                                         \
-			return;                                               \
-		}                                                             \
+#define GFS_DELEGATE(ino, call)                                                \
+	do {                                                                   \
+		if (gfs_owns(ino)) {                                           \
+			gfs_ops.call;                                          \
+			return;                                                \
+		}                                                              \
 	} while (0)
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -128,10 +128,11 @@ static void fill_attr(const struct node *n, const char *path, struct stat *st)
 	}
 	int64_t ms = n->s ? n->s->created_ms : started_ms;
 	st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec =
-		(time_t)(ms / 1000);
+	    (time_t)(ms / 1000);
 }
 
-/* ---- parked requests ------------------------------------------------------ */
+/* ---- parked requests ------------------------------------------------------
+ */
 
 enum pend_kind { P_READ, P_SESSION_READY, P_STDIN_WRITE };
 
@@ -199,8 +200,8 @@ static void pending_wake(struct waiter *w)
 
 static void pending_timeout(struct timer *t)
 {
-	struct pending *p = (struct pending *)((char *)t -
-					       offsetof(struct pending, timer));
+	struct pending *p =
+	    (struct pending *)((char *)t - offsetof(struct pending, timer));
 
 	if (p->kind == P_SESSION_READY && try_session_ready(p, true))
 		pending_finish(p);
@@ -387,7 +388,7 @@ static void dir_add(void *ctx, const char *name, bool is_dir)
 
 	snprintf(child, sizeof(child), "%s%s%s", dl->path,
 		 dl->path[0] ? "/" : "", name);
-	st.st_ino = strcmp(name, ".") == 0	? ino_of(dl->path)
+	st.st_ino = strcmp(name, ".") == 0    ? ino_of(dl->path)
 		    : strcmp(name, "..") == 0 ? INO_ROOT
 					      : ino_of(child);
 	st.st_mode = is_dir ? S_IFDIR : S_IFREG;
@@ -495,7 +496,8 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_err(req, 0);
 }
 
-/* ---- mkdir and rmdir ------------------------------------------------------- */
+/* ---- mkdir and rmdir -------------------------------------------------------
+ */
 
 static bool reply_created(struct pending *p);
 
@@ -554,8 +556,8 @@ static void create_session(fuse_req_t req, const char *text, size_t len,
 	int rc;
 
 	spec_init(&sp);
-	if (defaults_text && spec_apply(&sp, defaults_text,
-					strlen(defaults_text), why) < 0) {
+	if (defaults_text &&
+	    spec_apply(&sp, defaults_text, strlen(defaults_text), why) < 0) {
 		rc = refuse(&root_err, EINVAL, "defaults", "%s", why);
 		goto out;
 	}
@@ -720,7 +722,8 @@ out:
 	unlock();
 }
 
-/* ---- open, read, write ----------------------------------------------------- */
+/* ---- open, read, write -----------------------------------------------------
+ */
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -775,9 +778,9 @@ static void reply_slice(fuse_req_t req, const struct buf *b, size_t size,
 	if ((size_t)off >= b->len)
 		fuse_reply_buf(req, NULL, 0);
 	else
-		fuse_reply_buf(req, b->data + off,
-			       b->len - (size_t)off < size ? b->len - (size_t)off
-							   : size);
+		fuse_reply_buf(
+		    req, b->data + off,
+		    b->len - (size_t)off < size ? b->len - (size_t)off : size);
 }
 
 /* Fill fh->text; false (with *err) when it cannot be had now. */
@@ -817,8 +820,8 @@ static bool try_read(struct pending *p)
 	if (!buf)
 		abort();
 	if (fh->n.fd->id == F_EVENTS) {
-		ssize_t en = events_read(&fh->ev_seq, &fh->ev_off, buf,
-					 p->size);
+		ssize_t en =
+		    events_read(&fh->ev_seq, &fh->ev_off, buf, p->size);
 		if (en == -EAGAIN) {
 			free(buf);
 			return false;
@@ -827,7 +830,7 @@ static bool try_read(struct pending *p)
 		free(buf);
 		return true;
 	}
-	enum job_view v = fh->n.fd->id == F_J_STDOUT	 ? V_STDOUT
+	enum job_view v = fh->n.fd->id == F_J_STDOUT   ? V_STDOUT
 			  : fh->n.fd->id == F_J_STDERR ? V_STDERR
 						       : V_OUTPUT;
 	ssize_t n = job_read(fh->n.j, v, buf, p->size, fh->pos);
@@ -848,8 +851,8 @@ static bool try_read(struct pending *p)
 static void read_blocking(fuse_req_t req, struct fh *fh, size_t size)
 {
 	struct waitq *q = fh->n.fd->id == F_EVENTS ? &events_wq
-			  : fh->n.j		    ? &fh->n.j->wq
-						    : &fh->n.s->wq;
+			  : fh->n.j		   ? &fh->n.j->wq
+						   : &fh->n.s->wq;
 	struct pending *p = pending_new(req, P_READ, q);
 
 	p->fh = fh;
@@ -904,16 +907,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		break;
 	case K_NEW:
 		/* The answer is readable at any offset (a shell reads where its
-		 * write left off): follow our own cursor, reset by each write. */
+		 * write left off): follow our own cursor, reset by each write.
+		 */
 		buf_free(&fh->text);
 		if (fh->created[0])
 			buf_printf(&fh->text, "%s\n", fh->created);
 		reply_slice(req, &fh->text, size, (off_t)fh->pos);
 		fh->pos += fh->pos < fh->text.len
-				   ? (fh->text.len - fh->pos < size
-					      ? fh->text.len - fh->pos
-					      : size)
-				   : 0;
+			       ? (fh->text.len - fh->pos < size
+				      ? fh->text.len - fh->pos
+				      : size)
+			       : 0;
 		break;
 	case K_CLONE:
 		read_clone(req, fh, size, off);
@@ -964,8 +968,7 @@ static int check_value_write(struct fh *fh, const char *label)
 		char **list;
 		size_t cnt;
 		if (spec_parse_env_lines(t, len, &list, &cnt, why) < 0)
-			return refuse(nearest_err(n), EINVAL, label, "%s",
-				      why);
+			return refuse(nearest_err(n), EINVAL, label, "%s", why);
 		spec_free_list(list, cnt);
 		return 0;
 	}
@@ -983,7 +986,8 @@ static int check_value_write(struct fh *fh, const char *label)
 					      sizeof(line) - 1);
 			memcpy(line, p, l);
 			line[l] = '\0';
-			if (l && line[0] != '#' && !spec_valid_ssh_key(line, why))
+			if (l && line[0] != '#' &&
+			    !spec_valid_ssh_key(line, why))
 				return refuse(nearest_err(n), EINVAL, label,
 					      "%s", why);
 			p += l + 1;
@@ -1096,8 +1100,8 @@ static bool try_stdin(struct pending *p)
 	struct job *j = p->fh->n.j;
 
 	while (p->done < p->dlen) {
-		ssize_t n = job_stdin_write(j, p->data + p->done,
-					    p->dlen - p->done);
+		ssize_t n =
+		    job_stdin_write(j, p->data + p->done, p->dlen - p->done);
 		if (n == -EAGAIN)
 			return false;
 		if (n < 0) {
@@ -1259,9 +1263,8 @@ static unsigned poll_events(struct fh *fh)
 								    : POLLIN;
 	}
 	case K_STDIN:
-		return n->j->in_queued - n->j->in_acked < PROTO_WINDOW
-			       ? POLLOUT
-			       : 0;
+		return n->j->in_queued - n->j->in_acked < PROTO_WINDOW ? POLLOUT
+								       : 0;
 	default:
 		return POLLIN | POLLOUT;
 	}
@@ -1287,8 +1290,8 @@ static void op_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 			waitq_del(&fh->pw);
 			fh->pw.wake = poll_wake;
 			waitq_add(fh->n.fd->id == F_EVENTS ? &events_wq
-				  : fh->n.j		     ? &fh->n.j->wq
-							     : &fh->n.s->wq,
+				  : fh->n.j		   ? &fh->n.j->wq
+							   : &fh->n.s->wq,
 				  &fh->pw);
 		}
 	}
@@ -1318,8 +1321,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		gfs_ops.rename(req, parent, name, newparent, newname, flags);
 		return;
 	}
-	fuse_reply_err(req, gfs_owns(parent) || gfs_owns(newparent) ? EXDEV
-								    : EPERM);
+	fuse_reply_err(req,
+		       gfs_owns(parent) || gfs_owns(newparent) ? EXDEV : EPERM);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
@@ -1347,11 +1350,10 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &v);
 }
 
-static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in,
-			       off_t off_in, struct fuse_file_info *fi_in,
-			       fuse_ino_t ino_out, off_t off_out,
-			       struct fuse_file_info *fi_out, size_t len,
-			       int flags)
+static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			       struct fuse_file_info *fi_in, fuse_ino_t ino_out,
+			       off_t off_out, struct fuse_file_info *fi_out,
+			       size_t len, int flags)
 {
 	if (gfs_owns(ino_in) && gfs_owns(ino_out)) {
 		gfs_ops.copy_file_range(req, ino_in, off_in, fi_in, ino_out,
@@ -1367,32 +1369,32 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 }
 
 const struct fuse_lowlevel_ops tenki_ops = {
-	.init = op_init,
-	.readlink = op_readlink,
-	.symlink = op_symlink,
-	.rename = op_rename,
-	.link = op_link,
-	.fsync = op_fsync,
-	.statfs = op_statfs,
-	.copy_file_range = op_copy_file_range,
-	.lookup = op_lookup,
-	.forget = op_forget,
-	.forget_multi = op_forget_multi,
-	.getattr = op_getattr,
-	.setattr = op_setattr,
-	.opendir = op_opendir,
-	.readdir = op_readdir,
-	.releasedir = op_releasedir,
-	.mkdir = op_mkdir,
-	.rmdir = op_rmdir,
-	.unlink = op_unlink,
-	.create = op_create,
-	.open = op_open,
-	.read = op_read,
-	.write = op_write,
-	.flush = op_flush,
-	.release = op_release,
-	.poll = op_poll,
+    .init = op_init,
+    .readlink = op_readlink,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .fsync = op_fsync,
+    .statfs = op_statfs,
+    .copy_file_range = op_copy_file_range,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .releasedir = op_releasedir,
+    .mkdir = op_mkdir,
+    .rmdir = op_rmdir,
+    .unlink = op_unlink,
+    .create = op_create,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .poll = op_poll,
 };
 
 void ops_set_owner(uid_t uid, gid_t gid)

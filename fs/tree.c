@@ -5,68 +5,68 @@
 #include <errno.h>
 #include <string.h>
 
-#define RO 0444
-#define RW 0644
-#define WO 0200
+#define RO	    0444
+#define RW	    0644
+#define WO	    0200
 #define LIMIT_SMALL 4096
-#define LIMIT_SPEC (64 * 1024)
+#define LIMIT_SPEC  (64 * 1024)
 
 static const struct file_desc root_files[] = {
-	{"README", F_README, K_TEXT, RO, 0},
-	{"version", F_VERSION, K_TEXT, RO, 0},
-	{"defaults", F_DEFAULTS, K_VALUE, RW, LIMIT_SPEC},
-	{"err", F_ROOT_ERR, K_TEXT, RO, 0},
-	{"events", F_EVENTS, K_STREAM, RO, 0},
-	{NULL, 0, 0, 0, 0},
+    {"README", F_README, K_TEXT, RO, 0},
+    {"version", F_VERSION, K_TEXT, RO, 0},
+    {"defaults", F_DEFAULTS, K_VALUE, RW, LIMIT_SPEC},
+    {"err", F_ROOT_ERR, K_TEXT, RO, 0},
+    {"events", F_EVENTS, K_STREAM, RO, 0},
+    {NULL, 0, 0, 0, 0},
 };
 
 static const struct file_desc sessions_files[] = {
-	{"new", F_SESSIONS_NEW, K_NEW, RW, LIMIT_SPEC},
-	{"index", F_SESSIONS_INDEX, K_TEXT, RO, 0},
-	{"index.json", F_SESSIONS_INDEX_JSON, K_TEXT, RO, 0},
-	{"err", F_SESSIONS_ERR, K_TEXT, RO, 0},
-	{NULL, 0, 0, 0, 0},
+    {"new", F_SESSIONS_NEW, K_NEW, RW, LIMIT_SPEC},
+    {"index", F_SESSIONS_INDEX, K_TEXT, RO, 0},
+    {"index.json", F_SESSIONS_INDEX_JSON, K_TEXT, RO, 0},
+    {"err", F_SESSIONS_ERR, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
 };
 
 static const struct file_desc session_files[] = {
-	{"id", F_S_ID, K_TEXT, RO, 0},
-	{"state", F_S_STATE, K_TEXT, RO, 0},
-	{"wait", F_S_WAIT, K_WAIT, RO, 0},
-	{"info.json", F_S_INFO, K_TEXT, RO, 0},
-	{"ctl", F_S_CTL, K_CTL, WO, LIMIT_SMALL},
-	{"env", F_S_ENV, K_VALUE, RW, LIMIT_SPEC},
-	{"console", F_S_CONSOLE, K_TEXT, RO, 0},
-	{"err", F_S_ERR, K_TEXT, RO, 0},
-	{NULL, 0, 0, 0, 0},
+    {"id", F_S_ID, K_TEXT, RO, 0},
+    {"state", F_S_STATE, K_TEXT, RO, 0},
+    {"wait", F_S_WAIT, K_WAIT, RO, 0},
+    {"info.json", F_S_INFO, K_TEXT, RO, 0},
+    {"ctl", F_S_CTL, K_CTL, WO, LIMIT_SMALL},
+    {"env", F_S_ENV, K_VALUE, RW, LIMIT_SPEC},
+    {"console", F_S_CONSOLE, K_TEXT, RO, 0},
+    {"err", F_S_ERR, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
 };
 
 static const struct file_desc meta_file = {"", F_S_META, K_TEXT, RO, 0};
 
 static const struct file_desc ssh_files[] = {
-	{"authorized_keys", F_S_KEYS, K_VALUE, RW, LIMIT_SPEC},
-	{NULL, 0, 0, 0, 0},
+    {"authorized_keys", F_S_KEYS, K_VALUE, RW, LIMIT_SPEC},
+    {NULL, 0, 0, 0, 0},
 };
 
 static const struct file_desc exec_files[] = {
-	{"clone", F_EXEC_CLONE, K_CLONE, RO, 0},
-	{NULL, 0, 0, 0, 0},
+    {"clone", F_EXEC_CLONE, K_CLONE, RO, 0},
+    {NULL, 0, 0, 0, 0},
 };
 
 static const struct file_desc job_files[] = {
-	{"cmd", F_J_CMD, K_VALUE, RW, 1024 * 1024},
-	{"argv", F_J_ARGV, K_VALUE, RW, 1024 * 1024},
-	{"env", F_J_ENV, K_VALUE, RW, LIMIT_SPEC},
-	{"cwd", F_J_CWD, K_VALUE, RW, LIMIT_SMALL},
-	{"timeout", F_J_TIMEOUT, K_VALUE, RW, LIMIT_SMALL},
-	{"stdin", F_J_STDIN, K_STDIN, WO, 0},
-	{"stdout", F_J_STDOUT, K_STREAM, RO, 0},
-	{"stderr", F_J_STDERR, K_STREAM, RO, 0},
-	{"output", F_J_OUTPUT, K_STREAM, RO, 0},
-	{"status", F_J_STATUS, K_TEXT, RO, 0},
-	{"exit", F_J_EXIT, K_WAIT, RO, 0},
-	{"info.json", F_J_INFO, K_TEXT, RO, 0},
-	{"ctl", F_J_CTL, K_CTL, WO, LIMIT_SMALL},
-	{NULL, 0, 0, 0, 0},
+    {"cmd", F_J_CMD, K_VALUE, RW, 1024 * 1024},
+    {"argv", F_J_ARGV, K_VALUE, RW, 1024 * 1024},
+    {"env", F_J_ENV, K_VALUE, RW, LIMIT_SPEC},
+    {"cwd", F_J_CWD, K_VALUE, RW, LIMIT_SMALL},
+    {"timeout", F_J_TIMEOUT, K_VALUE, RW, LIMIT_SMALL},
+    {"stdin", F_J_STDIN, K_STDIN, WO, 0},
+    {"stdout", F_J_STDOUT, K_STREAM, RO, 0},
+    {"stderr", F_J_STDERR, K_STREAM, RO, 0},
+    {"output", F_J_OUTPUT, K_STREAM, RO, 0},
+    {"status", F_J_STATUS, K_TEXT, RO, 0},
+    {"exit", F_J_EXIT, K_WAIT, RO, 0},
+    {"info.json", F_J_INFO, K_TEXT, RO, 0},
+    {"ctl", F_J_CTL, K_CTL, WO, LIMIT_SMALL},
+    {NULL, 0, 0, 0, 0},
 };
 
 static const struct file_desc *find_file(const struct file_desc *t,

@@ -22,7 +22,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#define POLL_MAX (3 * AGENT_MAX_JOBS + 8)
+#define POLL_MAX	 (3 * AGENT_MAX_JOBS + 8)
 #define POLL_MAX_WAIT_MS 60000
 
 static struct pollfd pfds[POLL_MAX];
@@ -47,9 +47,8 @@ void poll_add(int fd, short events, enum pe_kind kind, void *ptr)
 
 static void usage(void)
 {
-	fprintf(stderr,
-		"usage: tenki-agent [--no-init] [--debug] [--home DIR] "
-		"[--port PATH | --listen PATH]\n");
+	fprintf(stderr, "usage: tenki-agent [--no-init] [--debug] [--home DIR] "
+			"[--port PATH | --listen PATH]\n");
 }
 
 /*
@@ -80,7 +79,8 @@ static void signals_setup(void)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sigfd < 0)
-		alog(L_ERR, "signalfd: %s; reaping by polling", strerror(errno));
+		alog(L_ERR, "signalfd: %s; reaping by polling",
+		     strerror(errno));
 }
 
 /* A job holds four fds at most; the default 1024 would cap us early. */
@@ -205,14 +205,14 @@ static void loop_once(void)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"no-init", no_argument, NULL, 'n'},
-		{"port", required_argument, NULL, 'p'},
-		{"listen", required_argument, NULL, 'l'},
-		{"debug", no_argument, NULL, 'd'},
-		{"home", required_argument, NULL, 'H'},
-		{"version", no_argument, NULL, 'V'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"no-init", no_argument, NULL, 'n'},
+	    {"port", required_argument, NULL, 'p'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"debug", no_argument, NULL, 'd'},
+	    {"home", required_argument, NULL, 'H'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	enum port_mode mode = PORT_VIRTIO;
 	const char *path = NULL;
@@ -221,7 +221,8 @@ int main(int argc, char **argv)
 
 	/* As PID 1, stray kernel command-line words must not stop us. */
 	opterr = getpid() != 1;
-	while ((c = getopt_long(argc, argv, "np:l:dH:Vh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "np:l:dH:Vh", longopts, NULL)) !=
+	       -1) {
 		switch (c) {
 		case 'n':
 			no_init = true;

@@ -30,23 +30,23 @@
 #define AGENT_PORT_NAME "org.tenki.agent.0"
 
 /* The HELLO answer lists every job in one 64 KiB JSON: ~110 bytes a job. */
-#define AGENT_MAX_JOBS 512
-#define JOB_KEY_MAX 64
-#define EXEC_MAX_ARGS 4096
-#define EXEC_MAX_ENV 4096
+#define AGENT_MAX_JOBS	 512
+#define JOB_KEY_MAX	 64
+#define EXEC_MAX_ARGS	 4096
+#define EXEC_MAX_ENV	 4096
 #define EXEC_DEFAULT_CWD "/home/tenki"
 
-#define DATA_MAX (PROTO_MAX_PAYLOAD - 8) /* bytes after a DATA offset */
-#define STREAM_MIN_BUF (64u * 1024u)	 /* every stream may buffer this */
-#define STREAM_BUDGET (64u * 1024u * 1024u) /* all stream buffers above it */
-#define STREAM_PIPE_SIZE (256 * 1024)	    /* F_SETPIPE_SZ of output pipes */
-#define DRAIN_MAX PROTO_WINDOW /* read after the exit grace, at most */
-#define OUTQ_LOW (256u * 1024u)	  /* refill the port queue below this */
-#define OUTQ_HIGH (1024u * 1024u) /* stop reading pipes and port above */
+#define DATA_MAX	 (PROTO_MAX_PAYLOAD - 8) /* bytes after a DATA offset */
+#define STREAM_MIN_BUF	 (64u * 1024u) /* every stream may buffer this */
+#define STREAM_BUDGET	 (64u * 1024u * 1024u) /* all stream buffers above it */
+#define STREAM_PIPE_SIZE (256 * 1024)	/* F_SETPIPE_SZ of output pipes */
+#define DRAIN_MAX	 PROTO_WINDOW	/* read after the exit grace, at most */
+#define OUTQ_LOW	 (256u * 1024u) /* refill the port queue below this */
+#define OUTQ_HIGH	 (1024u * 1024u) /* stop reading pipes and port above */
 
 #define EXIT_GRACE_MS 2000 /* streams end this long after the main exit */
 #define KILL_GRACE_MS 2000 /* SIGKILL this long after a timeout's SIGTERM */
-#define RETRY_MS 20	   /* port open / reconnect / host probe period */
+#define RETRY_MS      20   /* port open / reconnect / host probe period */
 
 /* What a poll entry stands for (agent.c dispatches on it). */
 enum pe_kind { PE_SIGNAL, PE_PORT, PE_LISTEN, PE_OUT, PE_IN, PE_START };
@@ -55,7 +55,7 @@ enum pe_kind { PE_SIGNAL, PE_PORT, PE_LISTEN, PE_OUT, PE_IN, PE_START };
 enum { L_ERR, L_WARN, L_INFO, L_DEBUG };
 extern int log_verbose;
 void alog(int level, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 int64_t now_ms(void);
 int64_t deadline_min(int64_t a, int64_t b);
 int set_nonblock(int fd);
@@ -184,7 +184,7 @@ void resend_exit_events(void);
 void req_handle(const uint8_t *p, size_t len);
 void resp_ok(json_int_t id, json_t *extra);
 void resp_error(json_int_t id, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 void event_exit(const struct job *j);
 
 /* fsops.c: file operations on the home directory (FSREQ -> FSRESP) */

@@ -227,8 +227,10 @@ void chan_on_data(uint32_t chan, const uint8_t *p, size_t len)
 	}
 	s = &j->in;
 	if (off > s->recv) {
-		alog(L_WARN, "channel %u: DATA at %llu leaves a gap after %llu; "
-			     "dropped", chan, (unsigned long long)off,
+		alog(L_WARN,
+		     "channel %u: DATA at %llu leaves a gap after %llu; "
+		     "dropped",
+		     chan, (unsigned long long)off,
 		     (unsigned long long)s->recv);
 		return;
 	}
@@ -325,7 +327,7 @@ static bool ostream_emit(struct ostream *s)
 		proto_put_u64(off, s->sent);
 		if (port_send(PT_DATA, s->chan, off, 8,
 			      s->buf.data + s->buf.head +
-				      (size_t)(s->sent - s->acked),
+				  (size_t)(s->sent - s->acked),
 			      n) < 0)
 			return false;
 		s->sent += n;

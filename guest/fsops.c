@@ -39,17 +39,18 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#define NODE_BITS 16
-#define MAX_NODES (1u << NODE_BITS) /* slots; 0 is never used, 1 is home */
-#define HANDLE_BITS 12
-#define MAX_HANDLES (1u << HANDLE_BITS) /* slots; 0 is never used */
-#define NODE_BUCKETS 16384
-#define NAME_MAX_LEN 255
+#define NODE_BITS      16
+#define MAX_NODES      (1u << NODE_BITS) /* slots; 0 is never used, 1 is home */
+#define HANDLE_BITS    12
+#define MAX_HANDLES    (1u << HANDLE_BITS) /* slots; 0 is never used */
+#define NODE_BUCKETS   16384
+#define NAME_MAX_LEN   255
 #define TARGET_MAX_LEN 4095
-#define COPY_MAX (64u * 1024u * 1024u) /* per COPY_RANGE: keep the loop live */
+#define COPY_MAX       (64u * 1024u * 1024u) /* per COPY_RANGE: keep the loop live \
+					      */
 #define DIRENT_BUF (64u * 1024u)
-#define RESP_HDR 12 /* u64 id, i32 err */
-#define NO_ANSWER (-1)
+#define RESP_HDR   12 /* u64 id, i32 err */
+#define NO_ANSWER  (-1)
 
 /* Descriptors the agent may need: every node, every handle, the jobs. */
 #define FS_NOFILE (MAX_NODES + MAX_HANDLES + 4 * AGENT_MAX_JOBS + 1024)
@@ -59,15 +60,15 @@ struct node {
 	uint64_t refs;
 	dev_t dev;
 	ino_t ino;
-	int fd;		/* O_PATH|O_NOFOLLOW */
-	uint32_t next;	/* hash chain, or free list */
+	int fd;	       /* O_PATH|O_NOFOLLOW */
+	uint32_t next; /* hash chain, or free list */
 };
 
 struct handle {
 	uint64_t fh; /* 0: slot free */
 	int fd;
 	bool dir;
-	off_t dpos;	/* dir: where fd stands, as a cookie; -1: unknown */
+	off_t dpos; /* dir: where fd stands, as a cookie; -1: unknown */
 	uint32_t next_free;
 };
 
@@ -94,8 +95,8 @@ void fs_set_home(const char *path)
 
 static uint32_t bucket_of(dev_t dev, ino_t ino)
 {
-	uint64_t h = ((uint64_t)ino ^ ((uint64_t)dev << 29)) *
-		     0x9e3779b97f4a7c15ull;
+	uint64_t h =
+	    ((uint64_t)ino ^ ((uint64_t)dev << 29)) * 0x9e3779b97f4a7c15ull;
 
 	return (uint32_t)(h >> 40) % NODE_BUCKETS;
 }
@@ -379,21 +380,21 @@ static uint32_t encode_rdev(dev_t rdev)
 static void wr_stat(struct proto_wr *w, const struct stat *st)
 {
 	struct proto_attr a = {
-		.ino = st->st_ino,
-		.size = (uint64_t)st->st_size,
-		.blocks = (uint64_t)st->st_blocks,
-		.atime = st->st_atim.tv_sec,
-		.mtime = st->st_mtim.tv_sec,
-		.ctime = st->st_ctim.tv_sec,
-		.atime_ns = (uint32_t)st->st_atim.tv_nsec,
-		.mtime_ns = (uint32_t)st->st_mtim.tv_nsec,
-		.ctime_ns = (uint32_t)st->st_ctim.tv_nsec,
-		.mode = st->st_mode,
-		.nlink = (uint32_t)st->st_nlink,
-		.uid = st->st_uid,
-		.gid = st->st_gid,
-		.rdev = encode_rdev(st->st_rdev),
-		.blksize = (uint32_t)st->st_blksize,
+	    .ino = st->st_ino,
+	    .size = (uint64_t)st->st_size,
+	    .blocks = (uint64_t)st->st_blocks,
+	    .atime = st->st_atim.tv_sec,
+	    .mtime = st->st_mtim.tv_sec,
+	    .ctime = st->st_ctim.tv_sec,
+	    .atime_ns = (uint32_t)st->st_atim.tv_nsec,
+	    .mtime_ns = (uint32_t)st->st_mtim.tv_nsec,
+	    .ctime_ns = (uint32_t)st->st_ctim.tv_nsec,
+	    .mode = st->st_mode,
+	    .nlink = (uint32_t)st->st_nlink,
+	    .uid = st->st_uid,
+	    .gid = st->st_gid,
+	    .rdev = encode_rdev(st->st_rdev),
+	    .blksize = (uint32_t)st->st_blksize,
 	};
 
 	proto_wr_attr(w, &a);
@@ -510,8 +511,8 @@ static int set_owner(struct node *n, const struct setattr *sa)
 	uid_t uid = sa->valid & FS_SET_UID ? sa->uid : (uid_t)-1;
 	gid_t gid = sa->valid & FS_SET_GID ? sa->gid : (gid_t)-1;
 
-	if (fchownat(n->fd, "", uid, gid,
-		     AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+	if (fchownat(n->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) <
+	    0)
 		return errno;
 	return 0;
 }
@@ -576,8 +577,8 @@ static int set_times(struct node *n, const struct setattr *sa)
 static int apply_setattr(struct node *n, struct handle *h,
 			 const struct setattr *sa)
 {
-	const uint32_t times = FS_SET_ATIME | FS_SET_MTIME | FS_SET_ATIME_NOW |
-			       FS_SET_MTIME_NOW;
+	const uint32_t times =
+	    FS_SET_ATIME | FS_SET_MTIME | FS_SET_ATIME_NOW | FS_SET_MTIME_NOW;
 	struct stat st;
 	int e = 0;
 
@@ -1151,17 +1152,17 @@ static int op_copy_range(struct proto_rd *r, struct proto_wr *w)
 typedef int (*fs_op_fn)(struct proto_rd *, struct proto_wr *);
 
 static const fs_op_fn fs_ops[FS_MAX_OP + 1] = {
-	[FS_LOOKUP] = op_lookup,     [FS_FORGET] = op_forget,
-	[FS_GETATTR] = op_getattr,   [FS_SETATTR] = op_setattr,
-	[FS_READLINK] = op_readlink, [FS_MKDIR] = op_mkdir,
-	[FS_UNLINK] = op_unlink,     [FS_RMDIR] = op_rmdir,
-	[FS_SYMLINK] = op_symlink,   [FS_RENAME] = op_rename,
-	[FS_LINK] = op_link,	     [FS_OPEN] = op_open,
-	[FS_CREATE] = op_create,     [FS_READ] = op_read,
-	[FS_WRITE] = op_write,	     [FS_RELEASE] = op_release,
-	[FS_FSYNC] = op_fsync,	     [FS_OPENDIR] = op_opendir,
-	[FS_READDIR] = op_readdir,   [FS_RELEASEDIR] = op_releasedir,
-	[FS_STATFS] = op_statfs,     [FS_COPY_RANGE] = op_copy_range,
+    [FS_LOOKUP] = op_lookup,	 [FS_FORGET] = op_forget,
+    [FS_GETATTR] = op_getattr,	 [FS_SETATTR] = op_setattr,
+    [FS_READLINK] = op_readlink, [FS_MKDIR] = op_mkdir,
+    [FS_UNLINK] = op_unlink,	 [FS_RMDIR] = op_rmdir,
+    [FS_SYMLINK] = op_symlink,	 [FS_RENAME] = op_rename,
+    [FS_LINK] = op_link,	 [FS_OPEN] = op_open,
+    [FS_CREATE] = op_create,	 [FS_READ] = op_read,
+    [FS_WRITE] = op_write,	 [FS_RELEASE] = op_release,
+    [FS_FSYNC] = op_fsync,	 [FS_OPENDIR] = op_opendir,
+    [FS_READDIR] = op_readdir,	 [FS_RELEASEDIR] = op_releasedir,
+    [FS_STATFS] = op_statfs,	 [FS_COPY_RANGE] = op_copy_range,
 };
 
 static void fs_answer(uint64_t id, int err, size_t len)

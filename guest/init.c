@@ -26,10 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define GUEST_IF "eth0"
-#define GUEST_ADDR "10.0.2.15"
-#define GUEST_MASK "255.255.255.0"
-#define GUEST_GW "10.0.2.2"
+#define GUEST_IF    "eth0"
+#define GUEST_ADDR  "10.0.2.15"
+#define GUEST_MASK  "255.255.255.0"
+#define GUEST_GW    "10.0.2.2"
 #define ENTROPY_MIN 32
 #define ENTROPY_MAX 512
 
@@ -41,21 +41,21 @@ static const struct mountpoint {
 	const char *data;
 	mode_t mode;
 } mounts[] = {
-	{"/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555},
-	{"/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555},
-	{"/dev", "devtmpfs", MS_NOSUID, "mode=0755", 0755},
-	{"/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-	 "gid=5,mode=620,ptmxmode=0666", 0755},
-	{"/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777},
-	{"/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755", 0755},
+    {"/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555},
+    {"/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555},
+    {"/dev", "devtmpfs", MS_NOSUID, "mode=0755", 0755},
+    {"/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+     "gid=5,mode=620,ptmxmode=0666", 0755},
+    {"/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777},
+    {"/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755", 0755},
 };
 
 /* devtmpfs has no /dev/fd and friends; shells use them. */
 static const char *const dev_links[][2] = {
-	{"/dev/fd", "/proc/self/fd"},
-	{"/dev/stdin", "/proc/self/fd/0"},
-	{"/dev/stdout", "/proc/self/fd/1"},
-	{"/dev/stderr", "/proc/self/fd/2"},
+    {"/dev/fd", "/proc/self/fd"},
+    {"/dev/stdin", "/proc/self/fd/0"},
+    {"/dev/stdout", "/proc/self/fd/1"},
+    {"/dev/stderr", "/proc/self/fd/2"},
 };
 
 /* A mount point sits on another device than its parent directory. */
@@ -235,8 +235,7 @@ void init_system(void)
 	init_std_fds();
 	net_setup();
 	if (mkdir(EXEC_DEFAULT_CWD, 0755) < 0 && errno != EEXIST)
-		alog(L_WARN, "mkdir %s: %s", EXEC_DEFAULT_CWD,
-		     strerror(errno));
+		alog(L_WARN, "mkdir %s: %s", EXEC_DEFAULT_CWD, strerror(errno));
 }
 
 static void set_clock(json_int_t ns)
@@ -274,7 +273,8 @@ static void add_entropy(const char *b64, size_t len)
 		return;
 	n = base64_decode(b64, len, (uint8_t *)info->buf, ENTROPY_MAX);
 	if (n < ENTROPY_MIN) {
-		alog(L_WARN, "HELLO entropy not %d..%d bytes of base64; ignored",
+		alog(L_WARN,
+		     "HELLO entropy not %d..%d bytes of base64; ignored",
 		     ENTROPY_MIN, ENTROPY_MAX);
 		goto out;
 	}

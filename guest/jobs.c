@@ -39,7 +39,8 @@ struct exec_report {
 struct job *job_find(const char *key)
 {
 	for (size_t i = 0; i < njobs; i++)
-		if (jobs[i]->state != JOB_DEAD && strcmp(jobs[i]->key, key) == 0)
+		if (jobs[i]->state != JOB_DEAD &&
+		    strcmp(jobs[i]->key, key) == 0)
 			return jobs[i];
 	return NULL;
 }
@@ -92,7 +93,7 @@ static int kill_group(struct job *j, int sig)
 /* ---- the child side of exec ---- */
 
 static void child_fail(int repfd, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4), noreturn));
+    __attribute__((format(printf, 3, 4), noreturn));
 
 static void child_fail(int repfd, int err, const char *fmt, ...)
 {
@@ -149,8 +150,7 @@ static void child_exec(const struct exec_spec *sp, int in, int out, int err,
 	environ = sp->envp;
 	execvp(sp->argv[0], sp->argv);
 	if (errno == ENOENT && strchr(sp->argv[0], '/') == NULL)
-		child_fail(repfd, ENOENT, "%s: command not found",
-			   sp->argv[0]);
+		child_fail(repfd, ENOENT, "%s: command not found", sp->argv[0]);
 	child_fail(repfd, errno, "%s: %s", sp->argv[0], strerror(errno));
 }
 
@@ -222,8 +222,8 @@ int job_start(const struct exec_spec *sp, json_int_t id, char *msg,
 	}
 	if (stdio_pipe(sp->chan_in, in, 1) < 0 ||
 	    stdio_pipe(sp->chan_out, out, 0) < 0 ||
-	    stdio_pipe(sp->chan_err, err, 0) < 0 ||
-	    pipe2(rep, O_CLOEXEC) < 0 || set_nonblock(rep[0]) < 0) {
+	    stdio_pipe(sp->chan_err, err, 0) < 0 || pipe2(rep, O_CLOEXEC) < 0 ||
+	    set_nonblock(rep[0]) < 0) {
 		e = errno;
 		snprintf(msg, msglen, "pipe: %s", strerror(e));
 		goto fail;

@@ -38,7 +38,7 @@
 #define HOLD_MS 100
 
 /* The biggest payload either way: file operations carry 1 MiB + 4 KiB. */
-#define PORT_MAX_PAYLOAD \
+#define PORT_MAX_PAYLOAD                                                       \
 	(PROTO_MAX_FS > PROTO_MAX_PAYLOAD ? PROTO_MAX_FS : PROTO_MAX_PAYLOAD)
 
 enum port_state {
@@ -54,12 +54,12 @@ static struct {
 	int fd;	 /* the connection, or the virtio port */
 	int lfd; /* --listen socket */
 	enum port_state state;
-	bool closing;	  /* drop the connection once the queue is out */
-	bool logged_wait; /* "waiting for the port" said once */
-	int64_t retry_at; /* 0: no timer */
-	unsigned gen;	  /* bumped whenever the session is reset */
-	size_t hello_left; /* bytes of our HELLO answer not yet written */
-	bool resume;	   /* virtio: answer kept across an EOF */
+	bool closing;	    /* drop the connection once the queue is out */
+	bool logged_wait;   /* "waiting for the port" said once */
+	int64_t retry_at;   /* 0: no timer */
+	unsigned gen;	    /* bumped whenever the session is reset */
+	size_t hello_left;  /* bytes of our HELLO answer not yet written */
+	bool resume;	    /* virtio: answer kept across an EOF */
 	int64_t hold_until; /* write nothing before this (0: not armed) */
 	size_t fs_queued;   /* FSRESP bytes since the streams had a turn */
 	size_t inlen;
@@ -133,8 +133,10 @@ static void port_lost(const char *why)
 {
 	if (port.mode == PORT_VIRTIO && port.state == PS_READY &&
 	    port.hello_left > 0 && !port.closing) {
-		alog(L_INFO, "host not there (%s) before our HELLO answer "
-			     "went out; keeping it", why);
+		alog(L_INFO,
+		     "host not there (%s) before our HELLO answer "
+		     "went out; keeping it",
+		     why);
 		port.inlen = 0;
 		port.gen++;
 		port.resume = true;
@@ -298,8 +300,8 @@ static int sock_listen(void)
 
 	if (lstat(port.path, &st) == 0 && S_ISSOCK(st.st_mode))
 		unlink(port.path); /* a previous run's socket */
-	port.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-			  0);
+	port.lfd =
+	    socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (port.lfd < 0)
 		goto fail;
 	unix_addr(&sa);
@@ -428,8 +430,8 @@ static bool outq_write(void)
 		if (n > 0) {
 			buf_consume(&port.out, (size_t)n);
 			port.hello_left -= (size_t)n < port.hello_left
-						   ? (size_t)n
-						   : port.hello_left;
+					       ? (size_t)n
+					       : port.hello_left;
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -536,8 +538,8 @@ static void on_hello(const uint8_t *p, size_t len, bool *skip)
 	/* The answer is the first frame in the (just emptied) queue. */
 	if (port.out.len >= PROTO_HDR_LEN)
 		port.hello_left =
-			PROTO_HDR_LEN +
-			proto_get_u32(port.out.data + port.out.head + 4);
+		    PROTO_HDR_LEN +
+		    proto_get_u32(port.out.data + port.out.head + 4);
 }
 
 static void on_frame(const struct proto_hdr *h, const uint8_t *p)

@@ -29,12 +29,12 @@ struct reqctx {
 };
 
 static const char *const base_env[] = {
-	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-	"HOME=/home/tenki",
-	"USER=root",
-	"LOGNAME=root",
-	"SHELL=/bin/sh",
-	"LANG=C.UTF-8",
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/home/tenki",
+    "USER=root",
+    "LOGNAME=root",
+    "SHELL=/bin/sh",
+    "LANG=C.UTF-8",
 };
 #define NBASE_ENV (sizeof(base_env) / sizeof(base_env[0]))
 
@@ -228,8 +228,9 @@ static int get_key(struct reqctx *r, const char **key)
 	if (get_str(r, "job", JOB_KEY_MAX, &k) < 0)
 		return -1;
 	n = k ? strlen(k) : 0;
-	if (n == 0 || strspn(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-				"abcdefghijklmnopqrstuvwxyz0123456789_.-") != n) {
+	if (n == 0 ||
+	    strspn(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		      "abcdefghijklmnopqrstuvwxyz0123456789_.-") != n) {
 		snprintf(r->msg, sizeof(r->msg),
 			 "job: 1..%d characters of [A-Za-z0-9_.-] expected",
 			 JOB_KEY_MAX);
@@ -370,7 +371,8 @@ static void op_exec(struct reqctx *r)
 	int e = EINVAL;
 
 	memset(&sp, 0, sizeof(sp));
-	if (get_key(r, &sp.key) < 0 || get_str(r, "cwd", PATH_MAX, &sp.cwd) < 0 ||
+	if (get_key(r, &sp.key) < 0 ||
+	    get_str(r, "cwd", PATH_MAX, &sp.cwd) < 0 ||
 	    get_int(r, "timeout_ms", 0, MAX_TIMEOUT_MS, 0, &timeout) < 0 ||
 	    get_channels(r, &sp) < 0)
 		goto fail;
@@ -449,16 +451,14 @@ static void op_info(struct reqctx *r)
 	clock_gettime(CLOCK_BOOTTIME, &bt);
 	memset(&si, 0, sizeof(si));
 	sysinfo(&si);
-	o = json_pack("{s:I,s:I,s:i,s:I,s:I,s:i}", "time_ns",
-		      (json_int_t)rt.tv_sec * 1000000000 + rt.tv_nsec,
-		      "uptime_ms",
-		      (json_int_t)bt.tv_sec * 1000 + bt.tv_nsec / 1000000,
-		      "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN), "mem_kb",
-		      (json_int_t)si.totalram * si.mem_unit / 1024,
-		      "mem_free_kb",
-		      (json_int_t)(si.freeram + si.bufferram) * si.mem_unit /
-			      1024,
-		      "jobs", (int)njobs);
+	o = json_pack(
+	    "{s:I,s:I,s:i,s:I,s:I,s:i}", "time_ns",
+	    (json_int_t)rt.tv_sec * 1000000000 + rt.tv_nsec, "uptime_ms",
+	    (json_int_t)bt.tv_sec * 1000 + bt.tv_nsec / 1000000, "cpus",
+	    (int)sysconf(_SC_NPROCESSORS_ONLN), "mem_kb",
+	    (json_int_t)si.totalram * si.mem_unit / 1024, "mem_free_kb",
+	    (json_int_t)(si.freeram + si.bufferram) * si.mem_unit / 1024,
+	    "jobs", (int)njobs);
 	if (o == NULL)
 		resp_error(r->id, ENOMEM, "out of memory");
 	else
@@ -469,8 +469,8 @@ static const struct {
 	const char *name;
 	void (*fn)(struct reqctx *);
 } ops[] = {
-	{"exec", op_exec}, {"signal", op_signal}, {"forget", op_forget},
-	{"sync", op_sync}, {"info", op_info},
+    {"exec", op_exec}, {"signal", op_signal}, {"forget", op_forget},
+    {"sync", op_sync}, {"info", op_info},
 };
 
 void req_handle(const uint8_t *p, size_t len)

@@ -139,8 +139,7 @@ static int b64_value(char c)
  * Standard base64 with optional '=' padding.  Returns the decoded length,
  * or -1 on a bad character or when the output would exceed outcap.
  */
-ssize_t base64_decode(const char *in, size_t inlen, uint8_t *out,
-		      size_t outcap)
+ssize_t base64_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap)
 {
 	uint32_t acc = 0;
 	size_t o = 0, i;

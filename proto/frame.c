@@ -132,9 +132,9 @@ const char *proto_status_str(int status)
 
 const char *proto_type_str(uint8_t type)
 {
-	static const char *names[] = {"?",    "HELLO", "REQ",  "RESP",
-				      "EVENT", "DATA", "ACK",  "EOF",
-				      "PING", "PONG", "FSREQ", "FSRESP"};
+	static const char *names[] = {"?",     "HELLO", "REQ",	 "RESP",
+				      "EVENT", "DATA",	"ACK",	 "EOF",
+				      "PING",  "PONG",	"FSREQ", "FSRESP"};
 
 	return type <= PT_MAX_TYPE ? names[type] : "?";
 }

@@ -12,34 +12,36 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION 1
-#define PROTO_MAGIC 0x314b4e54u /* "TNK1" as little-endian bytes */
-#define PROTO_HDR_LEN 16
+#define PROTO_VERSION	  1
+#define PROTO_MAGIC	  0x314b4e54u /* "TNK1" as little-endian bytes */
+#define PROTO_HDR_LEN	  16
 #define PROTO_MAX_PAYLOAD (256u * 1024u)
-#define PROTO_MAX_JSON (64u * 1024u)  /* HELLO, REQ, RESP, EVENT */
-#define PROTO_WINDOW (1024u * 1024u)  /* unacknowledged bytes per data channel */
-#define PROTO_MAX_CHANNEL 0x7fffffffu /* channel ids are 1..MAX; 0 is control */
+#define PROTO_MAX_JSON	  (64u * 1024u) /* HELLO, REQ, RESP, EVENT */
+#define PROTO_WINDOW	  (1024u * 1024u) /* unacknowledged bytes per data channel \
+					   */
+#define PROTO_MAX_CHANNEL 0x7fffffffu /* channel ids are 1..MAX; 0 is control  \
+				       */
 
 enum proto_type {
-	PT_HELLO = 1, /* JSON, both ways, on channel 0 */
-	PT_REQ = 2,   /* JSON, host -> agent: {"id":N,"op":"..."} */
-	PT_RESP = 3,  /* JSON, agent -> host: {"id":N,...} */
-	PT_EVENT = 4, /* JSON, agent -> host: {"event":"..."} */
-	PT_DATA = 5,  /* u64 stream offset, then bytes; channel > 0 */
-	PT_ACK = 6,   /* u64 offset consumed by the receiver; channel > 0 */
-	PT_EOF = 7,   /* u64 final stream offset; channel > 0 */
-	PT_PING = 8,  /* opaque payload, at most 64 bytes */
-	PT_PONG = 9,  /* echoes a PING's payload */
-	PT_FSREQ = 10,  /* binary file operation, host -> agent */
+	PT_HELLO = 1,	/* JSON, both ways, on channel 0 */
+	PT_REQ = 2,	/* JSON, host -> agent: {"id":N,"op":"..."} */
+	PT_RESP = 3,	/* JSON, agent -> host: {"id":N,...} */
+	PT_EVENT = 4,	/* JSON, agent -> host: {"event":"..."} */
+	PT_DATA = 5,	/* u64 stream offset, then bytes; channel > 0 */
+	PT_ACK = 6,	/* u64 offset consumed by the receiver; channel > 0 */
+	PT_EOF = 7,	/* u64 final stream offset; channel > 0 */
+	PT_PING = 8,	/* opaque payload, at most 64 bytes */
+	PT_PONG = 9,	/* echoes a PING's payload */
+	PT_FSREQ = 10,	/* binary file operation, host -> agent */
 	PT_FSRESP = 11, /* its answer, agent -> host */
 	PT_MAX_TYPE = 11
 };
 
 /* File operations (docs/protocol.md, "File operations"). */
-#define PROTO_MAX_FS (1024u * 1024u + 4096u)
-#define PROTO_FS_IO_MAX (1024u * 1024u) /* READ/WRITE/READDIR bytes */
-#define PROTO_FS_ATTR_LEN 84
-#define PROTO_FS_ROOT 1 /* nid of /home/tenki */
+#define PROTO_MAX_FS	      (1024u * 1024u + 4096u)
+#define PROTO_FS_IO_MAX	      (1024u * 1024u) /* READ/WRITE/READDIR bytes */
+#define PROTO_FS_ATTR_LEN     84
+#define PROTO_FS_ROOT	      1 /* nid of /home/tenki */
 #define PROTO_FS_MAX_INFLIGHT 64
 
 enum proto_fs_op {
@@ -69,12 +71,12 @@ enum proto_fs_op {
 };
 
 /* SETATTR valid bits (FUSE's FATTR_* values) */
-#define FS_SET_MODE 1u
-#define FS_SET_UID 2u
-#define FS_SET_GID 4u
-#define FS_SET_SIZE 8u
-#define FS_SET_ATIME 16u
-#define FS_SET_MTIME 32u
+#define FS_SET_MODE	 1u
+#define FS_SET_UID	 2u
+#define FS_SET_GID	 4u
+#define FS_SET_SIZE	 8u
+#define FS_SET_ATIME	 16u
+#define FS_SET_MTIME	 32u
 #define FS_SET_ATIME_NOW 128u
 #define FS_SET_MTIME_NOW 256u
 
@@ -142,8 +144,7 @@ int proto_decode(const uint8_t *buf, size_t len, struct proto_hdr *hdr,
 		 size_t *frame_len);
 
 /* Write a header for a payload of plen bytes into out[PROTO_HDR_LEN]. */
-void proto_encode_hdr(uint8_t *out, uint8_t type, uint32_t chan,
-		      uint32_t plen);
+void proto_encode_hdr(uint8_t *out, uint8_t type, uint32_t chan, uint32_t plen);
 
 /*
  * Scan for the first offset in buf at which a frame header with a valid

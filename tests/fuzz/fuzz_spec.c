@@ -18,8 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	spec_init(&sp);
 	spec_apply(&sp, (const char *)data, size, why);
 	spec_free(&sp);
-	if (spec_parse_env_lines((const char *)data, size, &list, &n, why) ==
-	    0)
+	if (spec_parse_env_lines((const char *)data, size, &list, &n, why) == 0)
 		spec_free_list(list, n);
 	char *s = strndup((const char *)data, size < 64 ? size : 64);
 	if (s) {

@@ -14,17 +14,17 @@
 static struct vmm_vm_spec typical(void)
 {
 	struct vmm_vm_spec s = {
-		.domname = "tenki-0123abcd",
-		.uuid = "6c3f7ad4-2b0e-4d7e-9a43-0d1b5c1f9e21",
-		.vcpus = 1,
-		.memory_mb = 512,
-		.kernel = "/var/cache/tenki/images/sandbox/vmlinux",
-		.initrd = "/var/cache/tenki/images/sandbox/initrd.img",
-		.cmdline = "quiet console=ttyS0",
-		.loader = "/usr/share/qemu/qboot.rom",
-		.disk = "/var/lib/tenki/sessions/x/disk.qcow2",
-		.console = "/var/lib/tenki/sessions/x/console",
-		.network = true,
+	    .domname = "tenki-0123abcd",
+	    .uuid = "6c3f7ad4-2b0e-4d7e-9a43-0d1b5c1f9e21",
+	    .vcpus = 1,
+	    .memory_mb = 512,
+	    .kernel = "/var/cache/tenki/images/sandbox/vmlinux",
+	    .initrd = "/var/cache/tenki/images/sandbox/initrd.img",
+	    .cmdline = "quiet console=ttyS0",
+	    .loader = "/usr/share/qemu/qboot.rom",
+	    .disk = "/var/lib/tenki/sessions/x/disk.qcow2",
+	    .console = "/var/lib/tenki/sessions/x/console",
+	    .network = true,
 	};
 	return s;
 }
@@ -38,7 +38,7 @@ static int count(const char *hay, const char *needle)
 	return n;
 }
 
-#define assert_has(xml, s)  assert_non_null(strstr((xml), (s)))
+#define assert_has(xml, s)   assert_non_null(strstr((xml), (s)))
 #define assert_hasnt(xml, s) assert_null(strstr((xml), (s)))
 
 static void test_build_tcg(void **state)
@@ -58,7 +58,8 @@ static void test_build_tcg(void **state)
 	assert_has(x, ">1</vcpu>");
 	assert_has(x, "machine='q35'>hvm</type>");
 	assert_has(x, "<loader type='rom'>/usr/share/qemu/qboot.rom</loader>");
-	assert_has(x, "<kernel>/var/cache/tenki/images/sandbox/vmlinux</kernel>");
+	assert_has(x,
+		   "<kernel>/var/cache/tenki/images/sandbox/vmlinux</kernel>");
 	assert_has(x, "<initrd>/var/cache/tenki/images/sandbox/initrd.img<");
 	assert_has(x, "<cmdline>quiet console=ttyS0</cmdline>");
 	assert_has(x, "<acpi/>");
@@ -146,7 +147,8 @@ static void test_build_escapes(void **state)
 	assert_non_null(x);
 	assert_has(x, "<name>tenki-&lt;a&amp;b&gt;</name>");
 	assert_has(x, "<cmdline>init=/x a=&apos;b&apos; c=&quot;d&quot;<");
-	assert_has(x, "<source file='/tmp/it&apos;s &lt;here&gt;&amp;.qcow2'/>");
+	assert_has(x,
+		   "<source file='/tmp/it&apos;s &lt;here&gt;&amp;.qcow2'/>");
 	assert_has(x, "<log file='/tmp/&quot;c&quot;'");
 	free(x);
 }
@@ -205,27 +207,27 @@ static void test_escape(void **state)
 
 /* What libvirt 9 gives back for a running domain, trimmed. */
 static const char live_xml[] =
-	"<domain type='qemu' id='3'>\n"
-	"  <name>tenki-0123abcd</name>\n"
-	"  <devices>\n"
-	"    <channel type='unix'>\n"
-	"      <source mode='bind' path='/var/lib/libvirt/qemu/channel/target/"
-	"domain-3-tenki-0123abcd/org.qemu.guest_agent.0'/>\n"
-	"      <target type='virtio' name='org.qemu.guest_agent.0' "
-	"state='disconnected'/>\n"
-	"      <alias name='channel0'/>\n"
-	"    </channel>\n"
-	"    <channel type='unix'>\n"
-	"      <source mode='bind' path='/var/lib/libvirt/qemu/channel/target/"
-	"domain-3-tenki-0123abcd/org.tenki.agent.0'/>\n"
-	"      <target type='virtio' name='org.tenki.agent.0' "
-	"state='disconnected'/>\n"
-	"      <alias name='channel1'/>\n"
-	"      <address type='virtio-serial' controller='0' bus='0' "
-	"port='2'/>\n"
-	"    </channel>\n"
-	"  </devices>\n"
-	"</domain>\n";
+    "<domain type='qemu' id='3'>\n"
+    "  <name>tenki-0123abcd</name>\n"
+    "  <devices>\n"
+    "    <channel type='unix'>\n"
+    "      <source mode='bind' path='/var/lib/libvirt/qemu/channel/target/"
+    "domain-3-tenki-0123abcd/org.qemu.guest_agent.0'/>\n"
+    "      <target type='virtio' name='org.qemu.guest_agent.0' "
+    "state='disconnected'/>\n"
+    "      <alias name='channel0'/>\n"
+    "    </channel>\n"
+    "    <channel type='unix'>\n"
+    "      <source mode='bind' path='/var/lib/libvirt/qemu/channel/target/"
+    "domain-3-tenki-0123abcd/org.tenki.agent.0'/>\n"
+    "      <target type='virtio' name='org.tenki.agent.0' "
+    "state='disconnected'/>\n"
+    "      <alias name='channel1'/>\n"
+    "      <address type='virtio-serial' controller='0' bus='0' "
+    "port='2'/>\n"
+    "    </channel>\n"
+    "  </devices>\n"
+    "</domain>\n";
 
 static void test_channel_path(void **state)
 {
@@ -249,29 +251,29 @@ static void test_channel_path_odd_xml(void **state)
 
 	/* Double quotes, spaces around '=', escaped path, attribute order. */
 	p = domxml_channel_path(
-		"<channel type=\"unix\"><target name = \"org.tenki.agent.0\" "
-		"type=\"virtio\"/><source path=\"/a&amp;b/&lt;c&gt;/&#65;&#x42;"
-		"/&apos;&quot;\" mode=\"bind\"/></channel>",
-		DOMXML_AGENT_CHANNEL);
+	    "<channel type=\"unix\"><target name = \"org.tenki.agent.0\" "
+	    "type=\"virtio\"/><source path=\"/a&amp;b/&lt;c&gt;/&#65;&#x42;"
+	    "/&apos;&quot;\" mode=\"bind\"/></channel>",
+	    DOMXML_AGENT_CHANNEL);
 	assert_non_null(p);
 	assert_string_equal(p, "/a&b/<c>/AB/'\"");
 	free(p);
 
 	/* The name inside another attribute's value does not count. */
 	assert_null(domxml_channel_path(
-		"<channel><target alias=\"name='org.tenki.agent.0'\"/>"
-		"<source path='/x'/></channel>",
-		DOMXML_AGENT_CHANNEL));
+	    "<channel><target alias=\"name='org.tenki.agent.0'\"/>"
+	    "<source path='/x'/></channel>",
+	    DOMXML_AGENT_CHANNEL));
 	/* A bound channel without a path yet (test driver, inactive). */
-	assert_null(domxml_channel_path(
-		"<channel type='unix'><target type='virtio' "
-		"name='org.tenki.agent.0'/></channel>",
-		DOMXML_AGENT_CHANNEL));
+	assert_null(
+	    domxml_channel_path("<channel type='unix'><target type='virtio' "
+				"name='org.tenki.agent.0'/></channel>",
+				DOMXML_AGENT_CHANNEL));
 	/* Cut off, empty, or no channel at all. */
 	assert_null(domxml_channel_path(
-		"<channel type='unix'><source path='/x'/><target "
-		"name='org.tenki.agent.0'/>",
-		DOMXML_AGENT_CHANNEL));
+	    "<channel type='unix'><source path='/x'/><target "
+	    "name='org.tenki.agent.0'/>",
+	    DOMXML_AGENT_CHANNEL));
 	assert_null(domxml_channel_path("<channel type='unix'><source path='/x",
 					DOMXML_AGENT_CHANNEL));
 	assert_null(domxml_channel_path("", DOMXML_AGENT_CHANNEL));
@@ -301,8 +303,9 @@ static void test_channel_path_odd_xml(void **state)
 static void test_escape_round_trip(void **state)
 {
 	static const char *paths[] = {
-		"/plain", "/a b/c", "/&amp;", "/'\"<>&", "/x&#65;",
-		"/unicode/\xc3\xa9t\xc3\xa9", "/;&;",
+	    "/plain",  "/a b/c",  "/&amp;",
+	    "/'\"<>&", "/x&#65;", "/unicode/\xc3\xa9t\xc3\xa9",
+	    "/;&;",
 	};
 	size_t i;
 
@@ -328,12 +331,12 @@ static void test_vol_format(void **state)
 	char *f;
 
 	f = domxml_vol_format(
-		"<volume type='file'>\n  <name>disk.qcow2</name>\n"
-		"  <capacity unit='bytes'>2147483648</capacity>\n"
-		"  <target>\n    <path>/x/disk.qcow2</path>\n"
-		"    <format type='qcow2'/>\n  </target>\n"
-		"  <backingStore>\n    <path>/b/rootfs.img</path>\n"
-		"    <format type='raw'/>\n  </backingStore>\n</volume>\n");
+	    "<volume type='file'>\n  <name>disk.qcow2</name>\n"
+	    "  <capacity unit='bytes'>2147483648</capacity>\n"
+	    "  <target>\n    <path>/x/disk.qcow2</path>\n"
+	    "    <format type='qcow2'/>\n  </target>\n"
+	    "  <backingStore>\n    <path>/b/rootfs.img</path>\n"
+	    "    <format type='raw'/>\n  </backingStore>\n</volume>\n");
 	assert_non_null(f);
 	assert_string_equal(f, "qcow2");
 	free(f);
@@ -345,14 +348,14 @@ static void test_vol_format(void **state)
 }
 
 static const char caps_xml[] =
-	"<capabilities>\n  <host>\n"
-	"    <cpu><arch>x86_64</arch><feature name='vmx'/></cpu>\n"
-	"    <secmodel>\n      <model>apparmor</model>\n"
-	"      <doi>0</doi>\n    </secmodel>\n"
-	"    <secmodel>\n      <model>dac</model>\n      <doi>0</doi>\n"
-	"      <baselabel type='kvm'>+64055:+107</baselabel>\n"
-	"      <baselabel type='qemu'>+1000:+1001</baselabel>\n"
-	"    </secmodel>\n  </host>\n</capabilities>\n";
+    "<capabilities>\n  <host>\n"
+    "    <cpu><arch>x86_64</arch><feature name='vmx'/></cpu>\n"
+    "    <secmodel>\n      <model>apparmor</model>\n"
+    "      <doi>0</doi>\n    </secmodel>\n"
+    "    <secmodel>\n      <model>dac</model>\n      <doi>0</doi>\n"
+    "      <baselabel type='kvm'>+64055:+107</baselabel>\n"
+    "      <baselabel type='qemu'>+1000:+1001</baselabel>\n"
+    "    </secmodel>\n  </host>\n</capabilities>\n";
 
 static void test_dac_ids(void **state)
 {
@@ -368,13 +371,13 @@ static void test_dac_ids(void **state)
 	assert_false(domxml_dac_ids(caps_xml, "xen", &u, &g));
 	assert_false(domxml_dac_ids("<capabilities/>", "qemu", &u, &g));
 	assert_false(domxml_dac_ids(
-		"<secmodel><model>selinux</model><baselabel type='qemu'>"
-		"+1:+2</baselabel></secmodel>",
-		"qemu", &u, &g));
-	assert_false(domxml_dac_ids(
-		"<secmodel><model>dac</model><baselabel type='qemu'>"
-		"qemu:kvm</baselabel></secmodel>",
-		"qemu", &u, &g));
+	    "<secmodel><model>selinux</model><baselabel type='qemu'>"
+	    "+1:+2</baselabel></secmodel>",
+	    "qemu", &u, &g));
+	assert_false(
+	    domxml_dac_ids("<secmodel><model>dac</model><baselabel type='qemu'>"
+			   "qemu:kvm</baselabel></secmodel>",
+			   "qemu", &u, &g));
 	assert_true(domxml_dac_ids("<secmodel><model>dac</model><baselabel "
 				   "type='qemu'>0:0</baselabel></secmodel>",
 				   "qemu", &u, &g));
@@ -409,8 +412,9 @@ static void test_pool_and_volume(void **state)
 	assert_has(v, "<owner>64055</owner>");
 	assert_has(v, "<group>107</group>");
 	assert_has(v, "<mode>0600</mode>");
-	assert_has(v, "<backingStore>\n    <path>/var/cache/tenki/images/"
-		      "sandbox/rootfs.qcow2</path>\n    <format type='qcow2'/>");
+	assert_has(v,
+		   "<backingStore>\n    <path>/var/cache/tenki/images/"
+		   "sandbox/rootfs.qcow2</path>\n    <format type='qcow2'/>");
 	free(v);
 
 	v = domxml_overlay_vol("d", 1, "/b", "raw", (uid_t)-1, (gid_t)-1);
@@ -423,18 +427,18 @@ static void test_pool_and_volume(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_build_tcg),
-		cmocka_unit_test(test_build_kvm_no_network),
-		cmocka_unit_test(test_build_optional_parts),
-		cmocka_unit_test(test_build_escapes),
-		cmocka_unit_test(test_build_refuses),
-		cmocka_unit_test(test_escape),
-		cmocka_unit_test(test_channel_path),
-		cmocka_unit_test(test_channel_path_odd_xml),
-		cmocka_unit_test(test_escape_round_trip),
-		cmocka_unit_test(test_vol_format),
-		cmocka_unit_test(test_dac_ids),
-		cmocka_unit_test(test_pool_and_volume),
+	    cmocka_unit_test(test_build_tcg),
+	    cmocka_unit_test(test_build_kvm_no_network),
+	    cmocka_unit_test(test_build_optional_parts),
+	    cmocka_unit_test(test_build_escapes),
+	    cmocka_unit_test(test_build_refuses),
+	    cmocka_unit_test(test_escape),
+	    cmocka_unit_test(test_channel_path),
+	    cmocka_unit_test(test_channel_path_odd_xml),
+	    cmocka_unit_test(test_escape_round_trip),
+	    cmocka_unit_test(test_vol_format),
+	    cmocka_unit_test(test_dac_ids),
+	    cmocka_unit_test(test_pool_and_volume),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

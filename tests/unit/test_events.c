@@ -68,9 +68,9 @@ static void test_slow_reader_is_told_it_lost(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_reader_sees_events_after_open),
-		cmocka_unit_test(test_small_reads_split_lines),
-		cmocka_unit_test(test_slow_reader_is_told_it_lost),
+	    cmocka_unit_test(test_reader_sees_events_after_open),
+	    cmocka_unit_test(test_small_reads_split_lines),
+	    cmocka_unit_test(test_slow_reader_is_told_it_lost),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

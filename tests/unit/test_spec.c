@@ -14,12 +14,12 @@ static void test_durations(void **state)
 	static const struct {
 		const char *in;
 		int64_t secs;
-	} good[] = {{"90", 90},	    {"90s", 90},   {"30m", 1800},
-		    {"2h", 7200},   {"1h30m", 5400}, {"1d", 86400},
+	} good[] = {{"90", 90},		{"90s", 90},	 {"30m", 1800},
+		    {"2h", 7200},	{"1h30m", 5400}, {"1d", 86400},
 		    {"1d2h3m4s", 93784}};
-	static const char *bad[] = {"",	   "0",	   "-5",   "banana", "1h30",
-				    "30m1h", "1x",   "h",	   "1hh",    "1.5h",
-				    "99999999999999d", " 5", "5 "};
+	static const char *bad[] = {
+	    "",	 "0",	"-5",	"banana",	   "1h30", "30m1h", "1x",
+	    "h", "1hh", "1.5h", "99999999999999d", " 5",   "5 "};
 	int64_t v;
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
@@ -78,12 +78,12 @@ static void test_spec_words(void **state)
 
 	spec_init(&sp);
 	assert_int_equal(
-		apply(&sp,
-		      "name=big cpu=4 memory=8192 allow_outbound=false "
-		      "env=APP_ENV=dev metadata=owner=alice max_duration=30m "
-		      "env='GREETING=hello world'",
-		      why),
-		0);
+	    apply(&sp,
+		  "name=big cpu=4 memory=8192 allow_outbound=false "
+		  "env=APP_ENV=dev metadata=owner=alice max_duration=30m "
+		  "env='GREETING=hello world'",
+		  why),
+	    0);
 	assert_string_equal(sp.name, "big");
 	assert_int_equal(sp.cpu_cores, 4);
 	assert_int_equal(sp.memory_mb, 8192);
@@ -118,46 +118,46 @@ static void test_spec_json(void **state)
 static void test_spec_bad(void **state)
 {
 	static const char *bad[] = {
-		"cpu=0",
-		"cpu=17",
-		"cpu=two",
-		"memory=511",
-		"memory=65537",
-		"name=bad/name",
-		"name=",
-		"allow_inbound=maybe",
-		"max_duration=banana",
-		"max_duration=0",
-		"env=NOEQUALS",
-		"env=1BAD=x",
-		"metadata=/x=y",
-		"unknown=1",
-		"cpu=1 cpu=2",
-		"name=a name=b",
-		"justaword",
-		"ssh_key=garbage",
-		"ssh_key='ssh-ed25519 !!!notbase64'",
-		"ssh_key='ssh-ed25519 AAAAC3NzaC1yc2EAAAADAQABAAABAQ'",
-		"volume=data",
-		"volume=data:relative",
-		"wait=sometimes",
-		"wait_timeout=-1",
-		"name='unterminated",
-		"{\"cpu_cores\": \"x\"}",
-		"{\"cpu_cores\": [1]}",
-		"{\"env\": [\"A=1\"]}",
-		"{\"env\": {\"A\": 1}}",
-		"{\"unknown\": 1}",
-		"{\"cpu\": 1, \"cpu\": 2}",
-		"[1,2]",
-		"{\"name\": 5}",
-		"{\"volumes\": [{\"volume_id\": \"v\"}]}",
-		"{\"ssh_authorized_keys\": \"ssh-ed25519 AAAA\"}",
-		"{\"memory_mb\": -1}",
-		"{not json",
-		"{\"allow_inbound\": 3}",
-		"{\"metadata\": {\"a b\": \"c\"}}",
-		"image=../etc",
+	    "cpu=0",
+	    "cpu=17",
+	    "cpu=two",
+	    "memory=511",
+	    "memory=65537",
+	    "name=bad/name",
+	    "name=",
+	    "allow_inbound=maybe",
+	    "max_duration=banana",
+	    "max_duration=0",
+	    "env=NOEQUALS",
+	    "env=1BAD=x",
+	    "metadata=/x=y",
+	    "unknown=1",
+	    "cpu=1 cpu=2",
+	    "name=a name=b",
+	    "justaword",
+	    "ssh_key=garbage",
+	    "ssh_key='ssh-ed25519 !!!notbase64'",
+	    "ssh_key='ssh-ed25519 AAAAC3NzaC1yc2EAAAADAQABAAABAQ'",
+	    "volume=data",
+	    "volume=data:relative",
+	    "wait=sometimes",
+	    "wait_timeout=-1",
+	    "name='unterminated",
+	    "{\"cpu_cores\": \"x\"}",
+	    "{\"cpu_cores\": [1]}",
+	    "{\"env\": [\"A=1\"]}",
+	    "{\"env\": {\"A\": 1}}",
+	    "{\"unknown\": 1}",
+	    "{\"cpu\": 1, \"cpu\": 2}",
+	    "[1,2]",
+	    "{\"name\": 5}",
+	    "{\"volumes\": [{\"volume_id\": \"v\"}]}",
+	    "{\"ssh_authorized_keys\": \"ssh-ed25519 AAAA\"}",
+	    "{\"memory_mb\": -1}",
+	    "{not json",
+	    "{\"allow_inbound\": 3}",
+	    "{\"metadata\": {\"a b\": \"c\"}}",
+	    "image=../etc",
 	};
 	char why[SPEC_WHY_LEN];
 
@@ -175,8 +175,9 @@ static void test_ssh_key(void **state)
 {
 	char why[SPEC_WHY_LEN];
 	/* A real ed25519 public key blob: "ssh-ed25519" + 32 bytes. */
-	const char *key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UO"
-			  "oqKLsabgH5C9okWi0dh2l9GKJl user@host";
+	const char *key =
+	    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UO"
+	    "oqKLsabgH5C9okWi0dh2l9GKJl user@host";
 
 	assert_true(spec_valid_ssh_key(key, why));
 	assert_false(spec_valid_ssh_key("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqq"
@@ -204,14 +205,10 @@ static void test_env_lines(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_durations),
-		cmocka_unit_test(test_sizes),
-		cmocka_unit_test(test_names),
-		cmocka_unit_test(test_spec_words),
-		cmocka_unit_test(test_spec_json),
-		cmocka_unit_test(test_spec_bad),
-		cmocka_unit_test(test_ssh_key),
-		cmocka_unit_test(test_env_lines),
+	    cmocka_unit_test(test_durations), cmocka_unit_test(test_sizes),
+	    cmocka_unit_test(test_names),     cmocka_unit_test(test_spec_words),
+	    cmocka_unit_test(test_spec_json), cmocka_unit_test(test_spec_bad),
+	    cmocka_unit_test(test_ssh_key),   cmocka_unit_test(test_env_lines),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

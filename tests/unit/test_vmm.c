@@ -67,16 +67,16 @@ static int wait_stops(int want, int ms)
 static struct vmm_vm_spec spec_named(const char *name)
 {
 	struct vmm_vm_spec s = {
-		.domname = name,
-		.vcpus = 1,
-		.memory_mb = 512,
-		.kernel = "/nonexistent/vmlinux",
-		.initrd = "/nonexistent/initrd.img",
-		.cmdline = "quiet",
-		.loader = "/usr/share/qemu/qboot.rom",
-		.disk = "/nonexistent/disk.qcow2",
-		.console = "/nonexistent/console",
-		.network = true,
+	    .domname = name,
+	    .vcpus = 1,
+	    .memory_mb = 512,
+	    .kernel = "/nonexistent/vmlinux",
+	    .initrd = "/nonexistent/initrd.img",
+	    .cmdline = "quiet",
+	    .loader = "/usr/share/qemu/qboot.rom",
+	    .disk = "/nonexistent/disk.qcow2",
+	    .console = "/nonexistent/console",
+	    .network = true,
 	};
 	return s;
 }
@@ -281,7 +281,8 @@ static void test_outside_stop(void **state)
 static void test_list(void **state)
 {
 	struct vmm_host *h = *state;
-	struct vmm_vm_spec a = spec_named("tenki-la"), b = spec_named("tenki-lb");
+	struct vmm_vm_spec a = spec_named("tenki-la"),
+			   b = spec_named("tenki-lb");
 	char err[VMM_ERRLEN];
 	char **names;
 
@@ -289,7 +290,7 @@ static void test_list(void **state)
 	assert_int_equal(vmm_create(h, &b, err), 0);
 	assert_int_equal(vmm_destroy(h, "tenki-lb", err), 0);
 	assert_true(listed(h, "tenki-la"));
-	assert_true(listed(h, "tenki-lb"));	/* defined, not running */
+	assert_true(listed(h, "tenki-lb")); /* defined, not running */
 
 	names = vmm_list(h, "nothing-has-this-prefix-", err);
 	assert_non_null(names);
@@ -297,7 +298,7 @@ static void test_list(void **state)
 	vmm_free_names(names);
 	names = vmm_list(h, "", err);
 	assert_non_null(names);
-	assert_non_null(names[0]);	/* the test driver's own "test" */
+	assert_non_null(names[0]); /* the test driver's own "test" */
 	vmm_free_names(names);
 
 	assert_int_equal(vmm_remove(h, "tenki-la", err), 0);
@@ -499,17 +500,17 @@ static void test_disks_refused(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_open),
-		cmocka_unit_test(test_lifecycle),
-		cmocka_unit_test(test_remove_running),
-		cmocka_unit_test(test_missing),
-		cmocka_unit_test(test_create_refused),
-		cmocka_unit_test(test_outside_stop),
-		cmocka_unit_test(test_list),
-		cmocka_unit_test(test_threads),
-		cmocka_unit_test(test_disks),
-		cmocka_unit_test(test_disks_leftover_pool),
-		cmocka_unit_test(test_disks_refused),
+	    cmocka_unit_test(test_open),
+	    cmocka_unit_test(test_lifecycle),
+	    cmocka_unit_test(test_remove_running),
+	    cmocka_unit_test(test_missing),
+	    cmocka_unit_test(test_create_refused),
+	    cmocka_unit_test(test_outside_stop),
+	    cmocka_unit_test(test_list),
+	    cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_disks),
+	    cmocka_unit_test(test_disks_leftover_pool),
+	    cmocka_unit_test(test_disks_refused),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
