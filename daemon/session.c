@@ -479,16 +479,13 @@ out:
 	return NULL;
 }
 
+static void close_vm(struct session *s);
+
 static void *withdraw_worker(void *arg)
 {
 	struct session *s = arg;
-	char err[VMM_ERRLEN], disk[600];
 
-	snprintf(disk, sizeof(disk), "%s/disk.qcow2", s->dir);
-	if (vmm_remove(vmm, s->domname, err) < 0)
-		log_warnx("session %s: %s", s->name, err);
-	if (vmm_disk_delete(vmm, disk, err) < 0)
-		log_warnx("session %s: %s", s->name, err);
+	close_vm(s);
 	if (remove_tree(s->dir) < 0)
 		log_warnx("session %s: remove %s failed", s->name, s->dir);
 	pthread_mutex_lock(&model_lock);

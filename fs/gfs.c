@@ -562,23 +562,6 @@ static void gfs_forget_multi(fuse_req_t req, size_t count,
 	fuse_reply_none(req);
 }
 
-static void gfs_getattr(fuse_req_t req, fuse_ino_t ino,
-			struct fuse_file_info *fi)
-{
-	uint8_t b[8];
-	WR(b);
-
-	lock();
-	struct gnode *g = node_of(req, ino);
-	if (g) {
-		proto_wr_u64(&w, g->nid);
-		struct gctx *c = ctx_new(req, g->s, FS_GETATTR);
-		c->ino = ino;
-		send_op(req, g->s, FS_GETATTR, &w, NULL, 0, on_attr, c);
-	}
-	unlock();
-}
-
 static void gfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			int to_set, struct fuse_file_info *fi)
 {
@@ -623,9 +606,16 @@ static void simple_node_op(fuse_req_t req, fuse_ino_t ino, uint32_t op,
 		proto_wr_u64(&w, g->nid);
 		struct gctx *c = ctx_new(req, g->s, op);
 		c->size = size;
+		c->ino = ino;
 		send_op(req, g->s, op, &w, NULL, 0, cb, c);
 	}
 	unlock();
+}
+
+static void gfs_getattr(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	simple_node_op(req, ino, FS_GETATTR, on_attr, 0);
 }
 
 static void gfs_readlink(fuse_req_t req, fuse_ino_t ino)
