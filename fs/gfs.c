@@ -523,27 +523,6 @@ void gfs_lookup_root(fuse_req_t req, struct session *s)
 	send_op(req, s, FS_GETATTR, &w, NULL, 0, on_root_attr, c);
 }
 
-static void gfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	uint8_t b[8 + 2 + 256];
-	WR(b);
-
-	lock();
-	struct gnode *g = node_of(req, parent);
-	if (!g)
-		goto out;
-	if (!name_ok(name)) {
-		fuse_reply_err(req, ENOENT);
-		goto out;
-	}
-	proto_wr_u64(&w, g->nid);
-	proto_wr_str(&w, name, (uint16_t)strlen(name));
-	struct gctx *c = ctx_new(req, g->s, FS_LOOKUP);
-	send_op(req, g->s, FS_LOOKUP, &w, NULL, 0, on_entry, c);
-out:
-	unlock();
-}
-
 static void gfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
 {
 	lock();
@@ -641,8 +620,12 @@ static void name_op(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!g)
 		goto out;
 	if (!name_ok(name)) {
-		fuse_reply_err(req, op == FS_UNLINK || op == FS_RMDIR ? ENOENT
-								      : EINVAL);
+		/* A name that cannot exist: not found when looked up or
+		 * removed, invalid when made. */
+		fuse_reply_err(req, op == FS_LOOKUP || op == FS_UNLINK ||
+					    op == FS_RMDIR
+					? ENOENT
+					: EINVAL);
 		goto out;
 	}
 	proto_wr_u64(&w, g->nid);
@@ -661,6 +644,11 @@ static void name_op(fuse_req_t req, fuse_ino_t parent, const char *name,
 	send_op(req, g->s, op, &w, NULL, 0, cb, c);
 out:
 	unlock();
+}
+
+static void gfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	name_op(req, parent, name, FS_LOOKUP, NULL, 0, NULL, on_entry);
 }
 
 static void gfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
