@@ -80,7 +80,8 @@ mbps() { awk -v b="$1" -v us="$2" 'BEGIN {printf "%.1f", b / us}'; } # bytes, µ
 secs() { awk -v us="$1" 'BEGIN {printf "%.1f", us / 1e6}'; }
 say() { echo "== [$(( $(date +%s) - bench_t0 )) s] $*"; }
 
-$TENKID --mount "$T" --state "$tk/state" --foreground >"$tk/tenkid.log" 2>&1 &
+IMAGES=${TENKI_IMAGES:-/var/cache/tenki/images}
+$TENKID --mount "$T" --state "$tk/state" --images "$IMAGES" --foreground >"$tk/tenkid.log" 2>&1 &
 echo $! >"$tk/pid"
 for _ in $(seq 100); do mountpoint -q "$T" && break; sleep 0.1; done
 mountpoint -q "$T" && [ -r "$T/version" ] || { cat "$tk/tenkid.log"; echo "tenkid did not mount"; exit 1; }
@@ -96,7 +97,7 @@ for i in $(seq "$runs"); do
 		"$tk/state/sessions/$(cat "$T/sessions/b1/id")/session.json")" >"$tk/dom.xml"
 	[ "$i" -gt 1 ] && rmdir "$T/sessions/b$i"
 done
-base=/var/cache/tenki/images/sandbox/rootfs.qcow2
+base=$IMAGES/sandbox/rootfs.qcow2
 : >"$out/boot_virsh.txt"
 for i in $(seq "$runs"); do
 	name=tenki-bench-$i

@@ -14,6 +14,10 @@
 # name and renamed, so an interrupted build never leaves a broken one.
 # See docs/image.md.
 #
+# TENKI_IMAGES=DIR builds into DIR/sandbox instead (a developer's own
+# image, e.g. with an agent under test; copy the shared one there first
+# with `cp -al` and only what changed is rebuilt).
+#
 # usage: scripts/build-image.sh [--agent PATH] [--force] [--prune]
 set -euo pipefail
 umask 022
@@ -22,7 +26,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SELF=$ROOT/scripts/build-image.sh
 NAME=sandbox
 CACHE=/var/cache/tenki
-OUT=$CACHE/images/$NAME
+IMAGES=${TENKI_IMAGES:-$CACHE/images}
+OUT=$IMAGES/$NAME
 WORK=$CACHE/build
 DEBCACHE=$CACHE/debootstrap
 LOGDIR=/var/log/tenki
@@ -142,11 +147,12 @@ for c in debootstrap mkfs.ext4 qemu-img cpio depmod modprobe lz4 readelf busybox
 	command -v "$c" >/dev/null || die "$c not found; run scripts/setup.sh"
 done
 mkdir -p "$OUT" "$WORK" "$DEBCACHE" "$LOGDIR"
-chmod 0755 "$CACHE" "$CACHE/images" "$OUT"
+chmod 0755 "$CACHE" "$IMAGES" "$OUT"
 chmod 0755 "$WORK"
 
 # One build at a time: setup.sh and `make image` may race.
-exec 9>"$CACHE/images/.$NAME.lock"
+# The lock is the cache's, not the output's: $WORK is shared.
+exec 9>"$CACHE/.build-$NAME.lock"
 if ! flock -n 9; then
 	say "another build of $NAME is running; waiting for it"
 	flock 9

@@ -10,7 +10,7 @@ start_tenkid() {
 	mkdir -p "$TK/mnt" "$TK/state"
 	export T=$TK/mnt
 	$TENKID --mount "$T" --state "$TK/state" --foreground \
-		--boot-timeout 120 ${TENKID_ARGS:-} >>"$TK/tenkid.log" 2>&1 &
+		--boot-timeout 120 --images "${TENKI_IMAGES:-/var/cache/tenki/images}" ${TENKID_ARGS:-} >>"$TK/tenkid.log" 2>&1 &
 	echo $! >"$TK/pid"
 	for _ in $(seq 100); do
 		mountpoint -q "$T" && break
