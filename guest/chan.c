@@ -120,7 +120,8 @@ void ostream_read(struct ostream *s)
 			ostream_close(s);
 		return;
 	}
-	if (n < 0)
+	/* A pty master reads EIO once every slave fd is closed: its EOF. */
+	if (n < 0 && errno != EIO)
 		alog(L_WARN, "channel %u: read: %s", s->chan, strerror(errno));
 	ostream_close(s);
 }
