@@ -5,6 +5,7 @@
 #include "log.h"
 #include "model.h"
 #include "proto.h"
+#include "stream.h"
 #include "transport.h"
 
 #include <errno.h>
@@ -169,6 +170,7 @@ void agent_detach(struct session *s)
 	s->agent_up = false;
 	fail_pending(c, ECONNRESET, "agent connection closed");
 	conn_free(c);
+	stream_session_lost(s);
 	waitq_wake(&s->wq);
 }
 
@@ -441,6 +443,7 @@ static bool handle_frame(struct agent_conn *c, const struct proto_hdr *h,
 {
 	struct session *s = c->s;
 	json_t *j;
+	int rc;
 
 	if (!c->hello_done && h->type != PT_HELLO) {
 		conn_violation(c, "%s frame before HELLO",
@@ -469,20 +472,24 @@ static bool handle_frame(struct agent_conn *c, const struct proto_hdr *h,
 		json_decref(j);
 		break;
 	case PT_DATA:
-		if (job_on_data(s, h->chan, proto_get_u64(p), p + 8,
-				h->len - 8) < 0) {
+		if ((rc = stream_on_data(s, h->chan, proto_get_u64(p), p + 8,
+					 h->len - 8)) < 0 ||
+		    (rc == 0 && job_on_data(s, h->chan, proto_get_u64(p), p + 8,
+					    h->len - 8) < 0)) {
 			conn_violation(c, "bad DATA on channel %u", h->chan);
 			return false;
 		}
 		break;
 	case PT_ACK:
-		if (job_on_ack(s, h->chan, proto_get_u64(p)) < 0) {
+		if ((rc = stream_on_ack(s, h->chan, proto_get_u64(p))) < 0 ||
+		    (rc == 0 && job_on_ack(s, h->chan, proto_get_u64(p)) < 0)) {
 			conn_violation(c, "bad ACK on channel %u", h->chan);
 			return false;
 		}
 		break;
 	case PT_EOF:
-		if (job_on_eof(s, h->chan, proto_get_u64(p)) < 0) {
+		if ((rc = stream_on_eof(s, h->chan, proto_get_u64(p))) < 0 ||
+		    (rc == 0 && job_on_eof(s, h->chan, proto_get_u64(p)) < 0)) {
 			conn_violation(c, "bad EOF on channel %u", h->chan);
 			return false;
 		}

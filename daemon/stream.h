@@ -17,6 +17,7 @@
 #ifndef TENKI_STREAM_H
 #define TENKI_STREAM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct session;

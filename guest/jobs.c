@@ -79,7 +79,8 @@ struct job *job_by_chan_in(uint32_t chan)
 static bool chan_in_use(uint32_t chan)
 {
 	return chan != 0 &&
-	       (job_by_chan_out(chan) != NULL || job_by_chan_in(chan) != NULL);
+	       (job_by_chan_out(chan) != NULL || job_by_chan_in(chan) != NULL ||
+		conn_chan_in_use(chan));
 }
 
 /* Signal the job's process group; before setsid, only the process. */

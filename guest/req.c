@@ -539,12 +539,55 @@ static void op_info(struct reqctx *r)
 		resp_ok(r->id, o);
 }
 
+static void op_connect(struct reqctx *r)
+{
+	json_int_t port, tx, rx;
+	int e;
+
+	if (get_int(r, "port", 1, 65535, 0, &port) < 0 ||
+	    get_int(r, "tx", 1, PROTO_MAX_CHANNEL, 0, &tx) < 0 ||
+	    get_int(r, "rx", 1, PROTO_MAX_CHANNEL, 0, &rx) < 0) {
+		resp_error(r->id, EINVAL, "%s", r->msg);
+		return;
+	}
+	if (port == 0 || tx == 0 || rx == 0) {
+		resp_error(r->id, EINVAL, "port, tx and rx are required");
+		return;
+	}
+	/* Success is answered once the connection is up. */
+	e = conn_start((int)port, (uint32_t)tx, (uint32_t)rx, r->id, r->msg,
+		       sizeof(r->msg));
+	if (e != 0)
+		resp_error(r->id, e, "%s", r->msg);
+}
+
+static void op_close(struct reqctx *r)
+{
+	json_int_t tx, rx;
+	int e;
+
+	if (get_int(r, "tx", 1, PROTO_MAX_CHANNEL, 0, &tx) < 0 ||
+	    get_int(r, "rx", 1, PROTO_MAX_CHANNEL, 0, &rx) < 0 ||
+	    (tx == 0 && rx == 0)) {
+		if (r->msg[0] == '\0')
+			snprintf(r->msg, sizeof(r->msg), "tx or rx: missing");
+		resp_error(r->id, EINVAL, "%s", r->msg);
+		return;
+	}
+	e = conn_close((uint32_t)(rx ? rx : tx), r->msg, sizeof(r->msg));
+	if (e != 0)
+		resp_error(r->id, e, "%s", r->msg);
+	else
+		resp_ok(r->id, NULL);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(struct reqctx *);
 } ops[] = {
-    {"exec", op_exec}, {"signal", op_signal}, {"forget", op_forget},
-    {"sync", op_sync}, {"info", op_info},     {"resize", op_resize},
+    {"exec", op_exec},	 {"signal", op_signal}, {"forget", op_forget},
+    {"sync", op_sync},	 {"info", op_info},	{"connect", op_connect},
+    {"close", op_close}, {"resize", op_resize},
 };
 
 void req_handle(const uint8_t *p, size_t len)
