@@ -5,6 +5,7 @@
 #include "evloop.h"
 #include "log.h"
 #include "proto.h"
+#include "sshgw.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -921,6 +922,8 @@ int job_on_exit(struct session *s, json_t *ev)
 
 	if (!key)
 		return -1;
+	if (strncmp(key, SSHGW_JOB_PREFIX, strlen(SSHGW_JOB_PREFIX)) == 0)
+		return sshgw_on_exit(s, ev); /* an SSH channel's job */
 	for (j = s->jobs; j; j = j->next)
 		if (strcmp(j->key, key) == 0)
 			break;
