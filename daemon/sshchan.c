@@ -930,6 +930,7 @@ static void maybe_finish(struct sshchan *ch)
 	ssh_channel_send_eof(ch->ch);
 	ssh_channel_close(ch->ch);
 	ch->finished = true;
+	sshconn_touch(ch->c); /* idle from now on */
 	/* Our ends close: the streams see EOF and end by themselves. */
 	close_ends(ch);
 	pthread_mutex_lock(&model_lock);
@@ -980,6 +981,14 @@ void sshchan_service(struct sshconn *c)
 		if (!ch->finished)
 			update_interest(ch);
 	}
+}
+
+bool sshchan_busy(struct sshconn *c)
+{
+	for (struct sshchan *ch = c->chans; ch; ch = ch->next)
+		if (ch->started && !ch->finished)
+			return true;
+	return false;
 }
 
 void sshchan_close_all(struct sshconn *c)

@@ -45,6 +45,8 @@ ssh_channel sshchan_open_session(struct sshconn *c);
 int sshchan_open_tcpip(struct sshconn *c, ssh_message msg);
 /* After every turn of the event loop: move bytes, finish channels. */
 void sshchan_service(struct sshconn *c);
+/* Does a channel still run a job or carry a forwarded connection? */
+bool sshchan_busy(struct sshconn *c);
 /* The connection is ending: every channel goes, guest jobs get SIGHUP. */
 void sshchan_close_all(struct sshconn *c);
 /* Wake the connection's thread (any thread). */

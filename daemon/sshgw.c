@@ -313,7 +313,8 @@ static int on_auth_none(ssh_session ss, const char *user, void *ud)
 	(void)ss;
 	snprintf(c->user, sizeof(c->user), "%s", user);
 	if (!c->why[0])
-		snprintf(c->why, sizeof(c->why), "no public key offered");
+		snprintf(c->why, sizeof(c->why),
+			 "no public key offered (public keys only)");
 	return SSH_AUTH_DENIED;
 }
 
@@ -392,7 +393,7 @@ static const char *conn_over(struct sshconn *c)
 			return "login grace time over";
 		return NULL;
 	}
-	if (sshgw_cfg.idle_timeout_ms &&
+	if (sshgw_cfg.idle_timeout_ms && !sshchan_busy(c) &&
 	    now - c->active_ms > sshgw_cfg.idle_timeout_ms)
 		return "idle timeout";
 	pthread_mutex_lock(&model_lock);

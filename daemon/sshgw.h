@@ -26,7 +26,7 @@ struct sshgw_config {
 	int max_startups; /* connections not yet authenticated */
 	int max_auth_tries;
 	int64_t login_grace_ms;	 /* key exchange and authentication */
-	int64_t idle_timeout_ms; /* no bytes either way; 0: none */
+	int64_t idle_timeout_ms; /* no channel at work, no bytes; 0: none */
 };
 
 extern struct sshgw_config sshgw_cfg;
