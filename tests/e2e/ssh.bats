@@ -240,7 +240,9 @@ free_port() {
 }
 
 @test "a client that disconnects ends its processes in the guest" {
-	tssh demo 'sleep 4321 & sleep 4322' &
+	# ssh itself in the background (not tssh: killing a subshell would
+	# leave its ssh running).
+	ssh -p "$PORT" -i "$TK/key" "${OPTS[@]}" demo@127.0.0.1 'sleep 4321 & sleep 4322' &
 	local pid=$!
 	for _ in $(seq 60); do
 		tssh demo 'pgrep -x sleep' >/dev/null && break
@@ -259,9 +261,10 @@ free_port() {
 @test "20 concurrent ssh sessions to one sandbox all complete correctly" {
 	local i
 	for i in $(seq 20); do
-		(tssh demo "seq 1 $((i * 1000)) | tail -1; echo err$i >&2; exit $i" \
-			>"$TK/c.out.$i" 2>"$TK/c.err.$i"
-		echo $? >"$TK/c.rc.$i") &
+		(rc=0
+		tssh demo "seq 1 $((i * 1000)) | tail -1; echo err$i >&2; exit $i" \
+			>"$TK/c.out.$i" 2>"$TK/c.err.$i" || rc=$?
+		echo $rc >"$TK/c.rc.$i") &
 	done
 	wait
 	for i in $(seq 20); do
