@@ -998,6 +998,7 @@ void jobs_on_hello(struct session *s, json_t *agent_jobs)
 	jobs_send_acks(s);
 	for (struct job *j = s->jobs; j; j = j->next)
 		send_pending_stdin(j);
+	sshgw_on_hello(s, agent_jobs);
 }
 
 /* Sent once the handshake is done: where each stream stands, so the

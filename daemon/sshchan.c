@@ -316,6 +316,31 @@ int sshgw_on_exit(struct session *s, json_t *ev)
 	return 0;
 }
 
+void sshgw_on_hello(struct session *s, json_t *agent_jobs)
+{
+	size_t i, plen = strlen(SSHGW_JOB_PREFIX);
+	struct sshjob *j;
+	json_t *it;
+
+	json_array_foreach(agent_jobs, i, it)
+	{
+		const char *k = json_string_value(json_object_get(it, "job"));
+		if (!k || strncmp(k, SSHGW_JOB_PREFIX, plen) != 0 ||
+		    strlen(k) >= sizeof(j->key) ||
+		    !json_is_true(json_object_get(it, "running")))
+			continue;
+		for (j = sshjobs; j; j = j->next)
+			if (j->s == s && strcmp(j->key, k) == 0)
+				break;
+		if (j)
+			continue;
+		j = sj_new(s, NULL, false);
+		snprintf(j->key, sizeof(j->key), "%s", k);
+		j->st = SJ_RUNNING;
+		sj_detach(j, true); /* SIGHUP, SIGKILL after the grace */
+	}
+}
+
 /* ---- starting jobs (connection thread) ------------------------------------
  */
 

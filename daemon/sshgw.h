@@ -51,5 +51,8 @@ char *sshgw_target(const struct session *s);
 #define SSHGW_JOB_PREFIX "ssh-"
 /* The agent's exit event of an SSH job (model_lock held); -1: malformed. */
 int sshgw_on_exit(struct session *s, json_t *ev);
+/* The agent's HELLO job list: SSH jobs still running whose client tenkid
+ * no longer has (it restarted) are ended like those of a disconnect. */
+void sshgw_on_hello(struct session *s, json_t *agent_jobs);
 
 #endif

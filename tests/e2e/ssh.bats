@@ -304,10 +304,23 @@ free_port() {
 	[ "$(tssh demo 'echo again')" = again ]
 }
 
-@test "limits: connections per session and the idle timeout (after a restart)" {
-	stop_tenkid
+@test "a killed tenkid's SSH jobs end when it comes back; limits per session and idle timeout" {
+	ssh -p "$PORT" -i "$TK/key" "${OPTS[@]}" demo@127.0.0.1 'sleep 5555' &
+	local p0=$!
+	for _ in $(seq 60); do
+		[ -n "$(tk_exec demo 'pgrep -f "sleep 555[5]"')" ] && break
+		sleep 0.5
+	done
+	[ -n "$(tk_exec demo 'pgrep -f "sleep 555[5]"')" ]
+	kill9_tenkid
+	wait "$p0" || true
 	TENKID_ARGS="--ssh 127.0.0.1:$PORT --ssh-max-per-session 2 --ssh-idle-timeout 3s" start_tenkid
 	timeout 120 cat "$X/wait"
+	for _ in $(seq 30); do
+		[ -z "$(tk_exec demo 'pgrep -f "sleep 555[5]"')" ] && break
+		sleep 0.5
+	done
+	[ -z "$(tk_exec demo 'pgrep -f "sleep 555[5]"')" ]
 	tssh demo 'sleep 6' &
 	local p1=$!
 	tssh demo 'sleep 6' &
