@@ -88,6 +88,7 @@ struct sshchan {
 	uint8_t *ibuf;
 	size_t ilen;
 	struct sshjob *job;
+	bool eof_sent; /* tcpip: the guest's EOF passed on */
 	bool finished, remote_closed;
 };
 
@@ -446,11 +447,11 @@ static int chan_start(struct sshchan *ch, const char *cmd, bool sftp)
 	nonblock(ch->fd_io);
 	if (ch->fd_err >= 0)
 		nonblock(ch->fd_err);
-	log_info("ssh %s: %s: %s%s%s", c->peer, c->user,
+	log_info("ssh %s: %s: %s%s", c->peer, c->user,
 		 sftp  ? "sftp"
 		 : cmd ? "exec"
 		       : "shell",
-		 ch->pty ? " (pty)" : "", cmd ? "" : "");
+		 ch->pty ? " (pty)" : "");
 	return 0;
 fail:
 	if (j)
@@ -935,6 +936,12 @@ static void maybe_finish(struct sshchan *ch)
 	io_gone = ch->job->io == NULL;
 	pthread_mutex_unlock(&model_lock);
 	if (ch->tcpip) {
+		/* Half-close: the guest's server is done, the client may not.
+		 */
+		if (ch->out_eof && !ch->eof_sent) {
+			ssh_channel_send_eof(ch->ch);
+			ch->eof_sent = true;
+		}
 		if (!ch->out_eof || !(ch->in_shut || io_gone))
 			return;
 	} else {
@@ -952,7 +959,8 @@ static void maybe_finish(struct sshchan *ch)
 			ssh_channel_request_send_exit_status(ch->ch,
 							     snap.exit_code);
 	}
-	ssh_channel_send_eof(ch->ch);
+	if (!ch->eof_sent)
+		ssh_channel_send_eof(ch->ch);
 	ssh_channel_close(ch->ch);
 	ch->finished = true;
 	sshconn_touch(ch->c); /* idle from now on */
