@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -183,6 +184,21 @@ static void lock_state_dir(void)
 	/* fd stays open: the lock lives as long as we do. */
 }
 
+/* Every session holds a few descriptors (its channel, open files,
+ * running jobs' spools, later its ports and SSH channels): take the whole
+ * hard limit rather than the shell's usual 1024. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warnx("%s: setrlimit: %s", __func__,
+				  strerror(errno));
+	}
+}
+
 int main(int argc, char **argv)
 {
 	char err[VMM_ERRLEN];
@@ -196,6 +212,7 @@ int main(int argc, char **argv)
 		ready_fd = daemonize();
 		log_init(0, cfg.debug);
 	}
+	raise_fd_limit();
 	/* Threads inherit this mask: signals are taken by sigwait below. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
