@@ -173,11 +173,12 @@ static void lock_state_dir(void)
 	/* qemu runs as its own user and must reach the session disks. */
 	chmod(cfg.state_dir, 0711);
 	snprintf(path, sizeof(path), "%s/tenkid.pid", cfg.state_dir);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		fatal("%s", path);
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
 		fatalx("another tenkid uses %s (see %s)", cfg.state_dir, path);
+	(void)fchmod(fd, 0600); /* older state directories had 0644 */
 	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
 	if (ftruncate(fd, 0) < 0 || write(fd, pid, strlen(pid)) < 0)
 		fatal("%s", path);
