@@ -32,6 +32,11 @@ $(B)/tenki-agent: $(AGENT_SRCS) $(wildcard proto/*.h guest/*.h)
 	@mkdir -p $(B)
 	$(CC) $(CFLAGS) $(XCFLAGS) -static -o $@ $(AGENT_SRCS) -l:libjansson.a
 
+# A hostile stand-in for the agent, for tests/e2e/hostile.bats only.
+$(B)/tenki-hostile-agent: tests/hostile/hostile_agent.c proto/frame.c proto/proto.h
+	@mkdir -p $(B)
+	$(CC) $(CFLAGS) $(XCFLAGS) -static -o $@ tests/hostile/hostile_agent.c proto/frame.c
+
 $(B)/tenki-subreaper: scripts/subreaper.c
 	@mkdir -p $(B)
 	$(CC) $(CFLAGS) $(XCFLAGS) -o $@ $<
@@ -59,12 +64,12 @@ setup-check:
 	scripts/setup.sh --no-daemon
 
 test: setup-check
-	$(MAKE) all image $(UNIT_BINS)
+	$(MAKE) all image $(UNIT_BINS) $(B)/tenki-hostile-agent
 	scripts/run-tests.sh
 
 # The same tests with tenkid built with ASan and UBSan; any report fails.
 test-asan: setup-check asan
-	$(MAKE) all image $(UNIT_BINS)
+	$(MAKE) all image $(UNIT_BINS) $(B)/tenki-hostile-agent
 	rm -rf build/asan-logs && mkdir -p build/asan-logs
 	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:log_path=$(CURDIR)/build/asan-logs/asan \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/build/asan-logs/ubsan \
