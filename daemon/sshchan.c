@@ -931,6 +931,10 @@ static void maybe_finish(struct sshchan *ch)
 
 	if (ch->finished || !ch->started)
 		return;
+	/* Every end (exit, failure, a lost agent) closes our ends too: wait
+	 * for their EOF before looking at the job. */
+	if (!ch->out_eof || (!ch->tcpip && !ch->err_eof))
+		return;
 	pthread_mutex_lock(&model_lock);
 	snap = *ch->job;
 	io_gone = ch->job->io == NULL;

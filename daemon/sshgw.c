@@ -396,9 +396,11 @@ static const char *conn_over(struct sshconn *c)
 	if (sshgw_cfg.idle_timeout_ms && !sshchan_busy(c) &&
 	    now - c->active_ms > sshgw_cfg.idle_timeout_ms)
 		return "idle timeout";
+	/* A paused session keeps its connections (they wait, like any SSH
+	 * to a stopped machine); a closed or removed one ends them. */
 	pthread_mutex_lock(&model_lock);
-	if (!session_usable(c->s))
-		why = "the session is no longer usable";
+	if (c->s->gone || session_final(c->s) || c->s->state == S_TERMINATING)
+		why = "the session is closed";
 	pthread_mutex_unlock(&model_lock);
 	return why;
 }
