@@ -428,15 +428,20 @@ static const char *conn_loop(struct sshconn *c)
 
 /* A refused login goes to tenkid's log and, when the session exists, to
  * its err file, so the user can learn why. */
-static void log_refused(struct sshconn *c)
+static void log_refused(struct sshconn *c, const char *end)
 {
 	struct session *s;
-	char obj[100], line[400];
+	char obj[100], why[300], line[400];
 
+	/* The last refusal, and how the connection ended when that says
+	 * more than "the client gave up". */
+	snprintf(why, sizeof(why), "%s%s%s",
+		 c->why[0] ? c->why : "no authentication",
+		 strcmp(end, "closed by the client") ? "; " : "",
+		 strcmp(end, "closed by the client") ? end : "");
 	snprintf(line, sizeof(line), "ssh login from %s refused: %s", c->peer,
-		 c->why[0] ? c->why : "no authentication");
-	log_warnx("ssh %s: user '%s': %s", c->peer, c->user,
-		  c->why[0] ? c->why : "no authentication");
+		 why);
+	log_warnx("ssh %s: user '%s': %s", c->peer, c->user, why);
 	pthread_mutex_lock(&model_lock);
 	if (c->user[0] && (s = session_find(c->user))) {
 		snprintf(obj, sizeof(obj), "%s/ssh", s->name);
@@ -498,7 +503,7 @@ static void *conn_main(void *arg)
 		log_info("ssh %s: %s: connection ends: %s", c->peer, c->user,
 			 why);
 	else
-		log_refused(c);
+		log_refused(c, why);
 	sshchan_close_all(c);
 	ssh_disconnect(c->ss);
 	conn_free(c);

@@ -221,6 +221,16 @@ free_port() {
 	grep -q "refused: session demo is PAUSED" "$X/err"
 	grep -q "user 'nosuch': no session named 'nosuch'" "$TK/tenkid.log"
 	[ "$(tssh demo 'echo back')" = back ]
+	# Seven wrong keys: the connection ends after six refusals.
+	local ids=() k
+	for k in 1 2 3 4 5 6 7; do
+		ssh-keygen -q -t ed25519 -N '' -f "$TK/many$k"
+		ids+=(-i "$TK/many$k")
+	done
+	run timeout 60 ssh -p "$PORT" "${ids[@]}" "${OPTS[@]}" demo@127.0.0.1 true
+	[ "$status" -eq 255 ]
+	sleep 0.5
+	grep -q "user 'demo': .*; too many authentication failures" "$TK/tenkid.log"
 }
 
 @test "authorized_keys: a malformed key fails and keeps the set; a new set locks out the old key" {
