@@ -32,6 +32,7 @@ struct sshconn {
 	int auth_fails;
 	char why[200]; /* the last refusal, logged at the end */
 	int64_t started_ms, active_ms;
+	int64_t checked_ms; /* the session's state, last looked at */
 	struct ssh_server_callbacks_struct srv_cb;
 	struct sshchan *chans;
 };

@@ -28,7 +28,7 @@ struct sshgw_config sshgw_cfg;
 static pthread_mutex_t gw_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sshconn *conns; /* gw_lock */
 static int nconns, nstartups; /* gw_lock */
-static bool stopping;	      /* gw_lock */
+static bool stopping;	      /* atomic */
 static int listen_fd = -1, stop_pipe[2] = {-1, -1};
 static int bound_port;
 static ssh_bind sbind;
@@ -379,9 +379,7 @@ static const char *conn_over(struct sshconn *c)
 	const char *why = NULL;
 	bool stop;
 
-	pthread_mutex_lock(&gw_lock);
-	stop = stopping;
-	pthread_mutex_unlock(&gw_lock);
+	stop = __atomic_load_n(&stopping, __ATOMIC_RELAXED);
 	if (stop)
 		return "tenkid is stopping";
 	if (ssh_get_status(c->ss) & (SSH_CLOSED | SSH_CLOSED_ERROR))
@@ -397,7 +395,11 @@ static const char *conn_over(struct sshconn *c)
 	    now - c->active_ms > sshgw_cfg.idle_timeout_ms)
 		return "idle timeout";
 	/* A paused session keeps its connections (they wait, like any SSH
-	 * to a stopped machine); a closed or removed one ends them. */
+	 * to a stopped machine); a closed or removed one ends them.  Looked
+	 * at a few times a second, not at every packet. */
+	if (now - c->checked_ms < 200)
+		return NULL;
+	c->checked_ms = now;
 	pthread_mutex_lock(&model_lock);
 	if (c->s->gone || session_final(c->s) || c->s->state == S_TERMINATING)
 		why = "the session is closed";
@@ -716,9 +718,13 @@ void sshgw_stop(void)
 	listen_fd = -1;
 	/* Every connection ends within a turn of its loop (500 ms). */
 	pthread_mutex_lock(&gw_lock);
-	stopping = true;
-	for (struct sshconn *c = conns; c; c = c->next)
+	__atomic_store_n(&stopping, true, __ATOMIC_RELAXED);
+	for (struct sshconn *c = conns; c; c = c->next) {
+		/* A key exchange blocks in read: end it too. */
+		if (!c->authed && ssh_get_fd(c->ss) >= 0)
+			shutdown(ssh_get_fd(c->ss), SHUT_RDWR);
 		sshconn_wake(c);
+	}
 	pthread_mutex_unlock(&gw_lock);
 	for (int i = 0; i < 50; i++) {
 		pthread_mutex_lock(&gw_lock);
