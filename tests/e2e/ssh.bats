@@ -50,6 +50,22 @@ tssh() {
 	[ "$(echo hi | tssh demo cat)" = hi ]
 	# The session's UUID names it as well as its name.
 	[ "$(tssh "$(cat "$X/id")" 'echo $HOME; pwd; whoami')" = "$(printf '/home/tenki\n/home/tenki\nroot')" ]
+	# A managed ssh config entry (the CLI's "ssh config install" form).
+	local id
+	id=$(cat "$X/id")
+	cat >"$TK/ssh_config" <<-EOF
+		Host sbx-$id
+		  HostName 127.0.0.1
+		  Port $PORT
+		  User $id
+		  IdentityFile $TK/key
+		  IdentitiesOnly yes
+		  StrictHostKeyChecking no
+		  UserKnownHostsFile /dev/null
+		  BatchMode yes
+		  LogLevel ERROR
+	EOF
+	[ "$(timeout 60 ssh -F "$TK/ssh_config" "sbx-$id" 'echo via-config')" = via-config ]
 	# env requests reach the command.
 	[ "$(export LC_TENKI=passed XOPTS='-o SendEnv=LC_TENKI'
 		tssh demo 'echo $LC_TENKI')" = passed ]
