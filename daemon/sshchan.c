@@ -156,13 +156,14 @@ static void kill_grace_over(struct timer *t)
 	struct sshjob *j =
 	    (struct sshjob *)((char *)t - offsetof(struct sshjob, kill_timer));
 
+	/* The last word: after SIGKILL the job is not followed any more (its
+	 * exit, if it comes, finds no job and is forgotten), so what a guest
+	 * claims in a HELLO cannot keep these alive. */
 	if (j->st == SJ_STARTING || j->st == SJ_RUNNING) {
-		if (j->s->agent_up) {
+		if (j->s->agent_up)
 			sj_signal(j, SIGKILL);
-		} else {
-			j->st = SJ_LOST;
-			snprintf(j->fail, sizeof(j->fail), "agent gone");
-		}
+		j->st = SJ_LOST;
+		snprintf(j->fail, sizeof(j->fail), "killed");
 	}
 	sj_maybe_free(j);
 }
