@@ -67,6 +67,12 @@ test: setup-check
 	$(MAKE) all image $(UNIT_BINS) $(B)/tenki-hostile-agent
 	scripts/run-tests.sh
 
+# Long forms of the load and fuzz tests (not part of make test).
+soak: all image
+	TENKI_TESTS=e2e TENKI_E2E="load hostile" TENKI_LOAD_SESSIONS=20 \
+		TENKI_LOAD_CYCLES=500 scripts/run-tests.sh
+	$(MAKE) -C tests/fuzz run-long
+
 # The same tests with tenkid built with ASan and UBSan; any report fails.
 test-asan: setup-check asan
 	$(MAKE) all image $(UNIT_BINS) $(B)/tenki-hostile-agent
@@ -89,5 +95,5 @@ format:
 clean:
 	rm -rf build
 
-.PHONY: all asan image unit test test-asan bench fuzz format clean setup-check
+.PHONY: soak all asan image unit test test-asan bench fuzz format clean setup-check
 .SECONDARY:
