@@ -21,7 +21,7 @@ CLI_OBJS    := $(CLI_SRCS:%.c=$(B)/%.o)
 UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-all: $(B)/tenkid $(B)/tenki-agent $(B)/tenki-subreaper $(B)/tenki
+all: $(B)/tenkid $(B)/tenki-agent $(B)/tenki-subreaper $(B)/tenki docs/tenki-fs.5
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -95,9 +95,15 @@ fuzz:
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
+# tenki-fs(5) is docs/tree.md as roff; regenerated when the page changes.
+docs/tenki-fs.5: docs/tree.md scripts/md2man.py
+	python3 scripts/md2man.py 5 tenki-fs <docs/tree.md >$@
+
+man: docs/tenki-fs.5
+
 # tenki, tenkid and tenki-subreaper, the man pages and bash completion;
 # the agent travels inside the guest image, not here.
-install: $(B)/tenki $(B)/tenkid $(B)/tenki-subreaper
+install: $(B)/tenki $(B)/tenkid $(B)/tenki-subreaper docs/tenki-fs.5
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 	  $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
 	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions
@@ -121,5 +127,5 @@ uninstall:
 clean:
 	rm -rf build
 
-.PHONY: all asan image unit test test-asan bench fuzz format clean setup-check install uninstall
+.PHONY: all asan image unit test test-asan bench fuzz format clean setup-check install uninstall man
 .SECONDARY:

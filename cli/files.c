@@ -63,8 +63,8 @@ static char *files_path(const char *cmdname, const char *name, const char *path)
 	if (!rel) {
 		fprintf(stderr,
 			"%s: %s %s: Permission denied: only paths under " HOME
-			" can be reached (got %s)\n",
-			progname, cmdname, path, path);
+			" can be reached\n",
+			progname, cmdname, path);
 		exit(EX_FAIL);
 	}
 	if (!*rel) {
@@ -165,7 +165,8 @@ int cmd_write(int argc, char **argv)
 	};
 	const struct cmd *me = find_cmd(sandbox_cmds, "write");
 	const char *sess = NULL, *path = NULL, *data = NULL, *file = NULL;
-	char *name, *dst;
+	char *name, *dst, *errp;
+	struct errmark m;
 	struct stat st;
 	int c, in = 0, out, which = 0, e;
 
@@ -189,6 +190,8 @@ int cmd_write(int argc, char **argv)
 		die_usage(me, "--data and --data-file exclude each other");
 	name = session_arg(sess);
 	dst = files_path("write", name, path);
+	errp = tpath("sessions/%s/err", name);
+	err_mark(&m, errp);
 	if (file && strcmp(file, "-") != 0) {
 		in = open(file, O_RDONLY | O_CLOEXEC);
 		if (in < 0)
@@ -197,10 +200,10 @@ int cmd_write(int argc, char **argv)
 	make_parents(dst);
 	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (out < 0)
-		die("write %s: %s", path, strerror(errno));
+		fail_op(&m, errno, "write %s", path);
 	if (data) {
 		if (write_all_fd(out, data, strlen(data)) < 0)
-			die("write %s: %s", path, strerror(errno));
+			fail_op(&m, errno, "write %s", path);
 	} else if (copy_fd(in, out,
 			   fstat(in, &st) == 0 && S_ISREG(st.st_mode)
 			       ? (size_t)st.st_size
@@ -212,9 +215,11 @@ int cmd_write(int argc, char **argv)
 		    strerror(e));
 	}
 	if (close(out) < 0)
-		die("write %s: %s", path, strerror(errno));
+		fail_op(&m, errno, "write %s", path);
 	if (in > 0)
 		close(in);
+	err_free(&m);
+	free(errp);
 	free(dst);
 	free(name);
 	return 0;
@@ -231,7 +236,8 @@ int cmd_read(int argc, char **argv)
 	};
 	const struct cmd *me = find_cmd(sandbox_cmds, "read");
 	const char *sess = NULL, *path = NULL, *outf = NULL;
-	char *name, *src;
+	char *name, *src, *errp;
+	struct errmark m;
 	struct stat st;
 	int c, in, out = 1, which = 0, e;
 
@@ -251,9 +257,11 @@ int cmd_read(int argc, char **argv)
 		die_usage(me, "--session and --path are required");
 	name = session_arg(sess);
 	src = files_path("read", name, path);
+	errp = tpath("sessions/%s/err", name);
+	err_mark(&m, errp);
 	in = open(src, O_RDONLY | O_CLOEXEC);
 	if (in < 0)
-		die("read %s: %s", path, strerror(errno));
+		fail_op(&m, errno, "read %s", path);
 	if (fstat(in, &st) == 0 && S_ISDIR(st.st_mode))
 		die("read %s: %s", path, strerror(EISDIR));
 	if (outf && strcmp(outf, "-") != 0) {
@@ -272,6 +280,8 @@ int cmd_read(int argc, char **argv)
 	close(in);
 	if (out != 1 && close(out) < 0)
 		die("read: %s: %s", outf, strerror(errno));
+	err_free(&m);
+	free(errp);
 	free(src);
 	free(name);
 	return 0;
