@@ -456,6 +456,8 @@ int cmd_ssh_keys(int argc, char **argv)
 	size_t len;
 	int c;
 
+	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+		usage_of(me, 0);
 	if (argc < 2 || argv[1][0] == '-')
 		die_usage(me, "set or show?");
 	sub = argv[1];

@@ -167,15 +167,21 @@ static int vol_attach(int argc, char **argv)
 static int vol_detach(int argc, char **argv)
 {
 	struct vol_args a;
-	char *name, *dir, *what;
+	char *name, *dir, *what, *verb, *sess = NULL;
 
 	parse(me_of("detach"), argc, argv, &a, "vs");
 	name = find_object("volumes", a.volume, "volume");
+	/* a volume attached read-only to several sessions: say which */
+	if (a.session)
+		sess = session_arg(a.session);
 	dir = tpath("volumes/%s", name);
 	what = xasprintf("volume %s", name);
-	ctl_verb(dir, "detach", what);
+	verb = sess ? xasprintf("detach %s", sess) : xstrdup("detach");
+	ctl_verb(dir, verb, what);
+	free(verb);
 	free(what);
 	free(dir);
+	free(sess);
 	free(name);
 	return 0;
 }
@@ -199,7 +205,8 @@ const struct cmd volume_cmds[] = {
     {"get", vol_get, "--volume V [--json]", "show one volume"},
     {"attach", vol_attach, "--volume V --session S --path /PATH [--ro]",
      "attach a volume to a session"},
-    {"detach", vol_detach, "--volume V", "detach a volume"},
+    {"detach", vol_detach, "--volume V [--session S]",
+     "detach a volume (from S when it is on several)"},
     {"delete", vol_delete, "--volume V", "delete a volume (not attached)"},
     {NULL, NULL, NULL, NULL},
 };
