@@ -157,8 +157,8 @@ static int snap_create(int argc, char **argv)
 
 static int snap_list(int argc, char **argv)
 {
-	static const char *const cols[] = {"name", "id", "state", "session",
-					   NULL};
+	static const char *const cols[] = {"name", "id", "state",
+					   "source_session", NULL};
 	struct snap_args a;
 
 	parse(me_of("list"), argc, argv, &a, "j");

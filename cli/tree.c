@@ -354,18 +354,32 @@ int ctl_verb(const char *objdir, const char *verb, const char *what)
 	return 0;
 }
 
+/* rmdir: the reason is in the object's own err, else the collection's. */
 int remove_object(const char *coll, const char *name, const char *what)
 {
-	struct errmark m;
+	struct errmark own, col;
 	char *dir = tpath("%s/%s", coll, name);
-	char *errp = tpath("%s/err", coll);
+	char *ownp = tpath("%s/%s/err", coll, name);
+	char *colp = tpath("%s/err", coll);
+	char *why;
+	int e;
 
-	err_mark(&m, errp);
-	if (rmdir(dir) < 0)
-		fail_op(&m, errno, "delete %s %s", what, name);
-	err_free(&m);
+	err_mark(&own, ownp);
+	err_mark(&col, colp);
+	if (rmdir(dir) < 0) {
+		e = errno;
+		why = err_reason(&own);
+		if (why) {
+			free(why);
+			fail_op(&own, e, "delete %s %s", what, name);
+		}
+		fail_op(&col, e, "delete %s %s", what, name);
+	}
+	err_free(&own);
+	err_free(&col);
 	free(dir);
-	free(errp);
+	free(ownp);
+	free(colp);
 	return 0;
 }
 
@@ -409,10 +423,16 @@ void print_record(json_t *o)
 {
 	const char *k;
 	json_t *v;
+	int w = 0;
 
 	json_object_foreach(o, k, v)
 	{
-		printf("%-15s ", k);
+		if ((int)strlen(k) > w)
+			w = (int)strlen(k);
+	}
+	json_object_foreach(o, k, v)
+	{
+		printf("%-*s ", w, k);
 		print_value(v);
 		putchar('\n');
 	}
@@ -435,6 +455,53 @@ int show_object(const char *dir, bool json)
 	json_decref(o);
 	free(p);
 	return 0;
+}
+
+static char *cell(json_t *o, const char *col)
+{
+	json_t *v = json_object_get(o, col);
+
+	if (json_is_string(v))
+		return xstrdup(json_string_value(v));
+	if (v && !json_is_null(v))
+		return json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+	return xstrdup("-");
+}
+
+/* Columns as wide as their widest cell; headers are the keys, upper. */
+static void print_table(json_t *rows, const char *const *cols)
+{
+	size_t w[16] = {0}, c, i, k;
+	json_t *o;
+
+	for (c = 0; cols[c] && c < 16; c++) {
+		w[c] = strlen(cols[c]);
+		json_array_foreach(rows, i, o)
+		{
+			char *s = cell(o, cols[c]);
+			if (strlen(s) > w[c])
+				w[c] = strlen(s);
+			free(s);
+		}
+	}
+	for (c = 0; cols[c] && c < 16; c++) {
+		for (k = 0; cols[c][k]; k++)
+			putchar(cols[c][k] >= 'a' && cols[c][k] <= 'z'
+				    ? cols[c][k] - 32
+				    : cols[c][k]);
+		printf(cols[c + 1] ? "%*s" : "\n", (int)(w[c] - k + 1), "");
+	}
+	json_array_foreach(rows, i, o)
+	{
+		for (c = 0; cols[c] && c < 16; c++) {
+			char *s = cell(o, cols[c]);
+			if (cols[c + 1])
+				printf("%-*s ", (int)w[c], s);
+			else
+				printf("%s\n", s);
+			free(s);
+		}
+	}
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -490,33 +557,7 @@ int list_collection(const char *coll, bool json, const char *const *cols)
 		puts(s);
 		free(s);
 	} else {
-		json_t *o;
-		for (size_t c = 0; cols[c]; c++) {
-			char up[32];
-			size_t k;
-			for (k = 0; cols[c][k] && k < sizeof(up) - 1; k++)
-				up[k] = (char)(cols[c][k] >= 'a' &&
-						       cols[c][k] <= 'z'
-						   ? cols[c][k] - 32
-						   : cols[c][k]);
-			up[k] = '\0';
-			printf(cols[c + 1] ? "%-20s " : "%s\n", up);
-		}
-		json_array_foreach(all, i, o)
-		{
-			for (size_t c = 0; cols[c]; c++) {
-				json_t *v = json_object_get(o, cols[c]);
-				char *s = NULL;
-				if (json_is_string(v))
-					s = xstrdup(json_string_value(v));
-				else if (v && !json_is_null(v))
-					s = json_dumps(v, JSON_ENCODE_ANY |
-							      JSON_COMPACT);
-				printf(cols[c + 1] ? "%-20s " : "%s\n",
-				       s ? s : "-");
-				free(s);
-			}
-		}
+		print_table(all, cols);
 	}
 	json_decref(all);
 	free(p);
