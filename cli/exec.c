@@ -12,6 +12,9 @@
 #include <string.h>
 #include <unistd.h>
 
+static int ctl_fd = -1;
+static volatile sig_atomic_t interrupts;
+
 struct pump {
 	char *path;
 	int out;
@@ -41,15 +44,19 @@ static void *pump_main(void *arg)
 		}
 		if (n == 0)
 			break;
-		if (write_all_fd(p->out, buf, (size_t)n) < 0)
-			break; /* our reader went away: keep the job going */
+		if (write_all_fd(p->out, buf, (size_t)n) < 0) {
+			/* our reader went away (`| head`): end the job as a
+			 * pipeline would, instead of waiting for it forever */
+			if (errno == EPIPE && ctl_fd >= 0 &&
+			    write(ctl_fd, "kill 13\n", 8) < 0 &&
+			    write(ctl_fd, "kill\n", 5) < 0)
+				p->err = 0; /* it ended already */
+			break;
+		}
 	}
 	close(fd);
 	return NULL;
 }
-
-static int ctl_fd = -1;
-static volatile sig_atomic_t interrupts;
 
 /* ^C ends the job (TERM, then the tree's KILL 2 s later); a second one
  * sends KILL at once.  write(2) is safe in a handler. */
@@ -73,8 +80,11 @@ static void put_job_file(const char *job, const char *file, const char *data,
 {
 	char *p = xasprintf("%s/%s", job, file);
 
-	if (write_file(p, data, strlen(data), O_TRUNC) < 0)
-		fail_op(m, errno, "%s: %s", what, file);
+	if (write_file(p, data, strlen(data), O_TRUNC) < 0) {
+		int e = errno;
+		rmdir(job); /* never started: leave no job behind */
+		fail_op(m, e, "%s: %s", what, file);
+	}
 	free(p);
 }
 

@@ -287,6 +287,14 @@ last_job() { ls "$T/sessions/$1/exec" | grep -v '^clone$' | sort -n | tail -1; }
 	grep -q second "$WORK/live"
 }
 
+@test "exec | head: a reader that goes away ends the job (SIGPIPE)" {
+	run timeout 60 bash -c '"$TENKI" sandbox exec --session cli -c "yes" 2>/dev/null | head -2'
+	[ "$status" -eq 0 ]
+	[ "$output" = "$(printf 'y\ny')" ]
+	j=$(last_job cli)
+	[ "$(cat "$SD/exec/$j/status")" = "killed SIGPIPE" ]
+}
+
 @test "a signal to tenki exec kills the job; the code is 128+15" {
 	"$TENKI" sandbox exec --session cli -c 'sleep 300' >/dev/null 2>"$WORK/sig.err" &
 	pid=$!
@@ -335,6 +343,19 @@ last_job() { ls "$T/sessions/$1/exec" | grep -v '^clone$' | sort -n | tail -1; }
 	tenki sandbox read --session cli --path blob.bin | cmp - "$WORK/blob.bin"
 	# and the guest agrees
 	[ "$(tk_exec cli 'sha256sum < /home/tenki/blob.bin' | cut -d' ' -f1)" = "$(sha256sum <"$WORK/blob.bin" | cut -d' ' -f1)" ]
+}
+
+@test "progress of a large write on a terminal only" {
+	head -c $((12 * 1024 * 1024)) /dev/urandom >"$WORK/big.bin"
+	# a terminal (script(1) gives the command a pty)
+	run script -qefc "$TENKI sandbox write --session cli --path big.bin --data-file $WORK/big.bin" /dev/null
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"writing big.bin: "*" MiB ("*"%)"* ]]
+	# not a terminal: nothing but errors on stderr
+	run --separate-stderr tenki sandbox write --session cli --path big.bin --data-file "$WORK/big.bin"
+	[ "$status" -eq 0 ] && [ -z "$stderr" ]
+	cmp "$WORK/big.bin" "$SD/files/big.bin"
+	rm "$SD/files/big.bin"
 }
 
 @test "paths outside /home/tenki are rejected with a permission error" {
@@ -405,6 +426,42 @@ last_job() { ls "$T/sessions/$1/exec" | grep -v '^clone$' | sort -n | tail -1; }
 		--identity-file /k --batch-mode --connect-timeout 5 \
 		--strict-host-key-checking no -- -v
 	[[ "$output" == *"-i /k -o BatchMode=yes -o ConnectTimeout=5 -o StrictHostKeyChecking=no root@"*" -v" ]]
+}
+
+# The CLI only reads files, so a plain directory shaped like the tree
+# shows how ssh's command line and the Host entries are composed from
+# ssh/target even before the gateway exists; OpenSSH itself parses them.
+@test "ssh and ssh config compose from ssh/target (a tree-shaped directory; ssh -G parses it)" {
+	F=$WORK/fake
+	mkdir -p "$F/sessions/demo/ssh" "$F/sessions/other"
+	echo 'tenki 0.1.0' >"$F/version"
+	u=11111111-2222-3333-4444-555555555555
+	echo $u >"$F/sessions/demo/id"
+	echo 'demo@127.0.0.1 -p 2222' >"$F/sessions/demo/ssh/target"
+	echo 99999999-2222-3333-4444-555555555555 >"$F/sessions/other/id"
+	run env TENKI_SSH=echo "$TENKI" --mount "$F" sandbox ssh demo -L 8080:127.0.0.1:8080
+	[ "$output" = "-p 2222 demo@127.0.0.1 -L 8080:127.0.0.1:8080" ]
+	run env TENKI_SSH=echo "$TENKI" --mount "$F" sandbox ssh --session "sbx-$u" \
+		--user root --identity-file /k --batch-mode --connect-timeout 5 \
+		--strict-host-key-checking no -- -v true
+	[ "$output" = "-p 2222 -i /k -o BatchMode=yes -o ConnectTimeout=5 -o StrictHostKeyChecking=no root@127.0.0.1 -v true" ]
+	run "$TENKI" --mount "$F" sandbox ssh other
+	[ "$status" -eq 1 ] && [[ "$output" == *"no SSH target"* ]]
+	export HOME=$WORK/fakehome
+	mkdir -p "$HOME"
+	run "$TENKI" --mount "$F" sandbox ssh config install
+	[ "$status" -eq 0 ] && [[ "$output" == "installed 1 Host sbx-<uuid> entry"* ]]
+	run ssh -G "sbx-$u"
+	[ "$status" -eq 0 ]
+	grep -qx 'hostname 127.0.0.1' <<<"$output"
+	grep -qx 'port 2222' <<<"$output"
+	grep -qx 'user demo' <<<"$output"
+	# a session gone since install is flagged by status
+	rm -r "$F/sessions/demo"
+	run "$TENKI" --mount "$F" sandbox ssh config status
+	[[ "$output" == *"sbx-$u (session gone: run install again)"* ]]
+	"$TENKI" --mount "$F" sandbox ssh config uninstall
+	[ ! -e "$HOME/.ssh/config" ]
 }
 
 @test "seed: ssh config install, ssh sbx-<uuid>, status, uninstall restores the file byte for byte" {
