@@ -76,6 +76,9 @@ last_job() { ls "$T/sessions/$1/exec" | grep -v '^clone$' | sort -n | tail -1; }
 	done
 	[ -x "$WORK/inst/usr/bin/tenki" ]
 	"$WORK/inst/usr/bin/tenki" --version | grep -q '^tenki '
+	# `man tenki` finds the installed page
+	MANPATH=$WORK/inst/usr/share/man man -w tenki | grep -q "$WORK/inst/usr/share/man/man1/tenki.1"
+	MANPATH=$WORK/inst/usr/share/man man tenki-fs | grep -q 'sessions/new'
 }
 
 @test "bash completion completes commands, options and session names" {
@@ -417,6 +420,10 @@ last_job() { ls "$T/sessions/$1/exec" | grep -v '^clone$' | sort -n | tail -1; }
 	[ -e "$SD/ssh/target" ] || skip "this tree has no ssh/target yet (issue 9)"
 	export HOME=$WORK/sshhome
 	printf 'StrictHostKeyChecking no\nUserKnownHostsFile /dev/null\nBatchMode yes\nLogLevel ERROR\n' >"$HOME/.ssh/config"
+	# ssh reads the passwd entry's home, not $HOME: a wrapper names ours
+	printf '#!/bin/sh\nexec ssh -F "$HOME/.ssh/config" -i "$HOME/.ssh/id_ed25519" "$@"\n' >"$WORK/ssh-wrap"
+	chmod +x "$WORK/ssh-wrap"
+	export TENKI_SSH=$WORK/ssh-wrap
 	run timeout 60 "$TENKI" sandbox ssh --session cli </dev/null
 	[ "$status" -eq 0 ] || { echo "$output"; return 1; }
 	run timeout 60 "$TENKI" sandbox ssh "$SID" -L 18080:127.0.0.1:8080 'echo via-ssh; exit 3' </dev/null
@@ -450,8 +457,10 @@ last_job() { ls "$T/sessions/$1/exec" | grep -v '^clone$' | sort -n | tail -1; }
 	export HOME=$WORK/fakehome
 	mkdir -p "$HOME"
 	run "$TENKI" --mount "$F" sandbox ssh config install
+	echo "$output"
 	[ "$status" -eq 0 ] && [[ "$output" == "installed 1 Host sbx-<uuid> entry"* ]]
-	run ssh -G "sbx-$u"
+	# (ssh reads the passwd entry's home, not $HOME: -F names the file)
+	run ssh -F "$HOME/.ssh/config" -G "sbx-$u"
 	[ "$status" -eq 0 ]
 	grep -qx 'hostname 127.0.0.1' <<<"$output"
 	grep -qx 'port 2222' <<<"$output"
@@ -484,8 +493,9 @@ last_job() { ls "$T/sessions/$1/exec" | grep -v '^clone$' | sort -n | tail -1; }
 		[[ "$output" == *"sbx-$SID"* ]]
 		cp "$WORK/sshhome/.ssh/id_ed25519" "$HOME/.ssh/"
 		tenki sandbox ssh-keys set --session cli --keys-file "$WORK/sshhome/.ssh/id_ed25519.pub"
-		run timeout 60 ssh -o BatchMode=yes -o StrictHostKeyChecking=no \
-			-o UserKnownHostsFile=/dev/null "sbx-$SID" 'echo through-alias'
+		run timeout 60 ssh -F "$HOME/.ssh/config" -o BatchMode=yes \
+			-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+			-i "$HOME/.ssh/id_ed25519" "sbx-$SID" 'echo through-alias'
 		[ "$status" -eq 0 ] && [ "$output" = through-alias ]
 	fi
 	run tenki sandbox ssh config uninstall
