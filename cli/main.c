@@ -15,7 +15,7 @@ const char *progname = "tenki";
 
 const struct cmd sandbox_cmds[] = {
     {"create", cmd_create,
-     "[--name NAME] [--cpu N] [--memory-mb MB] [--allow-inbound] "
+     "[--name NAME] [--cpu N] [--memory-mb MB] [--allow-inbound[=BOOL]] "
      "[--allow-outbound[=BOOL]] [--max-duration DUR] [--snapshot ID] "
      "[--template T] [--image I] [--metadata K=V]... [--env K=V]... "
      "[--authorized-key KEY]... [--authorized-keys-file FILE]... "

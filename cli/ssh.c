@@ -183,6 +183,19 @@ int cmd_ssh(int argc, char **argv)
 
 /* ---- ~/.ssh/config --------------------------------------------------- */
 
+/* install|status|uninstall take only --mount and --help */
+static void cfg_args(const char *name, int argc, char **argv)
+{
+	static const struct option opts[] = {COMMON_OPTS, {NULL, 0, NULL, 0}};
+	const struct cmd *me = named_cmd(ssh_config_cmds, "ssh config", name);
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+		common_opt(c, me);
+	if (optind < argc)
+		die_usage(me, "unexpected argument '%s'", argv[optind]);
+}
+
 static char *config_path(void)
 {
 	const char *home = getenv("HOME");
@@ -308,7 +321,7 @@ static int cfg_install(int argc, char **argv)
 	bool created = false;
 	int count;
 
-	(void)argc, (void)argv;
+	cfg_args("install", argc, argv);
 	tree_check();
 	old = read_all(path, &len);
 	if (!old && errno != ENOENT)
@@ -350,7 +363,7 @@ static int cfg_uninstall(int argc, char **argv)
 	size_t len = 0, b, e;
 	bool created;
 
-	(void)argc, (void)argv;
+	cfg_args("uninstall", argc, argv);
 	old = read_all(path, &len);
 	if (!old || !find_block(old, &b, &e)) {
 		printf("not installed in %s\n", path);
@@ -381,7 +394,7 @@ static int cfg_status(int argc, char **argv)
 	size_t len = 0, b, e;
 	int n = 0;
 
-	(void)argc, (void)argv;
+	cfg_args("status", argc, argv);
 	old = read_all(path, &len);
 	if (!old || !find_block(old, &b, &e)) {
 		printf("not installed in %s\n", path);
