@@ -178,10 +178,14 @@ last_job() { ls "$T/sessions/$1/exec" | grep -v '^clone$' | sort -n | tail -1; }
 	run tenki sandbox create --name nowait --no-wait --json
 	[ "$status" -eq 0 ] || { echo "$output"; return 1; }
 	[ "$(python3 -c 'import json,sys; print(json.load(sys.stdin)["name"])' <<<"$output")" = nowait ]
-	run timeout 300 "$TENKI" sandbox wait --session nowait
+	# on a terminal (script(1)), the wait shows its progress
+	run timeout 300 script -qefc "$TENKI sandbox wait --session nowait" /dev/null
 	[ "$status" -eq 0 ]
-	[ "$output" = READY ]
+	[[ "$output" == *"waiting for nowait: "*"READY"* ]]
 	[ "$(cat "$T/sessions/nowait/state")" = READY ]
+	# not a terminal: the state alone
+	run --separate-stderr "$TENKI" sandbox wait --session nowait
+	[ "$status" -eq 0 ] && [ "$output" = READY ] && [ -z "$stderr" ]
 	tenki sandbox delete --session nowait
 	[ ! -e "$T/sessions/nowait" ]
 }
