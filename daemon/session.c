@@ -6,6 +6,7 @@
 #include "log.h"
 #include "model.h"
 #include "persist.h"
+#include "ports.h"
 #include "vmm.h"
 
 #include <errno.h>
@@ -588,6 +589,7 @@ static void finish_close(struct session *s, const char *reason)
 {
 	agent_detach(s);
 	jobs_session_closed(s);
+	ports_session_closed(s);
 	if (!s->reason)
 		s->reason = strdup(reason);
 	s->busy = false;
@@ -917,7 +919,7 @@ static json_t *session_record(struct session *s)
 	json_object_set_new(o, "snapshot", json_null());
 	json_object_set_new(o, "template", json_null());
 	json_object_set_new(o, "volumes", json_array());
-	json_object_set_new(o, "ports", json_array());
+	json_object_set_new(o, "ports", ports_json(s));
 	json_object_set_new(
 	    o, "ssh",
 	    json_pack("{s:n, s:i}", "target", "keys", (int)s->spec.nssh_keys));

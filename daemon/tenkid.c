@@ -6,6 +6,7 @@
 #include "fs.h"
 #include "log.h"
 #include "model.h"
+#include "ports.h"
 #include "vmm.h"
 
 #include <errno.h>
@@ -26,7 +27,8 @@ static void usage(void)
 		"usage: tenkid [--mount DIR] [--state DIR] [--libvirt URI]\n"
 		"              [--accel auto|kvm|tcg] [--images DIR]\n"
 		"              [--output-cap SIZE] [--boot-timeout DUR]\n"
-		"              [--overcommit RATIO]\n"
+		"              [--overcommit RATIO] [--port-bind ADDR]\n"
+		"              [--preview ADDR:PORT|off]\n"
 		"              [--allow-other] [--foreground] [--debug]\n");
 	exit(2);
 }
@@ -57,6 +59,8 @@ static void parse_args(int argc, char **argv)
 	    {"boot-timeout", required_argument, NULL, 'b'},
 	    {"overcommit", required_argument, NULL, 'O'},
 	    {"allow-other", no_argument, NULL, 'A'},
+	    {"port-bind", required_argument, NULL, 'P'},
+	    {"preview", required_argument, NULL, 'W'},
 	    {"foreground", no_argument, NULL, 'f'},
 	    {"debug", no_argument, NULL, 'd'},
 	    {NULL, 0, NULL, 0},
@@ -107,6 +111,12 @@ static void parse_args(int argc, char **argv)
 		}
 		case 'A':
 			allow_other = true;
+			break;
+		case 'P':
+			cfg.port_bind = optarg;
+			break;
+		case 'W':
+			cfg.preview = optarg;
 			break;
 		case 'f':
 			cfg.foreground = true;
@@ -219,6 +229,7 @@ int main(int argc, char **argv)
 	if (evloop_start() != 0)
 		fatalx("cannot start the event loop");
 	model_restore();
+	ports_start();
 	if (fs_start(cfg.mount, allow_other) < 0)
 		fatalx("cannot mount the tree at %s", cfg.mount);
 	log_info("tenkid %s ready: tree %s, state %s, libvirt %s (%s)",

@@ -1,6 +1,7 @@
 /* Generated file contents. */
 #include "content.h"
 #include "job.h"
+#include "ports.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -126,6 +127,8 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return dup_or_die(defaults_text ? defaults_text : "");
 	case F_ROOT_ERR:
 		return err_text(&root_err);
+	case F_PREVIEW:
+		return ports_preview_text();
 	case F_SESSIONS_INDEX:
 		return sessions_index(false);
 	case F_SESSIONS_INDEX_JSON:
@@ -148,6 +151,12 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return err_text(&s->err);
 	case F_S_META: {
 		char *v = metadata_value(s, n->key);
+		if (!v)
+			*err = ENOENT;
+		return v;
+	}
+	case F_S_PORT: {
+		char *v = ports_text(s, n->key);
 		if (!v)
 			*err = ENOENT;
 		return v;
