@@ -33,7 +33,7 @@
 #define MAX_HEADS	  256 /* preview clients still sending their head */
 #define HEAD_MAX	  8192
 #define HEAD_TIMEOUT_MS	  10000
-#define CONNECT_TIMEOUT	  15000
+#define CONNECT_TIMEOUT	  75000 /* the agent gives up at 60 s */
 #define ACCEPT_BURST	  64
 #define PORTS_FILE	  "ports.json"
 

@@ -32,7 +32,7 @@
 /* The HELLO answer lists every job in one 64 KiB JSON: ~110 bytes a job. */
 #define AGENT_MAX_JOBS	   512
 #define AGENT_MAX_CONNS	   512 /* open connect streams */
-#define CONNECT_TIMEOUT_MS 10000
+#define CONNECT_TIMEOUT_MS 60000
 #define JOB_KEY_MAX	   64
 #define EXEC_MAX_ARGS	   4096
 #define EXEC_MAX_ENV	   4096
