@@ -107,6 +107,7 @@ struct ostream {
 	uint64_t drained;
 	bool draining; /* exit grace over: read what is left, then close */
 	bool eof_sent;
+	int read_err; /* why reading failed (a socket's reset), else 0 */
 };
 
 struct istream {

@@ -121,8 +121,10 @@ void ostream_read(struct ostream *s)
 			ostream_close(s);
 		return;
 	}
-	if (n < 0)
-		alog(L_WARN, "channel %u: read: %s", s->chan, strerror(errno));
+	if (n < 0) {
+		s->read_err = errno;
+		alog(L_DEBUG, "channel %u: read: %s", s->chan, strerror(errno));
+	}
 	ostream_close(s);
 }
 
