@@ -433,6 +433,15 @@ static void on_event(struct agent_conn *c, json_t *j)
 			conn_violation(c, "exit event for an unknown job");
 		return;
 	}
+	if (ev && strcmp(ev, "reset") == 0) {
+		json_t *rx = json_object_get(j, "rx");
+		if (!json_is_integer(rx) || json_integer_value(rx) < 1 ||
+		    json_integer_value(rx) > PROTO_MAX_CHANNEL)
+			conn_violation(c, "reset event without a channel");
+		else
+			stream_on_reset(c->s, (uint32_t)json_integer_value(rx));
+		return;
+	}
 	log_debug("session %s: ignoring event %s", c->s->name,
 		  ev ? ev : "(none)");
 }

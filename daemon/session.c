@@ -7,6 +7,7 @@
 #include "model.h"
 #include "persist.h"
 #include "sshgw.h"
+#include "ports.h"
 #include "vmm.h"
 
 #include <errno.h>
@@ -589,6 +590,7 @@ static void finish_close(struct session *s, const char *reason)
 {
 	agent_detach(s);
 	jobs_session_closed(s);
+	ports_session_closed(s);
 	if (!s->reason)
 		s->reason = strdup(reason);
 	s->busy = false;
@@ -918,7 +920,7 @@ static json_t *session_record(struct session *s)
 	json_object_set_new(o, "snapshot", json_null());
 	json_object_set_new(o, "template", json_null());
 	json_object_set_new(o, "volumes", json_array());
-	json_object_set_new(o, "ports", json_array());
+	json_object_set_new(o, "ports", ports_json(s));
 	char *target = sshgw_target(s);
 	if (target)
 		target[strcspn(target, "\n")] = '\0';

@@ -391,6 +391,19 @@ int stream_on_eof(struct session *s, uint32_t chan, uint64_t off)
 	return 1;
 }
 
+int stream_on_reset(struct session *s, uint32_t chan)
+{
+	struct stream *st = by_chan(s, chan, true);
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	if (!st)
+		return 0;
+	/* A TCP client sees a reset too (other sockets ignore this). */
+	setsockopt(st->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	stream_end(st, ECONNRESET);
+	return 1;
+}
+
 void stream_session_lost(struct session *s)
 {
 	struct stream *st;

@@ -6,6 +6,7 @@
 #include "fs.h"
 #include "log.h"
 #include "model.h"
+#include "ports.h"
 #include "sshgw.h"
 #include "vmm.h"
 
@@ -29,7 +30,8 @@ static void usage(void)
 	    "usage: tenkid [--mount DIR] [--state DIR] [--libvirt URI]\n"
 	    "              [--accel auto|kvm|tcg] [--images DIR]\n"
 	    "              [--output-cap SIZE] [--boot-timeout DUR]\n"
-	    "              [--overcommit RATIO]\n"
+	    "              [--overcommit RATIO] [--port-bind ADDR]\n"
+	    "              [--preview ADDR:PORT|off]\n"
 	    "              [--ssh ADDR:PORT|off] [--ssh-max-conns N]\n"
 	    "              [--ssh-max-per-session N] [--ssh-max-startups N]\n"
 	    "              [--ssh-max-auth-tries N] [--ssh-login-grace DUR]\n"
@@ -130,6 +132,8 @@ static void parse_args(int argc, char **argv)
 	    {"ssh-login-grace", required_argument, NULL, OPT_SSH_GRACE},
 	    {"ssh-idle-timeout", required_argument, NULL, OPT_SSH_IDLE},
 	    {"allow-other", no_argument, NULL, 'A'},
+	    {"port-bind", required_argument, NULL, 'P'},
+	    {"preview", required_argument, NULL, 'W'},
 	    {"foreground", no_argument, NULL, 'f'},
 	    {"debug", no_argument, NULL, 'd'},
 	    {NULL, 0, NULL, 0},
@@ -183,6 +187,12 @@ static void parse_args(int argc, char **argv)
 		}
 		case 'A':
 			allow_other = true;
+			break;
+		case 'P':
+			cfg.port_bind = optarg;
+			break;
+		case 'W':
+			cfg.preview = optarg;
 			break;
 		case 'f':
 			cfg.foreground = true;
@@ -312,6 +322,7 @@ int main(int argc, char **argv)
 	if (evloop_start() != 0)
 		fatalx("cannot start the event loop");
 	model_restore();
+	ports_start();
 	sshgw_start();
 	if (fs_start(cfg.mount, allow_other) < 0)
 		fatalx("cannot mount the tree at %s", cfg.mount);

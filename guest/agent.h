@@ -32,7 +32,7 @@
 /* The HELLO answer lists every job in one 64 KiB JSON: ~110 bytes a job. */
 #define AGENT_MAX_JOBS	   512
 #define AGENT_MAX_CONNS	   512 /* open connect streams */
-#define CONNECT_TIMEOUT_MS 10000
+#define CONNECT_TIMEOUT_MS 60000
 #define JOB_KEY_MAX	   64
 #define EXEC_MAX_ARGS	   4096
 #define EXEC_MAX_ENV	   4096
@@ -107,6 +107,7 @@ struct ostream {
 	uint64_t drained;
 	bool draining; /* exit grace over: read what is left, then close */
 	bool eof_sent;
+	int read_err; /* why reading failed (a socket's reset), else 0 */
 };
 
 struct istream {

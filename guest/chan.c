@@ -122,8 +122,10 @@ void ostream_read(struct ostream *s)
 		return;
 	}
 	/* A pty master reads EIO once every slave fd is closed: its EOF. */
-	if (n < 0 && errno != EIO)
-		alog(L_WARN, "channel %u: read: %s", s->chan, strerror(errno));
+	if (n < 0 && errno != EIO) {
+		s->read_err = errno;
+		alog(L_DEBUG, "channel %u: read: %s", s->chan, strerror(errno));
+	}
 	ostream_close(s);
 }
 

@@ -331,7 +331,21 @@ bool conn_fill_round(void)
 		if (port_outq_len() >= OUTQ_LOW || !port_ready())
 			break;
 		c = conns[(fill_rr + k) % nconns];
-		if (c->state == C_OPEN && ostream_emit(&c->out))
+		if (c->state != C_OPEN)
+			continue;
+		if (c->out.read_err) {
+			/* The server reset the connection: so does the host's
+			 * client, rather than seeing a clean end. */
+			json_t *ev = json_pack(
+			    "{s:s, s:I, s:i}", "event", "reset", "rx",
+			    (json_int_t)c->out.chan, "errno", c->out.read_err);
+			if (ev)
+				port_send_json(PT_EVENT, ev);
+			conn_kill(c, true);
+			any = true;
+			continue;
+		}
+		if (ostream_emit(&c->out))
 			any = true;
 	}
 	if (nconns)

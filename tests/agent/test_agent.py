@@ -788,6 +788,24 @@ class Connect(AgentTest):
                         (srv.results, srv.errors))
         self.assertEqual(c.call("close", rx=rx.chan)["errno"], errno.ENOENT)
 
+    def test_server_reset_is_an_event(self):
+        def reset(s):
+            s.sendall(b"partial")
+            s.recv(10)  # until the client's word is in
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        srv = TcpServer(reset)
+        self.addCleanup(srv.close)
+        c = self.conn()
+        r, tx, rx = self.open(c, srv.port)
+        c.pump(lambda: bytes(rx.data) == b"partial", 10, "data before the reset")
+        c.send_frame(DATA, tx, u64(0) + b"go")
+        ev = lambda: [e for e in c.events if e.get("event") == "reset"]
+        c.pump(lambda: ev(), 10, "reset event")
+        self.assertEqual(ev()[0]["rx"], rx.chan)
+        self.assertEqual(ev()[0]["errno"], errno.ECONNRESET)
+        self.assertIsNone(rx.eof, "EOF as well as the reset")
+        self.assertEqual(c.call("close", rx=rx.chan)["errno"], errno.ENOENT)
+
     def test_many_connections_and_new_hello(self):
         srv = TcpServer(echo_until_eof)
         self.addCleanup(srv.close)
