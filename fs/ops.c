@@ -1355,6 +1355,15 @@ static void op_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
 	unsigned ev;
 
+	/* A guest file (files/) is a regular file: always ready.  Its fi->fh
+	 * is gfs.c's handle, not ours. */
+	if (gfs_owns(ino)) {
+		if (ph)
+			fuse_pollhandle_destroy(ph);
+		fuse_reply_poll(req, POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
+		return;
+	}
+
 	lock();
 	ev = poll_events(fh);
 	if (ph) {

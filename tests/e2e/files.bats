@@ -129,3 +129,17 @@ teardown_file() { cleanup_tenkid; }
 	echo resume >"$T/sessions/f/ctl"
 	[ "$(cat "$F/host.txt")" = "from host" ]
 }
+
+@test "epoll on a guest file (as Go's runtime does on every open) works and tenkid stays up" {
+	echo pollme >"$F/pollme"
+	python3 -c '
+import os, select, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+ep = select.epoll()
+ep.register(fd, select.EPOLLIN)
+print(ep.poll(1))
+print(os.read(fd, 100).decode().strip())' "$F/pollme" >"$TK/poll.out"
+	grep -q pollme "$TK/poll.out"
+	kill -0 "$(cat "$TK/pid")"
+	[ "$(cat "$F/pollme")" = pollme ]
+}
