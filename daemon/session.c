@@ -6,6 +6,7 @@
 #include "log.h"
 #include "model.h"
 #include "persist.h"
+#include "sshgw.h"
 #include "ports.h"
 #include "vmm.h"
 
@@ -920,9 +921,13 @@ static json_t *session_record(struct session *s)
 	json_object_set_new(o, "template", json_null());
 	json_object_set_new(o, "volumes", json_array());
 	json_object_set_new(o, "ports", ports_json(s));
-	json_object_set_new(
-	    o, "ssh",
-	    json_pack("{s:n, s:i}", "target", "keys", (int)s->spec.nssh_keys));
+	char *target = sshgw_target(s);
+	if (target)
+		target[strcspn(target, "\n")] = '\0';
+	json_object_set_new(o, "ssh",
+			    json_pack("{s:s?, s:i}", "target", target, "keys",
+				      (int)s->spec.nssh_keys));
+	free(target);
 	json_object_set_new(o, "host", json_string("local"));
 	json_object_set_new(o, "reason",
 			    s->reason ? json_string(s->reason) : json_null());

@@ -2,6 +2,7 @@
 #include "content.h"
 #include "job.h"
 #include "ports.h"
+#include "sshgw.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -171,6 +172,10 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		for (size_t i = 0; i < s->spec.nssh_keys; i++)
 			buf_printf(&b, "%s\n", s->spec.ssh_keys[i]);
 		return b.data;
+	}
+	case F_S_SSH_TARGET: {
+		char *t = sshgw_target(s);
+		return t ? t : dup_or_die("");
 	}
 	case F_J_STATUS:
 		return job_status_text(j);

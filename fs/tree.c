@@ -49,6 +49,7 @@ static const struct file_desc port_file = {"", F_S_PORT, K_CTL, RW,
 
 static const struct file_desc ssh_files[] = {
     {"authorized_keys", F_S_KEYS, K_VALUE, RW, LIMIT_SPEC},
+    {"target", F_S_SSH_TARGET, K_TEXT, RO, 0},
     {NULL, 0, 0, 0, 0},
 };
 

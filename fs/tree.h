@@ -34,6 +34,7 @@ enum file_id {
 	F_S_ERR,
 	F_S_META,
 	F_S_KEYS,
+	F_S_SSH_TARGET,
 	F_S_PORT,
 	F_EXEC_CLONE,
 	F_J_CMD,

@@ -177,6 +177,7 @@ struct job {
 	int64_t timeout_at, kill_at, close_at; /* 0: not armed */
 	struct ostream out[2];		       /* stdout, stderr */
 	struct istream in;
+	int ptyfd; /* the pty master (resize), -1 without a pty */
 };
 
 struct exec_spec {
@@ -186,6 +187,8 @@ struct exec_spec {
 	const char *cwd;
 	uint64_t timeout_ms;
 	uint32_t chan_in, chan_out, chan_err; /* 0: none */
+	bool pty;			      /* on a new pseudo-terminal */
+	unsigned short rows, cols;
 };
 
 extern struct job *jobs[AGENT_MAX_JOBS];
@@ -199,6 +202,8 @@ int job_start(const struct exec_spec *sp, json_int_t id, char *msg,
 void job_on_errpipe(struct job *j);
 int job_signal(const char *key, int sig, char *msg, size_t msglen);
 int job_forget(const char *key, char *msg, size_t msglen);
+int job_resize(const char *key, unsigned rows, unsigned cols, char *msg,
+	       size_t msglen);
 void jobs_reap(void);
 void jobs_timers(int64_t now);
 int64_t jobs_next_deadline(void);

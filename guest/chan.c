@@ -121,7 +121,8 @@ void ostream_read(struct ostream *s)
 			ostream_close(s);
 		return;
 	}
-	if (n < 0) {
+	/* A pty master reads EIO once every slave fd is closed: its EOF. */
+	if (n < 0 && errno != EIO) {
 		s->read_err = errno;
 		alog(L_DEBUG, "channel %u: read: %s", s->chan, strerror(errno));
 	}

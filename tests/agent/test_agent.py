@@ -864,6 +864,93 @@ class Kill(AgentTest):
         self.assertEqual(r["errno"], errno.ESRCH)
 
 
+class Pty(AgentTest):
+    """exec with "pty" and the resize op (docs/protocol.md, Streams)."""
+
+    def pty_exec(self, c, key, argv, rows=24, cols=80, term="xterm-256color", **args):
+        cin, cout = chans(2)
+        r = c.call("exec", job=key, argv=argv, stdin=cin, stdout=cout, cwd=agent_dir,
+                   pty={"rows": rows, "cols": cols, "term": term}, **args)
+        if "pid" in r:
+            c.keys.append(key)
+        return r, c.watch(cout), cin
+
+    def test_tty_size_term_and_group(self):
+        c = self.conn()
+        script = ('tty; stty size; echo "T=$TERM"; '
+                  'ps -o pid=,sid=,tpgid= -p $$ | tr -s " "; exit 4')
+        r, out, _ = self.pty_exec(c, "pty1", ["sh", "-c", script], rows=33, cols=101)
+        self.assertIn("pid", r)
+        e = c.wait_done("pty1", out)
+        self.assertEqual(e["exit_code"], 4)
+        lines = out.data.decode().replace("\r\n", "\n").splitlines()
+        self.assertRegex(lines[0], r"^/dev/pts/[0-9]+$")
+        self.assertEqual(lines[1], "33 101")
+        self.assertEqual(lines[2], "T=xterm-256color")
+        # It leads its session and is the terminal's foreground group.
+        pid, sid, tpgid = lines[3].split()
+        self.assertEqual(pid, str(r["pid"]))
+        self.assertEqual(sid, pid)
+        self.assertEqual(tpgid, pid)
+
+    def test_stdin_through_master_and_resize(self):
+        c = self.conn()
+        # The shell reads lines from the terminal; each line runs a command.
+        r, out, cin = self.pty_exec(c, "pty2", ["sh", "-c",
+                                                "while read l; do eval \"$l\"; done"])
+        self.assertIn("pid", r)
+        c.send_stdin(cin, b"stty -echo; echo rea''dy\n", eof=False)
+        c.pump(lambda: b"ready" in out.data, 5, "ready")
+        self.assertEqual(c.call("resize", job="pty2", rows=50, cols=132),
+                         {"id": c.next_id - 1})
+        # Offsets continue where the first write ended.
+        first = len(b"stty -echo; echo rea''dy\n")
+        payload = b"stty size; exit 0\n"
+        c.send_frame(DATA, cin, u64(first) + payload)
+        e = c.wait_done("pty2", out)
+        self.assertEqual(e["exit_code"], 0)
+        self.assertIn(b"50 132", out.data)
+
+    def test_sigwinch_reaches_the_job(self):
+        c = self.conn()
+        r, out, cin = self.pty_exec(
+            c, "pty3", ["sh", "-c", "trap 'stty size; exit 0' WINCH; echo set; "
+                                    "while :; do sleep 0.05; done"])
+        c.pump(lambda: b"set" in out.data, 5, "trap set")
+        c.call("resize", job="pty3", rows=7, cols=9)
+        e = c.wait_done("pty3", out)
+        self.assertIn(b"7 9", out.data)
+        self.assertEqual(e["exit_code"], 0)
+
+    def test_signal_reaches_pty_group(self):
+        c = self.conn()
+        r, out, cin = self.pty_exec(c, "pty4", ["sh", "-c", "echo up; sleep 30"])
+        c.pump(lambda: b"up" in out.data, 5, "up")
+        c.call("signal", job="pty4", signal=1)
+        e = c.wait_done("pty4", out)
+        self.assertEqual(e["signal"], 1)
+
+    def test_bad_requests(self):
+        c = self.conn()
+        cin, cout, cerr = chans(3)
+        for pty in ({"rows": 0, "cols": 80}, {"rows": 24}, {"rows": 24, "cols": 70000},
+                    "xterm", {"rows": 24, "cols": 80, "term": 5},
+                    {"rows": 24, "cols": 80, "term": "a=b"}):
+            r = c.call("exec", job="badpty", argv=["true"], stdout=cout, pty=pty)
+            self.assertEqual(r.get("errno"), errno.EINVAL, pty)
+        # A pty has no separate stderr.
+        r = c.call("exec", job="badpty", argv=["true"], stdout=cout, stderr=cerr,
+                   pty={"rows": 24, "cols": 80})
+        self.assertEqual(r.get("errno"), errno.EINVAL)
+        self.assertEqual(c.call("resize", job="nosuch", rows=2, cols=2).get("errno"),
+                         errno.ENOENT)
+        e, _, _ = c.run("nopty", ["true"])
+        self.assertEqual(c.call("resize", job="nopty", rows=2, cols=2).get("errno"),
+                         errno.ENOTTY)
+        self.assertEqual(c.call("resize", job="nopty", rows=0, cols=2).get("errno"),
+                         errno.EINVAL)
+
+
 class FlowControl(AgentTest):
     def test_window_with_slow_acks(self):
         n = 6_700_000  # `seq 1 n` prints a little over 50 MiB
