@@ -395,11 +395,11 @@ if [ "$ports_state" = ok ]; then
 	: >"$out/ports_mbps_ssh.txt"
 	for i in $(seq "$wruns"); do
 		say "ports/: wrk run $i of $wruns (${wsecs} s each, $wconns connections for requests)"
-		wrk -t1 -c"$wconns" -d"${wsecs}s" "${pv[@]}" "http://127.0.0.1:$pport/small.txt" | tee -a "$out/wrk.log" | wrk_rps >>"$out/ports_rps_tenki.txt"
-		wrk -t1 -c"$wconns" -d"${wsecs}s" "http://127.0.0.1:$lport/small.txt" | tee -a "$out/wrk.log" | wrk_rps >>"$out/ports_rps_ssh.txt"
-		wrk -t1 -c1 -d"${wsecs}s" "${pv[@]}" "http://127.0.0.1:$pport/big.bin" | tee -a "$out/wrk.log" | wrk_mbps >>"$out/ports_mbps_tenki.txt"
+		wrk -t1 -c"$wconns" -d"${wsecs}s" --timeout 60s "${pv[@]}" "http://127.0.0.1:$pport/small.txt" | tee -a "$out/wrk.log" | wrk_rps >>"$out/ports_rps_tenki.txt"
+		wrk -t1 -c"$wconns" -d"${wsecs}s" --timeout 60s "http://127.0.0.1:$lport/small.txt" | tee -a "$out/wrk.log" | wrk_rps >>"$out/ports_rps_ssh.txt"
+		wrk -t1 -c1 -d"${wsecs}s" --timeout 60s "${pv[@]}" "http://127.0.0.1:$pport/big.bin" | tee -a "$out/wrk.log" | wrk_mbps >>"$out/ports_mbps_tenki.txt"
 		echo >>"$out/ports_mbps_tenki.txt"
-		wrk -t1 -c1 -d"${wsecs}s" "http://127.0.0.1:$lport/big.bin" | tee -a "$out/wrk.log" | wrk_mbps >>"$out/ports_mbps_ssh.txt"
+		wrk -t1 -c1 -d"${wsecs}s" --timeout 60s "http://127.0.0.1:$lport/big.bin" | tee -a "$out/wrk.log" | wrk_mbps >>"$out/ports_mbps_ssh.txt"
 		echo >>"$out/ports_mbps_ssh.txt"
 	done
 	grep -q 'Non-2xx\|Socket errors' "$out/wrk.log" && echo "wrk reported errors: see $out/wrk.log"
