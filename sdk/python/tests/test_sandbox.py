@@ -17,7 +17,10 @@ import time
 import unittest
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+try:  # the installed package, else the checkout's
+    import tenki_sandbox  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from tenki_sandbox import (AlreadyExistsError, Client,  # noqa: E402
                            CommandFailedError, InvalidArgumentError,
