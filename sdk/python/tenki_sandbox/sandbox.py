@@ -66,6 +66,17 @@ class Client:
         return _tree.refusals(what, os.path.join(self.sessions, "err"),
                               os.path.join(self.mount, "err"))
 
+    # A client holds nothing open between calls: close() is for symmetry
+    # with clients that do, so `with Client() as c:` works.
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def create(self, **kw):
         """Create a session (see Sandbox.create for the arguments); waits
         until it is usable unless wait=False."""

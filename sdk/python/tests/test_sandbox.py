@@ -15,7 +15,8 @@ import sys
 import tempfile
 import time
 import unittest
-import urllib.request
+import http.client
+import urllib.parse
 
 try:  # the installed package, else the checkout's
     import tenki_sandbox  # noqa: F401
@@ -272,8 +273,7 @@ class T(unittest.TestCase):
             body = None
             for _ in range(30):
                 try:
-                    with urllib.request.urlopen(preview.url, timeout=10) as r:
-                        body = r.read()
+                    body = http_get(preview.url)
                     break
                 except OSError:
                     time.sleep(1)
@@ -385,6 +385,24 @@ class T(unittest.TestCase):
         self.assertIn(resumed, ("READY", "RUNNING"))
         self.assertEqual(sb.state, "TERMINATED")
         self.assertFalse(sb.close_if_open())
+
+
+def http_get(url):
+    """GET url like curl does: names under .localhost are this host."""
+    u = urllib.parse.urlsplit(url)
+    host = u.hostname
+    if host == "localhost" or host.endswith(".localhost"):
+        host = "127.0.0.1"
+    c = http.client.HTTPConnection(host, u.port or 80, timeout=10)
+    try:
+        c.request("GET", u.path or "/", headers={"Host": u.netloc})
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise OSError("HTTP %d" % r.status)
+        return body
+    finally:
+        c.close()
 
 
 def expires(s):

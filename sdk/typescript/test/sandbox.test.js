@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
+import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import { TenkiSandbox, CommandFailedError, SandboxError } from "../index.js";
@@ -18,6 +19,21 @@ let session;
 // `npm test` for the seed's examples: the image has no npm, so a stand-in
 // goes on the guest's PATH whose output comes in two parts, 3 s apart.
 const NPM = '#!/bin/sh\necho "> test: first line"\nsleep 3\necho "> test: last line"\n';
+
+// GET a URL like curl does: names under .localhost are this host.
+function httpGet(url) {
+  const u = new URL(url);
+  const host = u.hostname === "localhost" || u.hostname.endsWith(".localhost") ? "127.0.0.1" : u.hostname;
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host, port: u.port || 80, path: u.pathname + u.search, headers: { Host: u.host }, timeout: 10_000 }, (res) => {
+      const parts = [];
+      res.on("data", (d) => parts.push(d));
+      res.on("end", () => (res.statusCode === 200 ? resolve(Buffer.concat(parts).toString()) : reject(new Error(`HTTP ${res.statusCode}`))));
+    });
+    req.on("error", reject);
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+  });
+}
 
 const sha = (b) => createHash("sha256").update(b).digest("hex");
 
@@ -209,7 +225,7 @@ t("port example: exposePort, listExposedPorts, unexposePort", async (tc) => {
     let body;
     for (let i = 0; i < 30 && body === undefined; i++) {
       try {
-        body = await (await fetch(port.previewUrl)).text();
+        body = await httpGet(port.previewUrl);
       } catch {
         await new Promise((r) => setTimeout(r, 1000));
       }
