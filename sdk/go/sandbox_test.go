@@ -176,6 +176,17 @@ func TestExecTimeout(t *testing.T) {
 	}
 }
 
+func TestExecContextEndKillsJob(t *testing.T) {
+	need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	_, err := session.Exec(ctx, "sleep", tenkisandbox.WithArgs("60"))
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 20*time.Second {
+		t.Fatalf("%v after %v", err, time.Since(t0))
+	}
+}
+
 func TestFailedCommandErrHasStderr(t *testing.T) {
 	need(t)
 	r, err := session.Exec(context.Background(), "sh",

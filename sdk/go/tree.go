@@ -152,6 +152,10 @@ func readLine(path string) (string, error) {
 // ctx ends or timeout (if > 0) passes.  O_NONBLOCK reads say EAGAIN while
 // the file would block.
 func readBlocking(ctx context.Context, path string, timeout time.Duration) ([]byte, error) {
+	if timeout <= 0 && ctx.Done() == nil {
+		return readAll(path) // nothing can end the wait: block in read
+	}
+	parent := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -173,10 +177,10 @@ func readBlocking(ctx context.Context, path string, timeout time.Duration) ([]by
 		if err == syscall.EAGAIN {
 			select {
 			case <-ctx.Done():
-				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-					return nil, syscall.ETIMEDOUT
+				if parent.Err() != nil { // the caller's ctx ended
+					return nil, parent.Err()
 				}
-				return nil, ctx.Err()
+				return nil, syscall.ETIMEDOUT // our timeout passed
 			case <-time.After(100 * time.Millisecond):
 			}
 			continue
