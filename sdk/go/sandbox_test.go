@@ -430,6 +430,80 @@ func TestUpdateSSHKeys(t *testing.T) {
 	}
 }
 
+// rmdirBusy waits out EBUSY: a volume is detached as its session goes.
+func rmdirBusy(t *testing.T, p string) {
+	for i := 0; ; i++ {
+		err := os.Remove(p)
+		if err == nil || !errors.Is(err, syscall.EBUSY) || i >= 60 {
+			if err != nil {
+				t.Errorf("rmdir %s: %v", p, err)
+			}
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func TestVolumesInCreate(t *testing.T) {
+	need(t)
+	ctx := context.Background()
+	if _, err := os.Stat(filepath.Join(mount, "volumes")); err != nil {
+		t.Skip("this tree has no volumes/ (volumes not merged yet)")
+	}
+	if err := os.WriteFile(filepath.Join(mount, "volumes/new"), []byte("name=govol size=64M"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer rmdirBusy(t, filepath.Join(mount, "volumes/govol"))
+	v, err := client.CreateAndWait(ctx, 3*time.Minute, tenkisandbox.WithName("govol-user"),
+		tenkisandbox.WithVolume("govol", "/data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Delete(ctx)
+	if len(v.Info.Volumes) != 1 || v.Info.Volumes[0].MountPath != "/data" || v.Info.Volumes[0].ReadOnly {
+		t.Fatalf("%+v", v.Info.Volumes)
+	}
+	if r, err := v.Shell(ctx, "echo kept > /data/f && sync && cat /data/f"); err != nil || r.StdoutString() != "kept\n" {
+		t.Fatalf("%v %+v", err, r)
+	}
+}
+
+func TestSnapshotInCreate(t *testing.T) {
+	need(t)
+	ctx := context.Background()
+	if _, err := os.Stat(filepath.Join(mount, "snapshots")); err != nil {
+		t.Skip("this tree has no snapshots/ (snapshots not merged yet)")
+	}
+	if err := session.WriteFile(ctx, "snap-marker", []byte("before snapshot\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := session.Snapshot(ctx, "go-snap", 0); err != nil {
+		t.Fatal(err)
+	}
+	defer rmdirBusy(t, filepath.Join(mount, "snapshots/go-snap"))
+	state := ""
+	for i := 0; i < 300; i++ {
+		b, _ := os.ReadFile(filepath.Join(mount, "snapshots/go-snap/state"))
+		if state = strings.TrimSpace(string(b)); state != "CREATING" {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if state != "READY" {
+		t.Fatalf("snapshot state %s", state)
+	}
+	r, err := client.CreateAndWait(ctx, 3*time.Minute, tenkisandbox.WithName("go-restored"),
+		tenkisandbox.WithSnapshot("go-snap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Delete(ctx)
+	b, err := r.ReadFile(ctx, "snap-marker")
+	if err != nil || string(b) != "before snapshot\n" || r.Info.Snapshot == nil || *r.Info.Snapshot != "go-snap" {
+		t.Fatalf("%q %v %v", b, err, r.Info.Snapshot)
+	}
+}
+
 func TestCreateAndWaitWithKeys(t *testing.T) {
 	need(t)
 	ctx := context.Background()

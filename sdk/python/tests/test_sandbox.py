@@ -6,6 +6,7 @@ Run: TENKI_MOUNT=/path/to/mnt python3 -m unittest discover -s tests -v
 """
 
 import datetime
+import errno
 import hashlib
 import json
 import os
@@ -303,7 +304,7 @@ class T(unittest.TestCase):
 
     def test_14_volumes_in_create(self):
         if not has("volumes"):
-            self.skipTest("this tree has no volumes/ (volumes not merged)")
+            self.skipTest("this tree has no volumes/ (volumes not merged yet)")
         with open(os.path.join(MOUNT, "volumes/new"), "w") as f:
             f.write("name=pyvol size=64M")
         v = Sandbox.create(name="pyvol-user", volumes=[
@@ -317,12 +318,12 @@ class T(unittest.TestCase):
             self.assertEqual(v.exec("cat", "/data/f").stdout_text, "kept\n")
         finally:
             v.delete()
-            os.rmdir(os.path.join(MOUNT, "volumes/pyvol"))
+            rmdir_busy(os.path.join(MOUNT, "volumes/pyvol"))
 
     def test_15_snapshot_id(self):
         if not has("snapshots"):
             self.skipTest("this tree has no snapshots/ (snapshots not "
-                          "merged)")
+                          "merged yet)")
         sb.fs.write_text("snap-marker", "before snapshot\n")
         sb.snapshot("py-snap")
         st = os.path.join(MOUNT, "snapshots/py-snap/state")
@@ -340,7 +341,7 @@ class T(unittest.TestCase):
             self.assertEqual(r.refresh().info["snapshot"], "py-snap")
         finally:
             r.delete()
-            os.rmdir(os.path.join(MOUNT, "snapshots/py-snap"))
+            rmdir_busy(os.path.join(MOUNT, "snapshots/py-snap"))
 
     def test_20_create_with_keys_no_wait_context_manager(self):
         k = keypair()
@@ -385,6 +386,18 @@ class T(unittest.TestCase):
         self.assertIn(resumed, ("READY", "RUNNING"))
         self.assertEqual(sb.state, "TERMINATED")
         self.assertFalse(sb.close_if_open())
+
+
+def rmdir_busy(path):
+    """rmdir that waits out EBUSY: a volume is detached as its session
+    goes."""
+    for i in range(60):
+        try:
+            return os.rmdir(path)
+        except OSError as e:
+            if e.errno != errno.EBUSY or i == 59:
+                raise
+            time.sleep(0.5)
 
 
 def http_get(url):

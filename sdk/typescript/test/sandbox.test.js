@@ -247,6 +247,62 @@ t("updateSshAuthorizedKeys replaces the set", async () => {
   await assert.rejects(session.updateSshAuthorizedKeys(["ssh-ed25519 AAAA..."]), (e) => e.code === "EINVAL");
 });
 
+// rmdir that waits out EBUSY: a volume is detached as its session goes.
+async function rmdirBusy(p) {
+  for (let i = 0; ; i++) {
+    try {
+      return fs.rmdirSync(p);
+    } catch (e) {
+      if (e.code !== "EBUSY" || i >= 60) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
+t("volumes in create", async (tc) => {
+  if (!fs.existsSync(path.join(MOUNT, "volumes"))) {
+    tc.skip("this tree has no volumes/ (volumes not merged yet)");
+    return;
+  }
+  fs.writeFileSync(path.join(MOUNT, "volumes/new"), "name=tsvol size=64M");
+  const v = await sandbox.createAndWait({ name: "tsvol-user", volumes: [{ volumeId: "tsvol", mountPath: "/data", readOnly: false }] });
+  try {
+    assert.deepEqual(
+      v.info.volumes.map((x) => [x.mount_path, x.read_only]),
+      [["/data", false]],
+    );
+    await v.exec("sh", { args: ["-c", "echo kept > /data/f && sync"], check: true });
+    assert.equal((await v.exec("cat", { args: ["/data/f"] })).stdout, "kept\n");
+  } finally {
+    await v.delete();
+    await rmdirBusy(path.join(MOUNT, "volumes/tsvol"));
+  }
+});
+
+t("snapshotId in create restores a snapshot", async (tc) => {
+  if (!fs.existsSync(path.join(MOUNT, "snapshots"))) {
+    tc.skip("this tree has no snapshots/ (snapshots not merged yet)");
+    return;
+  }
+  await session.writeFile("snap-marker", "before snapshot\n");
+  await session.snapshot("ts-snap");
+  let state;
+  for (let i = 0; i < 300; i++) {
+    state = fs.readFileSync(path.join(MOUNT, "snapshots/ts-snap/state"), "utf8").trim();
+    if (state !== "CREATING") break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  assert.equal(state, "READY");
+  const r = await sandbox.createAndWait({ name: "ts-restored", snapshotId: "ts-snap" });
+  try {
+    assert.equal(await r.readFile("snap-marker"), "before snapshot\n");
+    assert.equal(r.info.snapshot, "ts-snap");
+  } finally {
+    await r.delete();
+    await rmdirBusy(path.join(MOUNT, "snapshots/ts-snap"));
+  }
+});
+
 t("create without waiting, waitReady, extend, Symbol.asyncDispose", async () => {
   const s2 = await sandbox.create({ sshAuthorizedKeys: [keypair()], maxDurationMs: 600_000 });
   assert.match(await s2.state(), /^(CREATING|READY)$/);
