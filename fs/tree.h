@@ -34,6 +34,8 @@ enum file_id {
 	F_S_ERR,
 	F_S_META,
 	F_S_KEYS,
+	F_S_SSH_TARGET,
+	F_S_PORT,
 	F_EXEC_CLONE,
 	F_J_CMD,
 	F_J_ARGV,
@@ -79,6 +81,7 @@ enum node_kind {
 	N_JOB,
 	N_FILES, /* sessions/NAME/files: the guest's home (gfs.c) */
 	N_SSH_DIR,
+	N_PORTS_DIR,
 	N_FILE,
 };
 
@@ -87,7 +90,7 @@ struct node {
 	const struct file_desc *fd; /* N_FILE */
 	struct session *s;	    /* referenced when set */
 	struct job *j;		    /* referenced when set */
-	char key[NAME_MAX_LEN + 1]; /* metadata key */
+	char key[NAME_MAX_LEN + 1]; /* metadata key, or port number */
 };
 
 /* Resolve a path ("" is the root); model_lock held.  Takes references
