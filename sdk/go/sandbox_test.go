@@ -352,22 +352,28 @@ func TestPortExample(t *testing.T) {
 	if err != nil || len(ports) != 1 || ports[0].Port != 3000 || !strings.HasPrefix(port.URL, "http") || port.ExpiresAt != nil {
 		t.Fatalf("%v %+v %+v", err, ports, port)
 	}
-	var body []byte
-	for i := 0; i < 30; i++ {
-		resp, err := httpGet(port.URL)
-		if err == nil && resp.StatusCode != 200 {
-			resp.Body.Close()
-			err = fmt.Errorf("HTTP %d", resp.StatusCode)
-		}
-		if err == nil {
-			body, _ = io.ReadAll(resp.Body)
-			resp.Body.Close()
-			break
-		}
-		time.Sleep(time.Second)
+	// the port's own listener and the shared preview listener
+	if !strings.Contains(port.PreviewURL, "3000-demo.localhost") {
+		t.Fatalf("preview %q", port.PreviewURL)
 	}
-	if string(body) != "hello from the guest\n" {
-		t.Fatalf("body %q", body)
+	for _, url := range []string{port.URL, port.PreviewURL} {
+		var body []byte
+		for i := 0; i < 30; i++ {
+			resp, err := httpGet(url)
+			if err == nil && resp.StatusCode != 200 {
+				resp.Body.Close()
+				err = fmt.Errorf("HTTP %d", resp.StatusCode)
+			}
+			if err == nil {
+				body, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		if string(body) != "hello from the guest\n" {
+			t.Fatalf("%s: body %q", url, body)
+		}
 	}
 	err = session.UnexposePort(ctx, 3000)
 	if err != nil {

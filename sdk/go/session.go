@@ -390,9 +390,10 @@ func (s *Session) RemoveFile(ctx context.Context, path string) error {
 
 // ExposedPort is a guest port reachable from outside.
 type ExposedPort struct {
-	Port      int
-	URL       string
-	ExpiresAt *time.Time // nil: never
+	Port       int
+	URL        string     // the port's own host listener, http://HOST:PORT/
+	PreviewURL string     // on the shared preview listener, else URL
+	ExpiresAt  *time.Time // nil: never
 }
 
 func (s *Session) portsDir() (string, error) {
@@ -424,11 +425,16 @@ func (s *Session) readPort(d string, port int) (*ExposedPort, error) {
 		switch k {
 		case "url":
 			p.URL = v
+		case "preview":
+			p.PreviewURL = v
 		case "expires":
 			if t, err := time.Parse(time.RFC3339, v); err == nil {
 				p.ExpiresAt = &t
 			}
 		}
+	}
+	if p.PreviewURL == "" {
+		p.PreviewURL = p.URL
 	}
 	return p, nil
 }

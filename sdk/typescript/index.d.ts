@@ -65,7 +65,9 @@ export interface ExecOptions extends StreamOptions {
 
 export interface ExposedPort {
   port: number;
+  /** the port's own host listener, http://HOST:PORT/ */
   url: string;
+  /** http://PORT-NAME.localhost:P/ on the shared preview listener, else url */
   previewUrl: string;
   expiresAt: Date | null;
 }

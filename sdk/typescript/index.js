@@ -508,12 +508,15 @@ export class Session {
     const d = await this._portsDir();
     const text = await this._do(`port ${port} of session ${this.name}`, async () => (await readAll(path.join(d, String(port)))).toString());
     let url = null,
-      expires = null;
+      expires = null,
+      preview = null;
     for (const line of text.split("\n")) {
       if (line.startsWith("url ")) url = line.slice(4);
       else if (line.startsWith("expires ")) expires = line.slice(8);
+      else if (line.startsWith("preview ")) preview = line.slice(8);
     }
-    return { port, url, previewUrl: url, expiresAt: parseExpires(expires) };
+    // previewUrl: the shared preview listener's name for it, else url
+    return { port, url, previewUrl: preview || url, expiresAt: parseExpires(expires) };
   }
 
   /** Expose a guest port (ttlMs: expiry, else none); gives {port, url, previewUrl, expiresAt}. */

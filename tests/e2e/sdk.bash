@@ -1,6 +1,9 @@
 # Shared by sdk-python.bats, sdk-typescript.bats and sdk-go.bats: a private
 # tenkid for an SDK's own test suite, which finds it through TENKI_MOUNT.
 setup_file() {
+	# suites run side by side: each tenkid's preview listener on a free port
+	TENKID_ARGS="--preview 127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+	export TENKID_ARGS
 	start_tenkid
 	export TENKI_MOUNT=$T
 	export LOGS=$ROOT/build/test-logs

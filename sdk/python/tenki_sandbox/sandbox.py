@@ -120,10 +120,11 @@ class ExposedPort:
     """A guest port reachable from outside: ports/<port>'s url and
     expires lines."""
 
-    def __init__(self, port, url, expires_at):
+    def __init__(self, port, url, expires_at, preview_url=None):
         self.port = port
-        self.url = url
-        self.preview_url = url
+        self.url = url  # the port's own host listener
+        # the shared preview listener's name for it, else url
+        self.preview_url = preview_url or url
         self.expires_at = expires_at  # datetime, or None for never
 
     def __repr__(self):
@@ -321,7 +322,7 @@ class Sandbox:
         return d
 
     def _read_port(self, port):
-        url = expires = None
+        url = expires = preview = None
         with self._refusals("port %d of session %s" % (port, self.name)):
             text = _tree.read_text(os.path.join(self._ports_dir(), str(port)))
         for line in text.splitlines():
@@ -330,7 +331,9 @@ class Sandbox:
                 url = v
             elif k == "expires":
                 expires = _parse_time(v)
-        return ExposedPort(port, url, expires)
+            elif k == "preview":
+                preview = v
+        return ExposedPort(port, url, expires, preview)
 
     @staticmethod
     def _port(port):

@@ -271,14 +271,17 @@ class T(unittest.TestCase):
             self.assertIsNotNone(preview.expires_at)
             self.assertEqual([p.port for p in ports], [3000])
             self.assertEqual(ports[0].url, preview.url)
-            body = None
-            for _ in range(30):
-                try:
-                    body = http_get(preview.url)
-                    break
-                except OSError:
-                    time.sleep(1)
-            self.assertEqual(body, b"hello from the guest\n")
+            # the port's own listener and the shared preview listener
+            self.assertIn("3000-demo.localhost", preview.preview_url)
+            for url in (preview.url, preview.preview_url):
+                body = None
+                for _ in range(30):
+                    try:
+                        body = http_get(url)
+                        break
+                    except OSError:
+                        time.sleep(1)
+                self.assertEqual(body, b"hello from the guest\n", url)
 
             sb.unexpose_port(3000)
             self.assertEqual(sb.list_exposed_ports(), [])

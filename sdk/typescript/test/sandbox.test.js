@@ -222,15 +222,19 @@ t("port example: exposePort, listExposedPorts, unexposePort", async (tc) => {
       ports.map((p) => p.port),
       [3000],
     );
-    let body;
-    for (let i = 0; i < 30 && body === undefined; i++) {
-      try {
-        body = await httpGet(port.previewUrl);
-      } catch {
-        await new Promise((r) => setTimeout(r, 1000));
+    // the shared preview listener and the port's own listener
+    assert.match(port.previewUrl, /3000-demo\.localhost/);
+    for (const url of [port.previewUrl, port.url]) {
+      let body;
+      for (let i = 0; i < 30 && body === undefined; i++) {
+        try {
+          body = await httpGet(url);
+        } catch {
+          await new Promise((r) => setTimeout(r, 1000));
+        }
       }
+      assert.equal(body, "hello from the guest\n", url);
     }
-    assert.equal(body, "hello from the guest\n");
     await session.unexposePort(3000);
     assert.deepEqual(await session.listExposedPorts(), []);
   } finally {
