@@ -359,6 +359,11 @@ class T(unittest.TestCase):
             with open(os.path.join(s2.path, "ssh/authorized_keys")) as f:
                 self.assertEqual(f.read(), k + "\n")
             self.assertEqual(s2.exec("echo", "up").stdout_text, "up\n")
+            if os.path.isdir(os.path.join(s2.path, "ports")):
+                # inbound is off: a permission error with the err reason
+                with self.assertRaises(PermissionError) as cm:
+                    s2.expose_port(3000)
+                self.assertTrue(cm.exception.reason)
             # extend pushes a deadline back (seconds or a timedelta)
             exp0 = expires(s2)
             s2.extend(datetime.timedelta(minutes=30))
