@@ -32,9 +32,12 @@ var (
 	session *tenkisandbox.Session
 )
 
-// `make test` and `npm test` for the examples: the image has no npm, so a
-// stand-in goes on the guest's PATH, its output in two parts 3 s apart.
-const npm = "#!/bin/sh\necho \"> test: first line\"\nsleep 3\necho \"> test: last line\"\n"
+// `npm test` for the streaming test: the image has no npm, so a stand-in
+// goes on the guest's PATH.  It prints its first line, then waits for
+// /home/tenki/.npm-go before printing the last and exiting: a first line
+// read while it waits came live.
+const npm = "#!/bin/sh\necho \"> test: first line\"\n" +
+	"while [ ! -e /home/tenki/.npm-go ]; do sleep 0.1; done\necho \"> test: last line\"\n"
 const makefile = "test:\n\t@echo make-test-ran\n"
 
 func TestMain(m *testing.M) {
@@ -228,6 +231,7 @@ func TestStartStreamsLive(t *testing.T) {
 	if r, err := session.Exec(ctx, "install", tenkisandbox.WithArgs("-m", "0755", "/home/tenki/npm", "/usr/local/bin/npm")); err != nil || r.Err() != nil {
 		t.Fatal(err, r.Err())
 	}
+	session.RemoveFile(ctx, ".npm-go")
 	p, err := session.Start(ctx, "npm", tenkisandbox.WithArgs("test"))
 	if err != nil {
 		t.Fatal(err)
@@ -235,13 +239,19 @@ func TestStartStreamsLive(t *testing.T) {
 	p.CloseStdin()
 	buf := make([]byte, 4096)
 	n, err := p.Stdout.Read(buf)
-	first := time.Now()
+	status, _ := os.ReadFile(filepath.Join(mount, "sessions/demo/exec", p.JobID, "status"))
 	if err != nil || !strings.Contains(string(buf[:n]), "first line") || strings.Contains(string(buf[:n]), "last line") {
 		t.Fatalf("first read %q %v", buf[:n], err)
 	}
+	if strings.TrimSpace(string(status)) != "running" {
+		t.Fatalf("the first line came once the job was %q", status)
+	}
+	if err := session.WriteFile(ctx, ".npm-go", nil); err != nil {
+		t.Fatal(err)
+	}
 	rest, _ := io.ReadAll(p.Stdout)
-	if time.Since(first) < 2*time.Second || !strings.Contains(string(rest), "last line") {
-		t.Fatalf("the first line came %v before the end; rest %q", time.Since(first), rest)
+	if string(rest) != "> test: last line\n" {
+		t.Fatalf("rest %q", rest)
 	}
 	r, err := p.Wait(ctx)
 	if err != nil || r.Err() != nil {
