@@ -29,7 +29,7 @@ static void usage(void)
 	    stderr,
 	    "usage: tenkid [--mount DIR] [--state DIR] [--libvirt URI]\n"
 	    "              [--accel auto|kvm|tcg] [--images DIR]\n"
-	    "              [--output-cap SIZE] [--boot-timeout DUR]\n"
+	    "              [--output-cap SIZE] [--boot-timeout DUR] [--agent-timeout DUR]\n"
 	    "              [--overcommit RATIO] [--port-bind ADDR]\n"
 	    "              [--preview ADDR:PORT|off]\n"
 	    "              [--ssh ADDR:PORT|off] [--ssh-max-conns N]\n"
@@ -123,6 +123,7 @@ static void parse_args(int argc, char **argv)
 	    {"images", required_argument, NULL, 'i'},
 	    {"output-cap", required_argument, NULL, 'o'},
 	    {"boot-timeout", required_argument, NULL, 'b'},
+	    {"agent-timeout", required_argument, NULL, 'T'},
 	    {"overcommit", required_argument, NULL, 'O'},
 	    {"ssh", required_argument, NULL, OPT_SSH},
 	    {"ssh-max-conns", required_argument, NULL, OPT_SSH_CONNS},
@@ -148,6 +149,7 @@ static void parse_args(int argc, char **argv)
 	cfg.accel = VMM_ACCEL_AUTO;
 	cfg.output_cap = 256ULL << 20;
 	cfg.boot_timeout_ms = 180 * 1000;
+	cfg.agent_timeout_ms = 120 * 1000;
 	cfg.overcommit = 1.5;
 	sshgw_defaults();
 	while ((c = getopt_long(argc, argv, "fd", opts, NULL)) != -1) {
@@ -177,6 +179,11 @@ static void parse_args(int argc, char **argv)
 			if (parse_duration(optarg, false, &secs) < 0)
 				usage();
 			cfg.boot_timeout_ms = secs * 1000;
+			break;
+		case 'T':
+			if (parse_duration(optarg, false, &secs) < 0)
+				usage();
+			cfg.agent_timeout_ms = secs * 1000;
 			break;
 		case 'O': {
 			char *end;
