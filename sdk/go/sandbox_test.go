@@ -1,4 +1,4 @@
-// The Go SDK against a live tree ($TENKI_MOUNT; tests/e2e/sdk.bats starts a
+// The Go SDK against a live tree ($TENKI_MOUNT; tests/e2e/sdk-go.bats starts a
 // private tenkid for it).  The seed's "demo" session serves the tests in
 // order; TestZLifecycle closes it last.  Run: go test -v
 package tenkisandbox_test

@@ -1,5 +1,13 @@
 // Types of tenki-sandbox (index.js): a client of the tenki file tree.
 
+// Symbol.asyncDispose (Node 18.18+, 20.4+), for TypeScript versions whose
+// lib does not declare it yet.
+declare global {
+  interface SymbolConstructor {
+    readonly asyncDispose: unique symbol;
+  }
+}
+
 export interface CreateOptions {
   name?: string;
   cpuCores?: number;

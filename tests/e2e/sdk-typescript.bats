@@ -7,9 +7,12 @@
 load lib
 load sdk
 
-@test "typescript: node --test suite passes against the tree" {
+@test "typescript: the seed examples type-check; node --test suite passes against the tree" {
 	command -v node >/dev/null
 	cd "$ROOT/sdk/typescript"
+	# the seed's examples type-check against index.d.ts
+	command -v tsc >/dev/null
+	tsc -p test
 	suite typescript node --test test/
 	grep -q "^# fail 0" "$LOGS/sdk-typescript.log"
 	grep -Eq "^# pass (1[7-9]|[2-9][0-9])" "$LOGS/sdk-typescript.log"

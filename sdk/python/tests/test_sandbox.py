@@ -1,4 +1,4 @@
-"""tenki_sandbox against a live tree ($TENKI_MOUNT; tests/e2e/sdk.bats
+"""tenki_sandbox against a live tree ($TENKI_MOUNT; tests/e2e/sdk-python.bats
 starts a private tenkid for it).  One session, the seed's "demo", serves
 every test of the suite; the seed's other create examples make their own.
 

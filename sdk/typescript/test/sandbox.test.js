@@ -1,4 +1,4 @@
-// tenki-sandbox against a live tree (TENKI_MOUNT; tests/e2e/sdk.bats starts
+// tenki-sandbox against a live tree (TENKI_MOUNT; tests/e2e/sdk-typescript.bats starts
 // a private tenkid for it).  The seed's "demo" session serves every test;
 // the other create example makes its own.  Run: node --test test/
 import { test, before, after } from "node:test";
