@@ -23,6 +23,9 @@ PACKAGES="build-essential pkg-config libvirt-daemon-system libvirt-clients
 	clang libclang-rt-14-dev hyperfine man-db tmux"
 # ports/ tests (curl, a headless browser) and make bench (wrk)
 PACKAGES="$PACKAGES curl chromium wrk"
+# the SDKs' tests (sdk/): Node and tsc, Go, pip's offline build of sdk/python
+PACKAGES="$PACKAGES nodejs node-typescript golang-go python3-pip
+	python3-setuptools python3-wheel"
 
 case ${1:-} in
 --no-daemon) DAEMON=0 ;;

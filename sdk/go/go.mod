@@ -1,0 +1,3 @@
+module tenkisandbox
+
+go 1.19
