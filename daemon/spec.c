@@ -27,6 +27,7 @@ enum key_id {
 	K_HOST,
 	K_WAIT,
 	K_WAIT_TIMEOUT,
+	K_VOLUME_SIZE,
 };
 
 static const struct {
@@ -55,6 +56,7 @@ static const struct {
     {"host", K_HOST, false},
     {"wait", K_WAIT, false},
     {"wait_timeout", K_WAIT_TIMEOUT, false},
+    {"volume_size", K_VOLUME_SIZE, false},
 };
 
 static void why_set(char *why, const char *fmt, ...)
@@ -93,6 +95,7 @@ void spec_init(struct sess_spec *sp)
 	sp->allow_outbound = true;
 	sp->wait = true;
 	sp->wait_timeout = 180;
+	sp->volume_size = VOL_SIZE_DEFAULT;
 	strcpy(sp->image, "sandbox");
 }
 
@@ -500,8 +503,31 @@ static int set_key(struct sess_spec *sp, enum key_id id, const char *key,
 		if (sp->wait_timeout == 0)
 			sp->wait = false;
 		return 0;
+	case K_VOLUME_SIZE:
+		return spec_volume_size(key, val, &sp->volume_size, why);
 	}
 	return -1;
+}
+
+int spec_volume_size(const char *key, const char *val, uint64_t *bytes,
+		     char *why)
+{
+	uint64_t v;
+
+	if (parse_size(val, &v) < 0) {
+		why_set(why,
+			"key %s: '%.40s' is not a size (bytes, or a number "
+			"with K, M, G or T)",
+			key, val);
+		return -1;
+	}
+	if (v < VOL_SIZE_MIN || v > VOL_SIZE_MAX) {
+		why_set(why, "key %s: %.40s is out of range: 1M..100G", key,
+			val);
+		return -1;
+	}
+	*bytes = (v + VOL_SIZE_MIN - 1) / VOL_SIZE_MIN * VOL_SIZE_MIN;
+	return 0;
 }
 
 static int lookup_key(const char *k, size_t n, int *idx)
@@ -857,4 +883,104 @@ int spec_parse_env_lines(const char *text, size_t len, char ***out, size_t *n,
 	*out = list;
 	*n = cnt;
 	return 0;
+}
+
+/* ---- volume specs --------------------------------------------------------
+ */
+
+static int volspec_key(struct vol_spec *vs, const char *k, const char *val,
+		       bool *seen, char *why)
+{
+	int i = strcmp(k, "name") == 0 ? 0 : strcmp(k, "size") == 0 ? 1 : -1;
+
+	if (i < 0) {
+		why_set(why, "unknown key '%.60s' (name, size)", k);
+		return -1;
+	}
+	if (seen[i]) {
+		why_set(why, "key %s: given twice", k);
+		return -1;
+	}
+	seen[i] = true;
+	if (i == 0)
+		return set_name_field(vs->name, sizeof(vs->name), k, val, why);
+	return spec_volume_size(k, val, &vs->size, why);
+}
+
+static int volspec_json(struct vol_spec *vs, const char *text, size_t len,
+			bool *seen, char *why)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	const char *key;
+	json_t *v;
+	char val[64];
+	int rc = -1;
+
+	if (!root) {
+		why_set(why, "invalid JSON at line %d column %d: %s", jerr.line,
+			jerr.column, jerr.text);
+		return -1;
+	}
+	if (!json_is_object(root)) {
+		why_set(why, "a JSON spec must be one object");
+		goto out;
+	}
+	json_object_foreach(root, key, v)
+	{
+		if (json_is_boolean(v) || (!json_is_string(v) &&
+					   !json_is_integer(v))) {
+			why_set(why, "key %.60s: wrong JSON type", key);
+			goto out;
+		}
+		if (json_scalar_text(v, key, val, sizeof(val), why) < 0 ||
+		    volspec_key(vs, key, val, seen, why) < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	json_decref(root);
+	return rc;
+}
+
+int volspec_parse(struct vol_spec *vs, const char *text, size_t len,
+		  char *why)
+{
+	const char *p = text, *end = text + len;
+	struct buf w = {0};
+	bool seen[2] = {false, false};
+	int rc = 0, r;
+
+	memset(vs, 0, sizeof(*vs));
+	why[0] = '\0';
+	if (len > SPEC_MAX_TEXT) {
+		why_set(why, "spec longer than %d bytes", SPEC_MAX_TEXT);
+		return -1;
+	}
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	if (p < end && (*p == '{' || *p == '['))
+		return volspec_json(vs, text, len, seen, why);
+	while ((r = next_word(&p, end, &w, why)) > 0) {
+		char *eq = memchr(w.data, '=', w.len);
+		if (memchr(w.data, '\0', w.len)) {
+			why_set(why, "spec contains a NUL byte");
+			rc = -1;
+			break;
+		}
+		if (!eq) {
+			why_set(why, "'%.60s' is not key=value", w.data);
+			rc = -1;
+			break;
+		}
+		*eq = '\0';
+		if (volspec_key(vs, w.data, eq + 1, seen, why) < 0) {
+			rc = -1;
+			break;
+		}
+	}
+	if (r < 0)
+		rc = -1;
+	buf_free(&w);
+	return rc;
 }
