@@ -159,6 +159,25 @@ char *content_text(const struct node *n, bool *ready, int *err)
 			buf_printf(&b, "%s\n", s->spec.ssh_keys[i]);
 		return b.data;
 	}
+	case F_S_VOLUMES:
+		return volumes_session_text(s);
+	case F_VOLUMES_ERR:
+		return err_text(&volumes_err);
+	case F_V_ID:
+		return with_newline(n->v->id);
+	case F_V_SIZE: {
+		char *out;
+		if (asprintf(&out, "%llu\n", (unsigned long long)n->v->size) <
+		    0)
+			abort();
+		return out;
+	}
+	case F_V_STATE:
+		return with_newline(vol_state_name(n->v));
+	case F_V_INFO:
+		return volume_info_json(n->v);
+	case F_V_ERR:
+		return err_text(&n->v->err);
 	case F_J_STATUS:
 		return job_status_text(j);
 	case F_J_EXIT:
