@@ -296,8 +296,6 @@ int volumes_init(void)
 	DIR *d;
 
 	pool_init();
-	if (vmm && pool_ensure(err) < 0)
-		log_warnx("volumes: %s (retried at the next create)", err);
 	snprintf(dir, sizeof(dir), "%s/volumes", cfg.state_dir);
 	if (mkdir_p(dir, 0700) < 0)
 		return -1;
@@ -319,6 +317,10 @@ int volumes_init(void)
 		volume_put(v);
 	}
 	closedir(d);
+	/* The pool is made with the first volume; after a restart, make
+	 * sure libvirt still has it (undefined by hand, libvirtd reset). */
+	if (volumes && vmm && pool_ensure(err) < 0)
+		log_warnx("volumes: %s (retried at the next create)", err);
 	return 0;
 }
 
