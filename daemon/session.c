@@ -727,7 +727,7 @@ static int parse_verbs(struct session *s, const char *text, size_t len,
 		if (strcmp(verb, "attach") == 0 || strcmp(verb, "detach") == 0) {
 			char why[400];
 			c->v = V_VOLUME;
-			if (volume_parse_verb(line, true, &c->vol, why,
+			if (spec_parse_vol_verb(line, true, &c->vol, why,
 					      sizeof(why)) < 0)
 				return refuse(&s->err, EINVAL, s->name,
 					      "ctl: %s", why);

@@ -332,13 +332,9 @@ static int set_volume(struct sess_spec *sp, const char *vol, const char *path,
 		why_set(why, "key volume: '%s' is not a volume name", vol);
 		return -1;
 	}
-	if (path[0] != '/' || strlen(path) >= sizeof(sp->volumes[0].path) ||
-	    has_control_chars(path) || strstr(path, "/../") ||
-	    strcmp(path, "/") == 0) {
-		why_set(why,
-			"key volume: mount path '%s' must be absolute, "
-			"not /, without ..",
-			path);
+	char pwhy[SPEC_WHY_LEN];
+	if (spec_check_mount_path(path, pwhy, sizeof(pwhy)) < 0) {
+		why_set(why, "key volume: %s", pwhy);
 		return -1;
 	}
 	if (sp->nvolumes >= 16) {
@@ -983,4 +979,102 @@ int volspec_parse(struct vol_spec *vs, const char *text, size_t len,
 		rc = -1;
 	buf_free(&w);
 	return rc;
+}
+
+/* ---- volume attach verbs and mount paths ------------------------------------
+ */
+
+static bool system_path(const char *p)
+{
+	static const char *sys[] = {"/proc", "/sys", "/dev", "/run", "/bin",
+				     "/sbin", "/lib", "/usr", "/etc", "/boot"};
+
+	for (size_t i = 0; i < sizeof(sys) / sizeof(sys[0]); i++) {
+		size_t n = strlen(sys[i]);
+		if (strncmp(p, sys[i], n) == 0 && (p[n] == '\0' || p[n] == '/'))
+			return true;
+	}
+	return false;
+}
+
+int spec_check_mount_path(const char *path, char *why, size_t n)
+{
+	size_t len = strlen(path);
+
+	if (path[0] != '/' || len >= 256 || strcmp(path, "/") == 0) {
+		snprintf(why, n,
+			 "mount path '%.80s' must be absolute, not /, at most "
+			 "255 bytes",
+			 path);
+		return -1;
+	}
+	for (const char *p = path; *p; p++) {
+		if ((unsigned char)*p < 0x21 || *p == 0x7f) {
+			snprintf(why, n,
+				 "mount path '%.80s' has a space or a control "
+				 "character",
+				 path);
+			return -1;
+		}
+	}
+	if (strstr(path, "/../") || strstr(path, "/./") ||
+	    (len >= 3 && strcmp(path + len - 3, "/..") == 0) ||
+	    (len >= 2 && strcmp(path + len - 2, "/.") == 0) ||
+	    strstr(path, "//")) {
+		snprintf(why, n, "mount path '%.80s' is not a plain path",
+			 path);
+		return -1;
+	}
+	if (system_path(path)) {
+		snprintf(why, n,
+			 "mount path '%.80s' is a system directory of the "
+			 "guest",
+			 path);
+		return -1;
+	}
+	return 0;
+}
+
+int spec_parse_vol_verb(const char *line, bool session_side,
+			struct vol_verb *vv, char *why, size_t whylen)
+{
+	char verb[16], a1[80], a2[300], a3[8], extra[2];
+	int n;
+
+	memset(vv, 0, sizeof(*vv));
+	n = sscanf(line, "%15s %79s %299s %7s %1s", verb, a1, a2, a3, extra);
+	if (n >= 1 && strcmp(verb, "attach") == 0) {
+		vv->attach = true;
+		if (n < 3 || n > 4 || (n == 4 && strcmp(a3, "ro") != 0 &&
+				       strcmp(a3, "rw") != 0)) {
+			snprintf(why, whylen,
+				 "'%.80s': attach %s PATH [ro]", line,
+				 session_side ? "VOLUME" : "SESSION");
+			return -1;
+		}
+		vv->ro = n == 4 && strcmp(a3, "ro") == 0;
+	} else if (n >= 1 && strcmp(verb, "detach") == 0) {
+		if (n > 2 || (session_side && n != 2)) {
+			snprintf(why, whylen, "'%.80s': detach%s", line,
+				 session_side ? " VOLUME" : " [SESSION]");
+			return -1;
+		}
+	} else {
+		snprintf(why, whylen, "unknown verb '%.60s'", line);
+		return -1;
+	}
+	if (n >= 2) {
+		if (!valid_name(a1)) {
+			snprintf(why, whylen, "'%.80s' is not a %s name", a1,
+				 session_side ? "volume" : "session");
+			return -1;
+		}
+		snprintf(vv->target, sizeof(vv->target), "%s", a1);
+	}
+	if (vv->attach) {
+		if (spec_check_mount_path(a2, why, whylen) < 0)
+			return -1;
+		snprintf(vv->path, sizeof(vv->path), "%s", a2);
+	}
+	return 0;
 }

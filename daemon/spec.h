@@ -73,6 +73,23 @@ int volspec_parse(struct vol_spec *vs, const char *text, size_t len,
 int spec_volume_size(const char *key, const char *val, uint64_t *bytes,
 		     char *why);
 
+/* A mount path of a volume in the guest: absolute, not /, no . or ..
+ * components, no spaces, not a system directory; -1 with why. */
+int spec_check_mount_path(const char *path, char *why, size_t n);
+
+/* A parsed attach or detach verb of a ctl file. */
+struct vol_verb {
+	bool attach;
+	char target[64]; /* volume (session ctl) or session (volume ctl) */
+	char path[256];
+	bool ro;
+};
+
+/* Parse one ctl line "attach X PATH [ro]" or "detach [X]"; X is required
+ * on the session side.  -1 with why on a bad line. */
+int spec_parse_vol_verb(const char *line, bool session_side,
+			struct vol_verb *vv, char *why, size_t whylen);
+
 /* Helpers shared with the env file and ssh keys. */
 bool spec_valid_env_key(const char *k, size_t n);
 bool spec_valid_ssh_key(const char *line, char *why);

@@ -645,57 +645,6 @@ static int table_errno(int e)
 
 /* ---- attach and detach ---------------------------------------------------- */
 
-static bool system_path(const char *p)
-{
-	static const char *sys[] = {"/proc", "/sys", "/dev", "/run", "/bin",
-				     "/sbin", "/lib", "/usr", "/etc", "/boot"};
-
-	for (size_t i = 0; i < sizeof(sys) / sizeof(sys[0]); i++) {
-		size_t n = strlen(sys[i]);
-		if (strncmp(p, sys[i], n) == 0 && (p[n] == '\0' || p[n] == '/'))
-			return true;
-	}
-	return false;
-}
-
-static int check_path(const char *path, char *why, size_t n)
-{
-	size_t len = strlen(path);
-
-	if (path[0] != '/' || len >= 256 || strcmp(path, "/") == 0) {
-		snprintf(why, n,
-			 "mount path '%.80s' must be absolute, not /, at most "
-			 "255 bytes",
-			 path);
-		return -1;
-	}
-	for (const char *p = path; *p; p++) {
-		if ((unsigned char)*p < 0x21 || *p == 0x7f) {
-			snprintf(why, n,
-				 "mount path '%.80s' has a space or a control "
-				 "character",
-				 path);
-			return -1;
-		}
-	}
-	if (strstr(path, "/../") || strstr(path, "/./") ||
-	    (len >= 3 && strcmp(path + len - 3, "/..") == 0) ||
-	    (len >= 2 && strcmp(path + len - 2, "/.") == 0) ||
-	    strstr(path, "//")) {
-		snprintf(why, n, "mount path '%.80s' is not a plain path",
-			 path);
-		return -1;
-	}
-	if (system_path(path)) {
-		snprintf(why, n,
-			 "mount path '%.80s' is a system directory of the "
-			 "guest",
-			 path);
-		return -1;
-	}
-	return 0;
-}
-
 /* Another volume of s mounted at path, or s over its disk limit. */
 static int check_session_room(struct session *s, const struct volume *self,
 			      const char *path, int *err, char *why, size_t n)
@@ -764,7 +713,7 @@ static int check_attach(struct volume *v, struct session *s, const char *path,
 {
 	int err;
 
-	if (check_path(path, why, n) < 0)
+	if (spec_check_mount_path(path, why, n) < 0)
 		return EINVAL;
 	if (v->deleting) {
 		snprintf(why, n, "volume %s is being deleted", v->name);
@@ -889,50 +838,6 @@ static int do_detach(struct volume *v, struct session *s, struct errlog *log,
 
 /* ---- ctl verbs ------------------------------------------------------------ */
 
-int volume_parse_verb(const char *line, bool session_side,
-		      struct vol_verb *vv, char *why, size_t whylen)
-{
-	char verb[16], a1[80], a2[300], a3[8], extra[2];
-	int n;
-
-	memset(vv, 0, sizeof(*vv));
-	n = sscanf(line, "%15s %79s %299s %7s %1s", verb, a1, a2, a3, extra);
-	if (n >= 1 && strcmp(verb, "attach") == 0) {
-		vv->attach = true;
-		if (n < 3 || n > 4 || (n == 4 && strcmp(a3, "ro") != 0 &&
-				       strcmp(a3, "rw") != 0)) {
-			snprintf(why, whylen,
-				 "'%.80s': attach %s PATH [ro]", line,
-				 session_side ? "VOLUME" : "SESSION");
-			return -1;
-		}
-		vv->ro = n == 4 && strcmp(a3, "ro") == 0;
-	} else if (n >= 1 && strcmp(verb, "detach") == 0) {
-		if (n > 2 || (session_side && n != 2)) {
-			snprintf(why, whylen, "'%.80s': detach%s", line,
-				 session_side ? " VOLUME" : " [SESSION]");
-			return -1;
-		}
-	} else {
-		snprintf(why, whylen, "unknown verb '%.60s'", line);
-		return -1;
-	}
-	if (n >= 2) {
-		if (!valid_name(a1)) {
-			snprintf(why, whylen, "'%.80s' is not a %s name", a1,
-				 session_side ? "volume" : "session");
-			return -1;
-		}
-		snprintf(vv->target, sizeof(vv->target), "%s", a1);
-	}
-	if (vv->attach) {
-		if (check_path(a2, why, whylen) < 0)
-			return -1;
-		snprintf(vv->path, sizeof(vv->path), "%s", a2);
-	}
-	return 0;
-}
-
 int volume_session_verb(struct session *s, const struct vol_verb *vv)
 {
 	struct volume *v = volume_find(vv->target);
@@ -990,7 +895,7 @@ int volume_ctl(struct volume *v, const char *text, size_t len)
 		if (n == 16)
 			return refuse(&v->err, EINVAL, v->name,
 				      "ctl: at most 16 verbs per write");
-		if (volume_parse_verb(line, false, &verbs[n], why,
+		if (spec_parse_vol_verb(line, false, &verbs[n], why,
 				      sizeof(why)) < 0)
 			return refuse(&v->err, EINVAL, v->name,
 				      "ctl: %s (attach SESSION PATH [ro] | "
@@ -1070,7 +975,7 @@ int volumes_check_spec(const struct sess_spec *sp, char *why, size_t n)
 				 sv->volume);
 			return -ENOENT;
 		}
-		if (check_path(sv->path, why, n) < 0)
+		if (spec_check_mount_path(sv->path, why, n) < 0)
 			return -EINVAL;
 		if (v->deleting) {
 			snprintf(why, n, "volume %s is being deleted", v->name);

@@ -49,14 +49,6 @@ struct volume {
 	struct waitq wq;
 };
 
-/* A parsed attach or detach verb. */
-struct vol_verb {
-	bool attach;
-	char target[NAME_MAX_LEN + 1]; /* volume (session ctl) or session */
-	char path[256];
-	bool ro;
-};
-
 /* Disks of a session's volumes for its domain definition. */
 struct vol_boot_disks {
 	struct vmm_disk d[VMM_MAX_DISKS];
@@ -90,10 +82,6 @@ int volume_set_size(struct volume *v, const char *text, size_t len);
 /* The volume's ctl: attach SESSION PATH [ro] | detach [SESSION]. */
 int volume_ctl(struct volume *v, const char *text, size_t len);
 
-/* Parse one ctl line "attach X PATH [ro]" or "detach [X]"; X is required
- * on the session side.  -1 with why on a bad line. */
-int volume_parse_verb(const char *line, bool session_side,
-		      struct vol_verb *vv, char *why, size_t whylen);
 /* A session's ctl verbs (session.c parses, these act). */
 int volume_session_verb(struct session *s, const struct vol_verb *vv);
 

@@ -99,24 +99,24 @@ static void test_verbs(void **state)
 	char why[400];
 
 	assert_int_equal(
-	    volume_parse_verb("attach data /data", true, &vv, why, 400), 0);
+	    spec_parse_vol_verb("attach data /data", true, &vv, why, 400), 0);
 	assert_true(vv.attach);
 	assert_string_equal(vv.target, "data");
 	assert_string_equal(vv.path, "/data");
 	assert_false(vv.ro);
 	assert_int_equal(
-	    volume_parse_verb("attach  s1  /mnt/x  ro", false, &vv, why, 400),
+	    spec_parse_vol_verb("attach  s1  /mnt/x  ro", false, &vv, why, 400),
 	    0);
 	assert_true(vv.ro);
 	assert_int_equal(
-	    volume_parse_verb("attach data /data rw", true, &vv, why, 400), 0);
+	    spec_parse_vol_verb("attach data /data rw", true, &vv, why, 400), 0);
 	assert_false(vv.ro);
-	assert_int_equal(volume_parse_verb("detach data", true, &vv, why, 400),
+	assert_int_equal(spec_parse_vol_verb("detach data", true, &vv, why, 400),
 			 0);
 	assert_false(vv.attach);
-	assert_int_equal(volume_parse_verb("detach", false, &vv, why, 400), 0);
+	assert_int_equal(spec_parse_vol_verb("detach", false, &vv, why, 400), 0);
 	assert_string_equal(vv.target, "");
-	assert_int_equal(volume_parse_verb("detach s", false, &vv, why, 400),
+	assert_int_equal(spec_parse_vol_verb("detach s", false, &vv, why, 400),
 			 0);
 	assert_string_equal(vv.target, "s");
 }
@@ -145,7 +145,7 @@ static void test_verbs_bad(void **state)
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		why[0] = '\0';
-		if (volume_parse_verb(bad[i], true, &vv, why, 400) != -1)
+		if (spec_parse_vol_verb(bad[i], true, &vv, why, 400) != -1)
 			fail_msg("accepted: %s", bad[i]);
 		assert_true(why[0] != '\0');
 	}
