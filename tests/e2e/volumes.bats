@@ -21,19 +21,19 @@ bg_job() {
 
 @test "bad input: sizes 0, 200G, 10Q and bad names are refused; nothing made" {
 	for size in 0 200G 10Q 512K; do
-		refused_with "Invalid argument" sh -c "echo 'name=bad size=$size' >'$V/new'"
+		refused_with "Invalid argument" bash -c "echo 'name=bad size=$size' >'$V/new'"
 		[[ "$(last_err "$V/err")" == *"size"* ]]
 		[[ "$(last_err "$V/err")" == *"$size"* ]]
 		[ ! -e "$V/bad" ]
 	done
 	refused_with "Invalid argument" mkdir "$V/-dash"
 	[[ "$(last_err "$V/err")" == *"not a valid volume name"* ]]
-	refused_with "Invalid argument" sh -c "echo 'name=b@d size=1M' >'$V/new'"
+	refused_with "Invalid argument" bash -c "echo 'name=b@d size=1M' >'$V/new'"
 	[[ "$(last_err "$V/err")" == *"b@d"* ]]
-	refused_with "Invalid argument" sh -c "echo 'size=1M' >'$V/new'"
+	refused_with "Invalid argument" bash -c "echo 'size=1M' >'$V/new'"
 	[[ "$(last_err "$V/err")" == *"name"* ]]
-	refused_with "Invalid argument" sh -c "echo 'name=x color=red' >'$V/new'"
-	refused_with "Invalid argument" sh -c "echo 'cpu=1 memory=512 volume_size=10Q' >'$T/defaults'"
+	refused_with "Invalid argument" bash -c "echo 'name=x color=red' >'$V/new'"
+	refused_with "Invalid argument" bash -c "echo 'cpu=1 memory=512 volume_size=10Q' >'$T/defaults'"
 	[ "$(ls "$V")" = "$(printf 'err\nnew')" ]
 	[ -z "$(vol_list)" ]
 }
@@ -72,9 +72,9 @@ bg_job() {
 @test "size grows; shrinking is refused and changes nothing" {
 	echo 128M >"$V/data/size"
 	[ "$(cat "$V/data/size")" = 134217728 ]
-	refused_with "Invalid argument" sh -c "echo 64M >'$V/data/size'"
+	refused_with "Invalid argument" bash -c "echo 64M >'$V/data/size'"
 	[[ "$(last_err "$V/data/err")" == *"only grow"* ]]
-	refused_with "Invalid argument" sh -c "echo 10Q >'$V/data/size'"
+	refused_with "Invalid argument" bash -c "echo 10Q >'$V/data/size'"
 	[ "$(cat "$V/data/size")" = 134217728 ]
 	vol_list | grep "$(cat "$V/data/id")" >/dev/null
 	[ "$(stat -c %s "$TK/state/volume-pool/$(cat "$V/data/id").raw")" = 134217728 ]
@@ -133,7 +133,7 @@ bg_job() {
 	# a busy mount is reported, not yanked
 	bg_job B 'cd /mnt/live && exec sleep 600'
 	sleep 1
-	refused_with "Device or resource busy" sh -c "echo 'detach live' >'$T/sessions/B/ctl'"
+	refused_with "Device or resource busy" bash -c "echo 'detach live' >'$T/sessions/B/ctl'"
 	[[ "$(last_err "$T/sessions/B/err")" == *"/mnt/live is busy"*"sleep"* ]]
 	[ "$(tk_exec B 'cat /mnt/live/note')" = kept ]
 	[ "$(cat "$V/live/state")" = ATTACHED ]
@@ -154,11 +154,11 @@ bg_job() {
 @test "EBUSY: attached read-write elsewhere, deleting an attached volume; read-only sharing" {
 	mkdir "$T/sessions/C"
 	echo 'attach live /mnt/live' >"$T/sessions/B/ctl"
-	refused_with "Device or resource busy" sh -c "echo 'attach live /x' >'$T/sessions/C/ctl'"
+	refused_with "Device or resource busy" bash -c "echo 'attach live /x' >'$T/sessions/C/ctl'"
 	[[ "$(last_err "$T/sessions/C/err")" == *"read-write to session B"* ]]
-	refused_with "Device or resource busy" sh -c "echo 'attach C /x ro' >'$V/live/ctl'"
+	refused_with "Device or resource busy" bash -c "echo 'attach C /x ro' >'$V/live/ctl'"
 	[[ "$(last_err "$V/live/err")" == *"read-write to session B"* ]]
-	refused_with "Device or resource busy" sh -c "echo 'name=D volume=live:/x' >'$T/sessions/new'"
+	refused_with "Device or resource busy" bash -c "echo 'name=D volume=live:/x' >'$T/sessions/new'"
 	[[ "$(last_err "$T/sessions/err")" == *"read-write to session B"* ]]
 	[ ! -e "$T/sessions/D" ]
 	refused_with "Device or resource busy" rmdir "$V/live"
@@ -171,7 +171,7 @@ bg_job() {
 	[ "$(tk_exec B 'cat /ro/note')" = kept ]
 	[ "$(tk_exec C 'cat /ro/note')" = kept ]
 	[ "$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["attachments"]))' "$V/live/info.json")" = 2 ]
-	refused_with "Device or resource busy" sh -c "echo 'attach live /rw' >'$T/sessions/C/ctl'"
+	refused_with "Device or resource busy" bash -c "echo 'attach live /rw' >'$T/sessions/C/ctl'"
 	[[ "$(last_err "$T/sessions/C/err")" == *"read-only to session B"* ]]
 	[ "$(cat "$T/sessions/C/volumes")" = "" ]
 	echo detach >"$V/live/ctl"
@@ -180,21 +180,21 @@ bg_job() {
 }
 
 @test "bad attach input: relative path, unknown volume, system path, TERMINATED session" {
-	refused_with "Invalid argument" sh -c "echo 'attach live data' >'$T/sessions/B/ctl'"
+	refused_with "Invalid argument" bash -c "echo 'attach live data' >'$T/sessions/B/ctl'"
 	[[ "$(last_err "$T/sessions/B/err")" == *"must be absolute"* ]]
-	refused_with "Invalid argument" sh -c "echo 'attach live /proc/x' >'$T/sessions/B/ctl'"
-	refused_with "Invalid argument" sh -c "echo 'attach live' >'$T/sessions/B/ctl'"
-	refused_with "Invalid argument" sh -c "echo 'attach live /x rx' >'$T/sessions/B/ctl'"
-	refused_with "No such file or directory" sh -c "echo 'attach nosuch /x' >'$T/sessions/B/ctl'"
+	refused_with "Invalid argument" bash -c "echo 'attach live /proc/x' >'$T/sessions/B/ctl'"
+	refused_with "Invalid argument" bash -c "echo 'attach live' >'$T/sessions/B/ctl'"
+	refused_with "Invalid argument" bash -c "echo 'attach live /x rx' >'$T/sessions/B/ctl'"
+	refused_with "No such file or directory" bash -c "echo 'attach nosuch /x' >'$T/sessions/B/ctl'"
 	[[ "$(last_err "$T/sessions/B/err")" == *"no volume nosuch"* ]]
-	refused_with "No such file or directory" sh -c "echo 'attach nosuch /x' >'$V/live/ctl'"
-	refused_with "Invalid argument" sh -c "echo 'name=E volume=live:rel' >'$T/sessions/new'"
-	refused_with "No such file or directory" sh -c "echo 'name=E volume=nosuch:/x' >'$T/sessions/new'"
+	refused_with "No such file or directory" bash -c "echo 'attach nosuch /x' >'$V/live/ctl'"
+	refused_with "Invalid argument" bash -c "echo 'name=E volume=live:rel' >'$T/sessions/new'"
+	refused_with "No such file or directory" bash -c "echo 'name=E volume=nosuch:/x' >'$T/sessions/new'"
 	[ ! -e "$T/sessions/E" ]
 	echo close >"$T/sessions/C/ctl"
-	refused_with "Device or resource busy" sh -c "echo 'attach live /x' >'$T/sessions/C/ctl'"
+	refused_with "Device or resource busy" bash -c "echo 'attach live /x' >'$T/sessions/C/ctl'"
 	[[ "$(last_err "$T/sessions/C/err")" == *"TERMINATED"* ]]
-	refused_with "Device or resource busy" sh -c "echo 'attach C /x' >'$V/live/ctl'"
+	refused_with "Device or resource busy" bash -c "echo 'attach C /x' >'$V/live/ctl'"
 	[[ "$(last_err "$V/live/err")" == *"TERMINATED"* ]]
 	[ "$(cat "$V/live/state")" = AVAILABLE ]
 	[ -z "$(cat "$T/sessions/B/volumes")" ]
