@@ -830,7 +830,8 @@ static bool disk_match(const char *p, const char *close, void *arg)
 	const char *src = find_elem(p, close, "source");
 	const char *t = find_elem(p, close, "target");
 
-	if (src == NULL || t == NULL || !tag_attr_is(src, close, "file", df->path))
+	if (src == NULL || t == NULL ||
+	    !tag_attr_is(src, close, "file", df->path))
 		return false;
 	df->target = tag_attr(t, close, "dev");
 	return df->target != NULL;

@@ -724,11 +724,12 @@ static int parse_verbs(struct session *s, const char *text, size_t len,
 			return refuse(&s->err, EINVAL, s->name,
 				      "ctl: at most 16 verbs per write");
 		struct verb_call *c = &calls[(*ncalls)++];
-		if (strcmp(verb, "attach") == 0 || strcmp(verb, "detach") == 0) {
+		if (strcmp(verb, "attach") == 0 ||
+		    strcmp(verb, "detach") == 0) {
 			char why[400];
 			c->v = V_VOLUME;
 			if (spec_parse_vol_verb(line, true, &c->vol, why,
-					      sizeof(why)) < 0)
+						sizeof(why)) < 0)
 				return refuse(&s->err, EINVAL, s->name,
 					      "ctl: %s", why);
 		} else if (strcmp(verb, "extend") == 0 && n == 2) {

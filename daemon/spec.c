@@ -924,8 +924,8 @@ static int volspec_json(struct vol_spec *vs, const char *text, size_t len,
 	}
 	json_object_foreach(root, key, v)
 	{
-		if (json_is_boolean(v) || (!json_is_string(v) &&
-					   !json_is_integer(v))) {
+		if (json_is_boolean(v) ||
+		    (!json_is_string(v) && !json_is_integer(v))) {
 			why_set(why, "key %.60s: wrong JSON type", key);
 			goto out;
 		}
@@ -939,8 +939,7 @@ out:
 	return rc;
 }
 
-int volspec_parse(struct vol_spec *vs, const char *text, size_t len,
-		  char *why)
+int volspec_parse(struct vol_spec *vs, const char *text, size_t len, char *why)
 {
 	const char *p = text, *end = text + len;
 	struct buf w = {0};
@@ -987,7 +986,7 @@ int volspec_parse(struct vol_spec *vs, const char *text, size_t len,
 static bool system_path(const char *p)
 {
 	static const char *sys[] = {"/proc", "/sys", "/dev", "/run", "/bin",
-				     "/sbin", "/lib", "/usr", "/etc", "/boot"};
+				    "/sbin", "/lib", "/usr", "/etc", "/boot"};
 
 	for (size_t i = 0; i < sizeof(sys) / sizeof(sys[0]); i++) {
 		size_t n = strlen(sys[i]);
@@ -1045,11 +1044,11 @@ int spec_parse_vol_verb(const char *line, bool session_side,
 	n = sscanf(line, "%15s %79s %299s %7s %1s", verb, a1, a2, a3, extra);
 	if (n >= 1 && strcmp(verb, "attach") == 0) {
 		vv->attach = true;
-		if (n < 3 || n > 4 || (n == 4 && strcmp(a3, "ro") != 0 &&
-				       strcmp(a3, "rw") != 0)) {
-			snprintf(why, whylen,
-				 "'%.80s': attach %s PATH [ro]", line,
-				 session_side ? "VOLUME" : "SESSION");
+		if (n < 3 || n > 4 ||
+		    (n == 4 && strcmp(a3, "ro") != 0 &&
+		     strcmp(a3, "rw") != 0)) {
+			snprintf(why, whylen, "'%.80s': attach %s PATH [ro]",
+				 line, session_side ? "VOLUME" : "SESSION");
 			return -1;
 		}
 		vv->ro = n == 4 && strcmp(a3, "ro") == 0;

@@ -67,8 +67,7 @@ struct vol_spec {
 };
 
 /* Parse text into *vs (zeroed first); -1 with why on error. */
-int volspec_parse(struct vol_spec *vs, const char *text, size_t len,
-		  char *why);
+int volspec_parse(struct vol_spec *vs, const char *text, size_t len, char *why);
 /* A volume size: a size in 1M..100G, rounded up to whole MiB. */
 int spec_volume_size(const char *key, const char *val, uint64_t *bytes,
 		     char *why);

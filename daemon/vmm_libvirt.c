@@ -1186,8 +1186,7 @@ void vmm_free_names(char **names)
 
 /* The named pool, started.  A pool of that name over another directory
  * is refused: it belongs to someone else. */
-static virStoragePoolPtr vpool_get(virConnectPtr c, const char *name,
-				   char *err)
+static virStoragePoolPtr vpool_get(virConnectPtr c, const char *name, char *err)
 {
 	virStoragePoolPtr pool;
 
@@ -1496,8 +1495,8 @@ out:
 	return rc;
 }
 
-int vmm_disk_attached(struct vmm_host *h, const char *domname,
-		      const char *path, char *err)
+int vmm_disk_attached(struct vmm_host *h, const char *domname, const char *path,
+		      char *err)
 {
 	virDomainPtr dom;
 	virConnectPtr c;

@@ -134,10 +134,10 @@ void volume_save(struct volume *v)
 		    atts, json_pack("{s:s, s:s, s:s, s:b}", "session_id",
 				    a->session_id, "session", a->session_name,
 				    "mount_path", a->path, "read_only", a->ro));
-	json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:o}", "id", v->id, "name",
-			      v->name, "size", (json_int_t)v->size,
-			      "created_ms", (json_int_t)v->created_ms,
-			      "attachments", atts);
+	json_t *o =
+	    json_pack("{s:s, s:s, s:I, s:I, s:o}", "id", v->id, "name", v->name,
+		      "size", (json_int_t)v->size, "created_ms",
+		      (json_int_t)v->created_ms, "attachments", atts);
 	char *txt = o ? json_dumps(o, JSON_INDENT(1)) : NULL;
 
 	json_decref(o);
@@ -358,6 +358,10 @@ void volumes_restore(void)
 				changed = true;
 				continue;
 			}
+			/* A boot cut short by the restart: mount again when
+			 * the agent answers (vol_mount is idempotent). */
+			if (s->state == S_CREATING)
+				a->mounted = false;
 			struct att_probe *p = calloc(1, sizeof(*p));
 			if (!p)
 				abort();
@@ -643,7 +647,8 @@ static int table_errno(int e)
 	}
 }
 
-/* ---- attach and detach ---------------------------------------------------- */
+/* ---- attach and detach ----------------------------------------------------
+ */
 
 /* Another volume of s mounted at path, or s over its disk limit. */
 static int check_session_room(struct session *s, const struct volume *self,
@@ -685,7 +690,8 @@ static int check_sharing(const struct volume *v, const struct session *s,
 {
 	for (const struct vol_att *a = v->atts; a; a = a->next) {
 		if (strcmp(a->session_id, s->id) == 0) {
-			snprintf(why, n, "volume %s is already attached to %s at %s",
+			snprintf(why, n,
+				 "volume %s is already attached to %s at %s",
 				 v->name, s->name, a->path);
 			return -1;
 		}
@@ -777,8 +783,8 @@ static int do_attach(struct volume *v, struct session *s, const char *path,
 	}
 	a->mounted = true;
 	volume_save(v);
-	log_info("volume %s: attached to %s at %s (%s)", v->name, s->name,
-		 path, ro ? "ro" : "rw");
+	log_info("volume %s: attached to %s at %s (%s)", v->name, s->name, path,
+		 ro ? "ro" : "rw");
 	vol_done(v);
 	session_busy_end(s);
 	return 0;
@@ -836,7 +842,8 @@ static int do_detach(struct volume *v, struct session *s, struct errlog *log,
 	return 0;
 }
 
-/* ---- ctl verbs ------------------------------------------------------------ */
+/* ---- ctl verbs ------------------------------------------------------------
+ */
 
 int volume_session_verb(struct session *s, const struct vol_verb *vv)
 {
@@ -896,7 +903,7 @@ int volume_ctl(struct volume *v, const char *text, size_t len)
 			return refuse(&v->err, EINVAL, v->name,
 				      "ctl: at most 16 verbs per write");
 		if (spec_parse_vol_verb(line, false, &verbs[n], why,
-				      sizeof(why)) < 0)
+					sizeof(why)) < 0)
 			return refuse(&v->err, EINVAL, v->name,
 				      "ctl: %s (attach SESSION PATH [ro] | "
 				      "detach [SESSION])",
@@ -947,10 +954,10 @@ char *volume_info_json(struct volume *v)
 	json_object_set_new(o, "filesystem", json_string("ext4"));
 	for (struct vol_att *a = v->atts; a; a = a->next)
 		json_array_append_new(
-		    atts, json_pack("{s:s, s:s, s:s, s:b}", "session",
-				    a->session_name, "session_id",
-				    a->session_id, "mount_path", a->path,
-				    "read_only", a->ro));
+		    atts,
+		    json_pack("{s:s, s:s, s:s, s:b}", "session",
+			      a->session_name, "session_id", a->session_id,
+			      "mount_path", a->path, "read_only", a->ro));
 	/* The first attachment also at the top (the only one unless the
 	 * volume is shared read-only). */
 	struct vol_att *a = v->atts;
@@ -963,7 +970,8 @@ char *volume_info_json(struct volume *v)
 	return json_dump_line(o, JSON_INDENT(1));
 }
 
-/* ---- the session side ------------------------------------------------------ */
+/* ---- the session side ------------------------------------------------------
+ */
 
 int volumes_check_spec(const struct sess_spec *sp, char *why, size_t n)
 {
@@ -983,15 +991,16 @@ int volumes_check_spec(const struct sess_spec *sp, char *why, size_t n)
 		}
 		for (const struct vol_att *a = v->atts; a; a = a->next) {
 			if (!a->ro || !sv->ro) {
-				snprintf(why, n,
-					 "volume %s is attached %s to session "
-					 "%s%s",
-					 v->name, a->ro ? "read-only" : "read-write",
-					 a->session_name,
-					 a->ro ? ": a read-write attach needs it "
-						 "unattached"
-					       : ": ext4 allows no other user "
-						 "meanwhile");
+				snprintf(
+				    why, n,
+				    "volume %s is attached %s to session "
+				    "%s%s",
+				    v->name, a->ro ? "read-only" : "read-write",
+				    a->session_name,
+				    a->ro ? ": a read-write attach needs it "
+					    "unattached"
+					  : ": ext4 allows no other user "
+					    "meanwhile");
 				return -EBUSY;
 			}
 		}
@@ -1034,8 +1043,8 @@ void volumes_boot_disks(struct session *s, struct vol_boot_disks *out)
 		unsigned i = out->n++;
 		vol_path(v, out->path[i], sizeof(out->path[i]));
 		vol_serial(v, out->serial[i]);
-		out->d[i] = (struct vmm_disk){out->path[i], out->serial[i],
-					      a->ro};
+		out->d[i] =
+		    (struct vmm_disk){out->path[i], out->serial[i], a->ro};
 	}
 }
 
@@ -1164,9 +1173,8 @@ json_t *volumes_session_json(struct session *s)
 		if (a)
 			json_array_append_new(
 			    arr, json_pack("{s:s, s:s, s:s, s:b}", "volume_id",
-					   v->id, "name", v->name,
-					   "mount_path", a->path, "read_only",
-					   a->ro));
+					   v->id, "name", v->name, "mount_path",
+					   a->path, "read_only", a->ro));
 	}
 	return arr;
 }

@@ -97,8 +97,8 @@ static struct errlog *nearest_err(const struct node *n)
 	if (n->v)
 		return &n->v->err;
 	if (n->kind == N_VOLUMES ||
-	    (n->kind == N_FILE && (n->fd->id == F_VOLUMES_NEW ||
-				   n->fd->id == F_VOLUMES_ERR)))
+	    (n->kind == N_FILE &&
+	     (n->fd->id == F_VOLUMES_NEW || n->fd->id == F_VOLUMES_ERR)))
 		return &volumes_err;
 	if (n->kind == N_SESSIONS ||
 	    (n->kind == N_FILE && n->fd->id >= F_SESSIONS_NEW &&

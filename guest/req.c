@@ -498,9 +498,12 @@ static const struct {
 	const char *name;
 	void (*fn)(struct reqctx *);
 } ops[] = {
-    {"exec", op_exec},		 {"signal", op_signal},
-    {"forget", op_forget},	 {"sync", op_sync},
-    {"info", op_info},		 {"vol_mount", op_vol_mount},
+    {"exec", op_exec},
+    {"signal", op_signal},
+    {"forget", op_forget},
+    {"sync", op_sync},
+    {"info", op_info},
+    {"vol_mount", op_vol_mount},
     {"vol_umount", op_vol_umount},
 };
 

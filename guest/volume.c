@@ -133,7 +133,8 @@ static int find_disk(const char *serial, int64_t wait_ms, char *dev)
 					continue;
 				snprintf(dev, 32, "/dev/%s", de->d_name);
 				/* devtmpfs makes the node a moment later. */
-				if (stat(dev, &st) == 0 && S_ISBLK(st.st_mode)) {
+				if (stat(dev, &st) == 0 &&
+				    S_ISBLK(st.st_mode)) {
 					closedir(d);
 					return 0;
 				}
@@ -279,9 +280,15 @@ static int do_mount(const char *serial, const char *path, bool ro,
 			    "the volume is blank: attach it read-write once "
 			    "to make its filesystem");
 	if (kind == 0) {
-		char *const mkfs[] = {
-		    "/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-E",
-		    "lazy_itable_init=1,lazy_journal_init=1", dev, NULL};
+		char *const mkfs[] = {"/sbin/mkfs.ext4",
+				      "-q",
+				      "-F",
+				      "-m",
+				      "0",
+				      "-E",
+				      "lazy_itable_init=1,lazy_journal_init=1",
+				      dev,
+				      NULL};
 		alog(L_INFO, "volume %s: making ext4 on %s", serial, dev);
 		if (run(r, mkfs) != 0)
 			return r->err;
@@ -291,16 +298,15 @@ static int do_mount(const char *serial, const char *path, bool ro,
 			    path, strerror(errno));
 	/* noload: a read-only mount replays no journal, so it writes
 	 * nothing, which is what makes sharing read-only safe. */
-	if (mount(dev, path, "ext4", ro ? MS_RDONLY : 0,
-		  ro ? "noload" : "") < 0)
+	if (mount(dev, path, "ext4", ro ? MS_RDONLY : 0, ro ? "noload" : "") <
+	    0)
 		return fail(r, errno == EBUSY ? EBUSY : EIO,
 			    "mount %s on %s: %s", dev, path, strerror(errno));
 	/* The volume grew while detached: grow the filesystem, online. */
 	if (!ro && kind == 1 && fs && disk > fs + (1u << 20)) {
 		char *const rs[] = {"/sbin/resize2fs", dev, NULL};
 		alog(L_INFO, "volume %s: growing ext4 from %llu to %llu bytes",
-		     serial, (unsigned long long)fs,
-		     (unsigned long long)disk);
+		     serial, (unsigned long long)fs, (unsigned long long)disk);
 		if (run(r, rs) != 0) {
 			alog(L_WARN, "volume %s: %s", serial, r->msg);
 			r->err = 0;
@@ -360,8 +366,7 @@ static void holders(const char *path, char *out, size_t n)
 	closedir(d);
 }
 
-static int do_umount(const char *serial, const char *path,
-		     struct vol_report *r)
+static int do_umount(const char *serial, const char *path, struct vol_report *r)
 {
 	char src[256], who[400];
 

@@ -532,40 +532,40 @@ static void test_volumes_pool(void **state)
 	    vmm_pool_ensure(h, "tenki-unit-volumes", "/elsewhere", err), -1);
 	assert_non_null(strstr(err, "not over"));
 
-	assert_int_equal(vmm_vol_create(h, "tenki-unit-volumes", "v1.raw",
-					1ULL << 20, err),
-			 0);
+	assert_int_equal(
+	    vmm_vol_create(h, "tenki-unit-volumes", "v1.raw", 1ULL << 20, err),
+	    0);
 	assert_int_equal(vol_capacity("tenki-unit-volumes", "v1.raw"),
 			 1ULL << 20);
-	assert_int_equal(vmm_vol_create(h, "tenki-unit-volumes", "v1.raw",
-					1ULL << 20, err),
-			 -1);
+	assert_int_equal(
+	    vmm_vol_create(h, "tenki-unit-volumes", "v1.raw", 1ULL << 20, err),
+	    -1);
 	/* The test driver has no resize (the e2e suite grows volumes):
 	 * the failure is reported, the volume unchanged. */
 	err[0] = '\0';
-	assert_int_equal(vmm_vol_resize(h, "tenki-unit-volumes", "v1.raw",
-					4ULL << 20, err),
-			 -1);
+	assert_int_equal(
+	    vmm_vol_resize(h, "tenki-unit-volumes", "v1.raw", 4ULL << 20, err),
+	    -1);
 	assert_non_null(strstr(err, "v1.raw"));
 	assert_int_equal(vol_capacity("tenki-unit-volumes", "v1.raw"),
 			 1ULL << 20);
 	assert_int_equal(vmm_vol_resize(h, "tenki-unit-volumes", "nope.raw",
 					4ULL << 20, err),
 			 -1);
-	assert_int_equal(
-	    vmm_vol_delete(h, "tenki-unit-volumes", "v1.raw", err), 0);
+	assert_int_equal(vmm_vol_delete(h, "tenki-unit-volumes", "v1.raw", err),
+			 0);
 	assert_int_equal(vol_capacity("tenki-unit-volumes", "v1.raw"), 0);
-	assert_int_equal(
-	    vmm_vol_delete(h, "tenki-unit-volumes", "v1.raw", err), 0);
+	assert_int_equal(vmm_vol_delete(h, "tenki-unit-volumes", "v1.raw", err),
+			 0);
 	assert_int_equal(
 	    vmm_vol_create(h, "tenki-no-pool", "v.raw", 1ULL << 20, err), -1);
 
 	/* The test driver cannot hot-plug; a stopped domain has no disk. */
-	assert_int_equal(vmm_disk_attached(h, "tenki-none", "/x.raw", err),
-			 0);
+	assert_int_equal(vmm_disk_attached(h, "tenki-none", "/x.raw", err), 0);
 
 	assert_non_null(c = virConnectOpen(URI));
-	assert_non_null(p = virStoragePoolLookupByName(c, "tenki-unit-volumes"));
+	assert_non_null(
+	    p = virStoragePoolLookupByName(c, "tenki-unit-volumes"));
 	virStoragePoolDestroy(p);
 	virStoragePoolUndefine(p);
 	virStoragePoolFree(p);

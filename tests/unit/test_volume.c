@@ -39,8 +39,8 @@ static void test_volspec(void **state)
 	assert_int_equal(parse(&vs, "{\"name\": \"j\", \"size\": \"2G\"}", why),
 			 0);
 	assert_int_equal(vs.size, 2ULL << 30);
-	assert_int_equal(parse(&vs, "{\"name\": \"j\", \"size\": 1048576}", why),
-			 0);
+	assert_int_equal(
+	    parse(&vs, "{\"name\": \"j\", \"size\": 1048576}", why), 0);
 	assert_int_equal(vs.size, 1ULL << 20);
 }
 
@@ -109,12 +109,14 @@ static void test_verbs(void **state)
 	    0);
 	assert_true(vv.ro);
 	assert_int_equal(
-	    spec_parse_vol_verb("attach data /data rw", true, &vv, why, 400), 0);
+	    spec_parse_vol_verb("attach data /data rw", true, &vv, why, 400),
+	    0);
 	assert_false(vv.ro);
-	assert_int_equal(spec_parse_vol_verb("detach data", true, &vv, why, 400),
-			 0);
+	assert_int_equal(
+	    spec_parse_vol_verb("detach data", true, &vv, why, 400), 0);
 	assert_false(vv.attach);
-	assert_int_equal(spec_parse_vol_verb("detach", false, &vv, why, 400), 0);
+	assert_int_equal(spec_parse_vol_verb("detach", false, &vv, why, 400),
+			 0);
 	assert_string_equal(vv.target, "");
 	assert_int_equal(spec_parse_vol_verb("detach s", false, &vv, why, 400),
 			 0);
@@ -157,7 +159,8 @@ static void test_disk_xml(void **state)
 	char *x = domxml_disk(&d, "vdc"), *t, out[8];
 
 	assert_non_null(x);
-	assert_non_null(strstr(x, "<source file='/s/volume-pool/a&apos;b.raw'/>"));
+	assert_non_null(
+	    strstr(x, "<source file='/s/volume-pool/a&apos;b.raw'/>"));
 	assert_non_null(strstr(x, "<target dev='vdc' bus='virtio'/>"));
 	assert_non_null(strstr(x, "<serial>tk0123</serial>"));
 	assert_non_null(strstr(x, "<readonly/>"));
