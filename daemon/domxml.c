@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+_Static_assert(DOMXML_SPARE_PORTS >= VMM_HOTPLUG_DISKS,
+	       "a spare port for every disk the model may hot-plug");
+
 #define VCPUS_MAX     16
 #define MEMORY_MIN_MB 512
 #define MEMORY_MAX_MB 65536

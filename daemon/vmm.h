@@ -44,6 +44,9 @@ struct vmm_disk {
 
 #define VMM_SERIAL_MAX 20 /* virtio-blk's ID field */
 #define VMM_MAX_DISKS  16 /* vdb..vdq besides the root disk */
+/* Disks a running VM can take beyond those it started with: its spare
+ * PCIe hot-plug ports (DOMXML_SPARE_PORTS). */
+#define VMM_HOTPLUG_DISKS 4
 
 struct vmm_vm_spec {
 	const char *domname; /* libvirt domain name, "tenki-<hex>" */

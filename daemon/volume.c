@@ -671,10 +671,17 @@ static int check_session_room(struct session *s, const struct volume *self,
 			}
 		}
 	}
-	if (count >= MAX_PER_SESSION) {
+	/* A running VM takes disks on the PCIe ports its domain was made
+	 * with: those of its volume= keys and the spare ones. */
+	int room = (int)s->spec.nvolumes + VMM_HOTPLUG_DISKS;
+	if (room > MAX_PER_SESSION)
+		room = MAX_PER_SESSION;
+	if (count >= room) {
 		*err = ENOSPC;
-		snprintf(why, n, "session %s has %d volumes, the most it can",
-			 s->name, MAX_PER_SESSION);
+		snprintf(why, n,
+			 "session %s has %d volumes, the most its VM has "
+			 "hot-plug ports for",
+			 s->name, count);
 		return -1;
 	}
 	return 0;

@@ -173,7 +173,7 @@ bg_job() {
 	[ "$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["attachments"]))' "$V/live/info.json")" = 2 ]
 	refused_with "Device or resource busy" bash -c "echo 'attach live /rw' >'$T/sessions/C/ctl'"
 	[[ "$(last_err "$T/sessions/C/err")" == *"read-only to session B"* ]]
-	[ "$(cat "$T/sessions/C/volumes")" = "" ]
+	[ "$(cat "$T/sessions/C/volumes")" = "live /ro ro" ]
 	echo detach >"$V/live/ctl"
 	[ "$(cat "$V/live/state")" = AVAILABLE ]
 	[ "$(tk_exec B 'grep -c " /ro " /proc/mounts')" = 0 ]
@@ -199,6 +199,18 @@ bg_job() {
 	[ "$(cat "$V/live/state")" = AVAILABLE ]
 	[ -z "$(cat "$T/sessions/B/volumes")" ]
 	rmdir "$T/sessions/C"
+}
+
+@test "a running session takes 4 hot-plugged volumes (its spare ports); the 5th: ENOSPC" {
+	for i in 1 2 3 4 5; do echo "name=h$i size=8M" >"$V/new"; done
+	for i in 1 2 3 4; do echo "attach h$i /h/$i" >"$T/sessions/B/ctl"; done
+	refused_with "No space left" bash -c "echo 'attach h5 /h/5' >'$T/sessions/B/ctl'"
+	[[ "$(last_err "$T/sessions/B/err")" == *"hot-plug ports"* ]]
+	[ "$(cat "$V/h5/state")" = AVAILABLE ]
+	[ "$(tk_exec B 'grep -c " /h/" /proc/mounts')" = 4 ]
+	for i in 1 2 3 4; do echo detach >"$V/h$i/ctl"; done
+	[ "$(tk_exec B 'grep -c " /h/" /proc/mounts')" = 0 ]
+	for i in 1 2 3 4 5; do rmdir "$V/h$i"; done
 }
 
 @test "durability: synced data survives virsh destroy; the volume mounts clean next time" {
