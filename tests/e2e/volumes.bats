@@ -201,6 +201,26 @@ bg_job() {
 	rmdir "$T/sessions/C"
 }
 
+@test "a failed attach leaves nothing attached: read-only of a blank volume, live and at create" {
+	echo 'name=blank size=8M' >"$V/new"
+	disks=$(tk_exec B 'ls /sys/block | grep -c ^vd')
+	refused_with "Invalid argument" bash -c "echo 'attach blank /b ro' >'$T/sessions/B/ctl'"
+	[[ "$(last_err "$T/sessions/B/err")" == *"blank"* ]]
+	[ "$(cat "$V/blank/state")" = AVAILABLE ]
+	[ -z "$(cat "$T/sessions/B/volumes")" ]
+	[ "$(tk_exec B 'ls /sys/block | grep -c ^vd')" = "$disks" ]
+	[ "$(tk_exec B 'grep -c " /b " /proc/mounts')" = 0 ]
+	# at create: the create fails and leaves no session, domain or attachment
+	ndom=$(domains | wc -l)
+	refused_with "Input/output error" bash -c "echo 'name=F volume=blank:/b:ro' >'$T/sessions/new'"
+	[[ "$(last_err "$T/sessions/err")" == *"create failed: volume blank"*"blank"* ]]
+	[ ! -e "$T/sessions/F" ]
+	[ "$(cat "$V/blank/state")" = AVAILABLE ]
+	for _ in $(seq 50); do [ "$(domains | wc -l)" -eq "$ndom" ] && break; sleep 0.2; done
+	[ "$(domains | wc -l)" -eq "$ndom" ]
+	rmdir "$V/blank"
+}
+
 @test "a running session takes 4 hot-plugged volumes (its spare ports); the 5th: ENOSPC" {
 	for i in 1 2 3 4 5; do echo "name=h$i size=8M" >"$V/new"; done
 	for i in 1 2 3 4; do echo "attach h$i /h/$i" >"$T/sessions/B/ctl"; done
