@@ -3,11 +3,10 @@
 # dir pool; attached as virtio disks, mounted by the agent.
 load lib
 
-setup_file() {
-	start_tenkid
-	export V=$T/volumes
-}
+setup_file() { start_tenkid; }
 teardown_file() { cleanup_tenkid; }
+# Never empty: start_tenkid exported T before any test runs.
+V="$T/volumes"
 
 vol_list() { virsh -q -c qemu:///system vol-list "$(vol_pool)" 2>/dev/null || true; }
 last_err() { tail -n 1 "$1"; }
@@ -59,6 +58,9 @@ bg_job() {
 	vol_list | grep -q "$(cat "$V/m/id").raw"
 	vol_list | grep -q "$(cat "$V/data/id").raw"
 	refused_with "File exists" mkdir "$V/data"
+	refused_with "File exists" bash -c "echo 'name=data size=1M' >'$V/new'"
+	[[ "$(last_err "$V/err")" == *"a volume named data exists"* ]]
+	[ "$(cat "$V/data/size")" = 67108864 ]
 	# volume_size in defaults sizes mkdir
 	echo 'cpu=1 memory=512 volume_size=2M' >"$T/defaults"
 	mkdir "$V/small"
