@@ -32,6 +32,11 @@ $(B)/tenki-agent: $(AGENT_SRCS) $(wildcard proto/*.h guest/*.h)
 	@mkdir -p $(B)
 	$(CC) $(CFLAGS) $(XCFLAGS) -static -o $@ $(AGENT_SRCS) -l:libjansson.a
 
+# A hostile stand-in for the agent, for tests/e2e/hostile.bats only.
+$(B)/tenki-hostile-agent: tests/hostile/hostile_agent.c proto/frame.c proto/proto.h
+	@mkdir -p $(B)
+	$(CC) $(CFLAGS) $(XCFLAGS) -static -o $@ tests/hostile/hostile_agent.c proto/frame.c
+
 $(B)/tenki-subreaper: scripts/subreaper.c
 	@mkdir -p $(B)
 	$(CC) $(CFLAGS) $(XCFLAGS) -o $@ $<
@@ -59,12 +64,18 @@ setup-check:
 	scripts/setup.sh --no-daemon
 
 test: setup-check
-	$(MAKE) all image $(UNIT_BINS)
+	$(MAKE) all image $(UNIT_BINS) $(B)/tenki-hostile-agent
 	scripts/run-tests.sh
+
+# Long forms of the load and fuzz tests (not part of make test).
+soak: all image
+	TENKI_TESTS=e2e TENKI_E2E="load hostile" TENKI_LOAD_SESSIONS=20 \
+		TENKI_LOAD_CYCLES=500 scripts/run-tests.sh
+	$(MAKE) -C tests/fuzz run-long
 
 # The same tests with tenkid built with ASan and UBSan; any report fails.
 test-asan: setup-check asan
-	$(MAKE) all image $(UNIT_BINS)
+	$(MAKE) all image $(UNIT_BINS) $(B)/tenki-hostile-agent
 	rm -rf build/asan-logs && mkdir -p build/asan-logs
 	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:log_path=$(CURDIR)/build/asan-logs/asan \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/build/asan-logs/ubsan \
@@ -84,5 +95,5 @@ format:
 clean:
 	rm -rf build
 
-.PHONY: all asan image unit test test-asan bench fuzz format clean setup-check
+.PHONY: soak all asan image unit test test-asan bench fuzz format clean setup-check
 .SECONDARY:
