@@ -766,6 +766,9 @@ static int do_attach(struct volume *v, struct session *s, const char *path,
 	struct vol_att *a = att_add(v, s, path, ro);
 	s->busy = true;
 	v->busy = true;
+	/* Recorded before libvirt acts: after a crash in between, the
+	 * restart asks libvirt whether the disk is there. */
+	volume_save(v);
 	state_changed(v, old);
 	vol_path(v, dpath, sizeof(dpath));
 	vol_serial(v, serial);
@@ -797,6 +800,7 @@ static int do_attach(struct volume *v, struct session *s, const char *path,
 	return 0;
 undo:
 	att_del(v, a);
+	volume_save(v);
 	vol_done(v);
 	session_busy_end(s);
 	state_changed(v, "ATTACHED");
