@@ -5,6 +5,7 @@
 #include "evloop.h"
 #include "log.h"
 #include "proto.h"
+#include "sshgw.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -17,7 +18,6 @@
 #include <unistd.h>
 
 #define KILL_GRACE_MS	2000
-#define EXEC_TIMEOUT_MS 30000
 #define MAX_JOBS	4096
 #define MAX_ARGS	4096
 #define OFFSETS_LEN	(5 * 8)
@@ -414,6 +414,21 @@ static void job_fail(struct job *j, const char *why)
 
 static void send_pending_stdin(struct job *j);
 
+static void late_kill_answered(struct session *s, json_t *resp, int err,
+			       const char *text, void *arg)
+{
+}
+
+/* The agent may still start a job whose start we gave up on: end it if
+ * it does (a no-op for the agent when it never will). */
+static void kill_late_start(struct job *j)
+{
+	json_t *req = json_pack("{s:s, s:s, s:i}", "op", "signal", "job",
+				j->key, "signal", SIGKILL);
+
+	agent_request(j->s, req, late_kill_answered, NULL, cfg.agent_timeout_ms);
+}
+
 static void exec_answered(struct session *s, json_t *resp, int err,
 			  const char *text, void *arg)
 {
@@ -426,6 +441,8 @@ static void exec_answered(struct session *s, json_t *resp, int err,
 				 j->name);
 			errlog_add(&s->err, obj, text);
 			job_fail(j, text);
+			if (err == ETIMEDOUT)
+				kill_late_start(j);
 		} else {
 			json_t *pid = json_object_get(resp, "pid");
 			j->pid = json_is_integer(pid)
@@ -486,7 +503,7 @@ static int job_start(struct job *j, json_t *argv)
 		      (json_int_t)j->timeout_ms, "stdin", (int)j->in_chan,
 		      "stdout", (int)j->out.chan, "stderr", (int)j->err.chan);
 	job_get(j);
-	if (agent_request(s, req, exec_answered, j, EXEC_TIMEOUT_MS) < 0) {
+	if (agent_request(s, req, exec_answered, j, cfg.agent_timeout_ms) < 0) {
 		job_put(j);
 		return job_refuse(j, EIO, "agent not reachable");
 	}
@@ -567,7 +584,7 @@ static void job_signal(struct job *j, int sig)
 				j->key, "signal", sig);
 
 	job_get(j);
-	if (agent_request(j->s, req, signal_answered, j, EXEC_TIMEOUT_MS) < 0)
+	if (agent_request(j->s, req, signal_answered, j, cfg.agent_timeout_ms) < 0)
 		job_put(j);
 }
 
@@ -688,7 +705,7 @@ static void job_maybe_forget(struct job *j)
 		return;
 	json_t *req = json_pack("{s:s, s:s}", "op", "forget", "job", j->key);
 	job_get(j);
-	if (agent_request(j->s, req, forget_answered, j, EXEC_TIMEOUT_MS) < 0) {
+	if (agent_request(j->s, req, forget_answered, j, cfg.agent_timeout_ms) < 0) {
 		job_put(j);
 		return;
 	}
@@ -706,7 +723,7 @@ int job_remove(struct job *j)
 		json_t *req =
 		    json_pack("{s:s, s:s}", "op", "forget", "job", j->key);
 		job_get(j);
-		if (agent_request(s, req, forget_answered, j, EXEC_TIMEOUT_MS) <
+		if (agent_request(s, req, forget_answered, j, cfg.agent_timeout_ms) <
 		    0)
 			job_put(j);
 	} else if (!j->forgotten && j->st != J_NEW) {
@@ -901,6 +918,12 @@ int job_on_data(struct session *s, uint32_t chan, uint64_t off,
 
 	if (!j)
 		return 0; /* a removed job's late bytes */
+	if (j->st == J_FAILED) {
+		/* Its start was given up (the agent answered too late, e.g.
+		 * on a starved host): take and drop what it still sends. */
+		agent_send_ack(s, chan, off + n);
+		return 0;
+	}
 	if (off > st->recv)
 		return -1; /* a gap: the agent lost bytes */
 	if (st->eof_known && off + n > st->final)
@@ -921,7 +944,7 @@ int job_on_eof(struct session *s, uint32_t chan, uint64_t off)
 	struct job_stream *st;
 	struct job *j = job_by_chan(s, chan, &st);
 
-	if (!j)
+	if (!j || j->st == J_FAILED)
 		return 0;
 	if (off < st->recv || (st->eof_known && off != st->final))
 		return -1;
@@ -955,6 +978,8 @@ int job_on_exit(struct session *s, json_t *ev)
 
 	if (!key)
 		return -1;
+	if (strncmp(key, SSHGW_JOB_PREFIX, strlen(SSHGW_JOB_PREFIX)) == 0)
+		return sshgw_on_exit(s, ev); /* an SSH channel's job */
 	for (j = s->jobs; j; j = j->next)
 		if (strcmp(j->key, key) == 0)
 			break;
@@ -1029,6 +1054,7 @@ void jobs_on_hello(struct session *s, json_t *agent_jobs)
 	jobs_send_acks(s);
 	for (struct job *j = s->jobs; j; j = j->next)
 		send_pending_stdin(j);
+	sshgw_on_hello(s, agent_jobs);
 }
 
 /* Sent once the handshake is done: where each stream stands, so the

@@ -56,7 +56,10 @@ struct tenkid_config {
 	int accel;	       /* enum vmm_accel */
 	uint64_t output_cap;   /* bytes kept per job stream */
 	int64_t boot_timeout_ms;
-	double overcommit; /* memory promised to sessions / host memory */
+	int64_t agent_timeout_ms; /* a request the agent has not answered */
+	double overcommit;     /* memory promised to sessions / host memory */
+	const char *port_bind; /* host listeners of ports/ (127.0.0.1) */
+	const char *preview;   /* the preview listener ADDR:PORT, or off */
 	bool foreground, debug;
 };
 

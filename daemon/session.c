@@ -6,6 +6,8 @@
 #include "log.h"
 #include "model.h"
 #include "persist.h"
+#include "sshgw.h"
+#include "ports.h"
 #include "vmm.h"
 #include "volume.h"
 
@@ -604,6 +606,7 @@ static void finish_close(struct session *s, const char *reason)
 	agent_detach(s);
 	jobs_session_closed(s);
 	volumes_session_closed(s);
+	ports_session_closed(s);
 	if (!s->reason)
 		s->reason = strdup(reason);
 	s->busy = false;
@@ -962,10 +965,14 @@ static json_t *session_record(struct session *s)
 	json_object_set_new(o, "snapshot", json_null());
 	json_object_set_new(o, "template", json_null());
 	json_object_set_new(o, "volumes", volumes_session_json(s));
-	json_object_set_new(o, "ports", json_array());
-	json_object_set_new(
-	    o, "ssh",
-	    json_pack("{s:n, s:i}", "target", "keys", (int)s->spec.nssh_keys));
+	json_object_set_new(o, "ports", ports_json(s));
+	char *target = sshgw_target(s);
+	if (target)
+		target[strcspn(target, "\n")] = '\0';
+	json_object_set_new(o, "ssh",
+			    json_pack("{s:s?, s:i}", "target", target, "keys",
+				      (int)s->spec.nssh_keys));
+	free(target);
 	json_object_set_new(o, "host", json_string("local"));
 	json_object_set_new(o, "reason",
 			    s->reason ? json_string(s->reason) : json_null());

@@ -1,6 +1,8 @@
 /* Generated file contents. */
 #include "content.h"
 #include "job.h"
+#include "ports.h"
+#include "sshgw.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -23,6 +25,10 @@ static const char readme[] =
     "  cat sessions/NAME/exec/$j/output   streams until the command "
     "ends\n"
     "  cat sessions/NAME/exec/$j/exit     its exit code\n"
+    "  touch sessions/NAME/ports/8000   expose guest port 8000 "
+    "(allow_inbound=true)\n"
+    "  cat sessions/NAME/ports/8000     its url; preview: the shared "
+    "listener\n"
     "  rmdir sessions/NAME              close and remove every trace\n"
     "  echo 'name=data size=10G' > volumes/new   storage that outlives "
     "sessions\n"
@@ -130,6 +136,8 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return dup_or_die(defaults_text ? defaults_text : "");
 	case F_ROOT_ERR:
 		return err_text(&root_err);
+	case F_PREVIEW:
+		return ports_preview_text();
 	case F_SESSIONS_INDEX:
 		return sessions_index(false);
 	case F_SESSIONS_INDEX_JSON:
@@ -152,6 +160,12 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return err_text(&s->err);
 	case F_S_META: {
 		char *v = metadata_value(s, n->key);
+		if (!v)
+			*err = ENOENT;
+		return v;
+	}
+	case F_S_PORT: {
+		char *v = ports_text(s, n->key);
 		if (!v)
 			*err = ENOENT;
 		return v;
@@ -182,6 +196,10 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return volume_info_json(n->v);
 	case F_V_ERR:
 		return err_text(&n->v->err);
+	case F_S_SSH_TARGET: {
+		char *t = sshgw_target(s);
+		return t ? t : dup_or_die("");
+	}
 	case F_J_STATUS:
 		return job_status_text(j);
 	case F_J_EXIT:
