@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+_Static_assert(DOMXML_SPARE_PORTS >= VMM_HOTPLUG_DISKS,
+	       "a spare port for every disk the model may hot-plug");
+
 #define VCPUS_MAX     16
 #define MEMORY_MIN_MB 512
 #define MEMORY_MAX_MB 65536
@@ -140,6 +143,16 @@ static int check_spec(const struct vmm_vm_spec *spec, enum vmm_accel accel,
 	    check_text("disk path", spec->disk, err) == -1 ||
 	    check_text("console path", spec->console, err) == -1)
 		return -1;
+	if (spec->ndisks > VMM_MAX_DISKS) {
+		seterr(err, "%u volumes: at most %d", spec->ndisks,
+		       VMM_MAX_DISKS);
+		return -1;
+	}
+	for (unsigned i = 0; i < spec->ndisks; i++)
+		if (check_text("volume path", spec->disks[i].path, err) == -1 ||
+		    check_text("volume serial", spec->disks[i].serial, err) ==
+			-1)
+			return -1;
 	return 0;
 }
 
@@ -206,7 +219,8 @@ static void put_machine(FILE *f, enum vmm_accel accel)
 static void put_controllers(FILE *f, const struct vmm_vm_spec *spec)
 {
 	/* virtio-serial and virtio-rng, plus the disk and the NIC. */
-	int used = 2 + (spec->disk != NULL) + (spec->network ? 1 : 0);
+	int used = 2 + (spec->disk != NULL) + (spec->network ? 1 : 0) +
+		   (int)spec->ndisks;
 	int i;
 
 	fputs("    <controller type='pci' index='0' model='pcie-root'/>\n", f);
@@ -231,6 +245,19 @@ static void put_disk(FILE *f, const struct vmm_vm_spec *spec)
 	      "      <target dev='vda' bus='virtio'/>\n"
 	      "    </disk>\n",
 	      f);
+}
+
+/* Volumes present from the start take vdb, vdc, ... in order. */
+static void put_volume_disks(FILE *f, const struct vmm_vm_spec *spec)
+{
+	char target[8], *xml;
+
+	for (unsigned i = 0; i < spec->ndisks; i++) {
+		snprintf(target, sizeof(target), "vd%c", 'b' + i);
+		if ((xml = domxml_disk(&spec->disks[i], target)) != NULL)
+			fputs(xml, f);
+		free(xml);
+	}
 }
 
 static void put_network(FILE *f, const struct vmm_vm_spec *spec)
@@ -281,6 +308,7 @@ static void put_devices(FILE *f, const struct vmm_vm_spec *spec)
 	fputs("  <devices>\n", f);
 	put_controllers(f, spec);
 	put_disk(f, spec);
+	put_volume_disks(f, spec);
 	put_network(f, spec);
 	put_console(f, spec);
 	put_channel(f);
@@ -382,6 +410,70 @@ char *domxml_overlay_vol(const char *name, unsigned long long capacity,
 	      "  </backingStore>\n"
 	      "</volume>\n",
 	      f);
+	return xml_close(f, &buf);
+}
+
+char *domxml_raw_vol(const char *name, unsigned long long capacity, uid_t uid,
+		     gid_t gid)
+{
+	char *buf;
+	size_t len;
+	FILE *f;
+
+	if ((f = xml_open(&buf, &len)) == NULL)
+		return NULL;
+	fputs("<volume type='file'>\n", f);
+	put_elem(f, "  ", "name", name);
+	fprintf(f,
+		"  <capacity unit='bytes'>%llu</capacity>\n"
+		"  <allocation unit='bytes'>0</allocation>\n",
+		capacity);
+	fputs("  <target>\n"
+	      "    <format type='raw'/>\n",
+	      f);
+	if (uid != (uid_t)-1)
+		fprintf(f,
+			"    <permissions>\n"
+			"      <mode>0600</mode>\n"
+			"      <owner>%u</owner>\n"
+			"      <group>%u</group>\n"
+			"    </permissions>\n",
+			(unsigned)uid, (unsigned)gid);
+	fputs("  </target>\n"
+	      "</volume>\n",
+	      f);
+	return xml_close(f, &buf);
+}
+
+/*
+ * The default cache mode: qemu writes raw data straight to the file and
+ * turns the guest's flushes into fdatasync, so what the guest synced
+ * survives a crash of the guest or of qemu (cache='none' would need
+ * O_DIRECT, which tmpfs state directories lack).  A read-only disk is
+ * also shareable: several guests may read one volume.
+ */
+char *domxml_disk(const struct vmm_disk *disk, const char *target)
+{
+	char *buf;
+	size_t len;
+	FILE *f;
+
+	if ((f = xml_open(&buf, &len)) == NULL)
+		return NULL;
+	fputs("    <disk type='file' device='disk'>\n"
+	      "      <driver name='qemu' type='raw' discard='unmap'/>\n"
+	      "      <source file='",
+	      f);
+	put_escaped(f, disk->path);
+	fputs("'/>\n      <target dev='", f);
+	put_escaped(f, target);
+	fputs("' bus='virtio'/>\n", f);
+	put_elem(f, "      ", "serial", disk->serial);
+	if (disk->ro)
+		fputs("      <readonly/>\n"
+		      "      <shareable/>\n",
+		      f);
+	fputs("    </disk>\n", f);
 	return xml_close(f, &buf);
 }
 
@@ -704,6 +796,81 @@ bool domxml_dac_ids(const char *caps, const char *virttype, uid_t *uid,
 		if (secmodel_dac_ids(p, close, virttype, uid, gid))
 			return true;
 		p = close;
+	}
+	return false;
+}
+
+/* Calls fn for each <disk> element of a domain XML until it returns true. */
+static bool each_disk(const char *xml,
+		      bool (*fn)(const char *p, const char *close, void *arg),
+		      void *arg)
+{
+	const char *end = xml + strlen(xml);
+	const char *p = xml, *close;
+
+	while ((p = find_elem(p, end, "disk")) != NULL) {
+		if (tag_is_empty(p, end)) {
+			p++;
+			continue;
+		}
+		if ((close = elem_close(p, end, "disk")) == NULL)
+			return false;
+		if (fn(p, close, arg))
+			return true;
+		p = close;
+	}
+	return false;
+}
+
+struct disk_find {
+	const char *path;
+	char *target;
+};
+
+static bool disk_match(const char *p, const char *close, void *arg)
+{
+	struct disk_find *df = arg;
+	const char *src = find_elem(p, close, "source");
+	const char *t = find_elem(p, close, "target");
+
+	if (src == NULL || t == NULL ||
+	    !tag_attr_is(src, close, "file", df->path))
+		return false;
+	df->target = tag_attr(t, close, "dev");
+	return df->target != NULL;
+}
+
+char *domxml_disk_target(const char *xml, const char *path)
+{
+	struct disk_find df = {path, NULL};
+
+	each_disk(xml, disk_match, &df);
+	return df.target;
+}
+
+static bool disk_mark(const char *p, const char *close, void *arg)
+{
+	bool *used = arg;
+	const char *t = find_elem(p, close, "target");
+	char *dev = t != NULL ? tag_attr(t, close, "dev") : NULL;
+
+	if (dev != NULL && strlen(dev) == 3 && strncmp(dev, "vd", 2) == 0 &&
+	    dev[2] >= 'a' && dev[2] <= 'z')
+		used[dev[2] - 'a'] = true;
+	free(dev);
+	return false;
+}
+
+bool domxml_free_target(const char *xml, char *out)
+{
+	bool used[26] = {true}; /* vda is the root disk */
+
+	each_disk(xml, disk_mark, used);
+	for (int i = 1; i < 26; i++) {
+		if (!used[i]) {
+			snprintf(out, 8, "vd%c", 'a' + i);
+			return true;
+		}
 	}
 	return false;
 }

@@ -43,6 +43,22 @@ char *domxml_overlay_vol(const char *name, unsigned long long capacity,
 			 const char *base, const char *base_fmt, uid_t uid,
 			 gid_t gid);
 
+/* A raw volume named name of capacity bytes (sparse: allocation 0),
+ * owned as domxml_overlay_vol's. */
+char *domxml_raw_vol(const char *name, unsigned long long capacity, uid_t uid,
+		     gid_t gid);
+
+/* The <disk> element of a volume disk on target ("vdb"). */
+char *domxml_disk(const struct vmm_disk *disk, const char *target);
+
+/* In a domain XML, the target dev of the disk whose source file is path,
+ * malloc'd, or NULL. */
+char *domxml_disk_target(const char *xml, const char *path);
+
+/* In a domain XML, the first of vdb..vdz no disk uses, into out[8];
+ * false when all are taken. */
+bool domxml_free_target(const char *xml, char *out);
+
 /* XML-escaped copy of s (& < > ' " replaced), malloc'd. */
 char *domxml_escape(const char *s);
 

@@ -160,6 +160,11 @@ void session_fail(struct session *s, const char *fmt, ...)
 void session_agent_ready(struct session *s);
 void session_agent_lost(struct session *s, const char *why);
 
+/* A session's busy flag orders lifecycle changes (close, pause, volume
+ * attach and detach): wait until it is clear, and clear it. */
+void session_busy_wait(struct session *s);
+void session_busy_end(struct session *s);
+
 /* Worker threads for slow work. */
 void spawn_worker(void *(*fn)(void *), void *arg);
 

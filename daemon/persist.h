@@ -9,6 +9,8 @@
  *   STATE/sessions/ID/disk.qcow2   its disk overlay
  *   STATE/sessions/ID/console.log  its serial console
  *   STATE/sessions/ID/jobs/NAME/   job.json, stdout, stderr, output, offsets
+ *   STATE/volumes/ID/volume.json   one volume's record (volume.c), and err
+ *   STATE/volume-pool/ID.raw       its data: the libvirt pool's directory
  */
 #ifndef TENKI_PERSIST_H
 #define TENKI_PERSIST_H

@@ -9,6 +9,7 @@
 #include "sshgw.h"
 #include "ports.h"
 #include "vmm.h"
+#include "volume.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -337,15 +338,17 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	struct session *s;
 	const char *name = spec->name;
 
-	if (spec->snapshot[0] || spec->template_name[0] || spec->nvolumes ||
-	    spec->host[0])
+	if (spec->snapshot[0] || spec->template_name[0] || spec->host[0])
 		return refuse(&sessions_err, EINVAL,
 			      name[0] ? name : "sessions",
-			      "snapshot, template, volume and host are not "
+			      "snapshot, template and host are not "
 			      "available in this version of tenkid");
 	if (session_find(name))
 		return refuse(&sessions_err, EEXIST, name,
 			      "a session named %s exists", name);
+	int verr = volumes_check_spec(spec, why, sizeof(why));
+	if (verr < 0)
+		return refuse(&sessions_err, -verr, name, "%s", why);
 	snprintf(path, sizeof(path), "%s/%s/rootfs.qcow2", cfg.image_dir,
 		 spec->image);
 	if (stat(path, &st) < 0)
@@ -387,6 +390,7 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	}
 	session_save(s);
 	session_link(s);
+	volumes_reserve(s);
 	event_emit("session", s->name, s->id, NULL, "CREATING");
 	s->busy = true;
 	session_get(s);
@@ -432,12 +436,16 @@ static void *create_worker(void *arg)
 {
 	struct session *s = arg;
 	struct vmm_vm_spec v;
+	struct vol_boot_disks disks;
 	char paths[5][600], cmdline[4096], err[VMM_ERRLEN], base[600];
 	char *chan = NULL;
 	int64_t t0 = now_ms();
 
 	pthread_mutex_lock(&model_lock);
 	build_vm_spec(s, &v, paths, cmdline, sizeof(cmdline));
+	volumes_boot_disks(s, &disks);
+	v.disks = disks.d;
+	v.ndisks = disks.n;
 	image_path(s, "rootfs.qcow2", base, sizeof(base));
 	pthread_mutex_unlock(&model_lock);
 	/* rootfs.qcow2 is a link to the newest build: the overlay must name
@@ -515,6 +523,7 @@ static void withdraw_failed_create(struct session *s, const char *why)
 	free(s->reason);
 	s->reason = strdup(why);
 	agent_detach(s);
+	volumes_session_closed(s);
 	session_get(s); /* the worker's */
 	if (!s->gone)
 		session_unlink(s);
@@ -526,6 +535,12 @@ static void withdraw_failed_create(struct session *s, const char *why)
 void session_agent_ready(struct session *s)
 {
 	s->agent_up = true;
+	/* Volumes given at create are mounted before the session is READY;
+	 * their worker calls here again when they are. */
+	if (s->state == S_CREATING && volumes_boot_mount(s)) {
+		waitq_wake(&s->wq);
+		return;
+	}
 	if (s->state == S_CREATING) {
 		s->guest_ready_ms = now_ms();
 		log_info("session %s: READY %lld ms after create", s->name,
@@ -590,6 +605,7 @@ static void finish_close(struct session *s, const char *reason)
 {
 	agent_detach(s);
 	jobs_session_closed(s);
+	volumes_session_closed(s);
 	ports_session_closed(s);
 	if (!s->reason)
 		s->reason = strdup(reason);
@@ -604,6 +620,9 @@ static void *close_worker(void *arg)
 	struct close_job *cj = arg;
 	struct session *s = cj->s;
 
+	pthread_mutex_lock(&model_lock);
+	volumes_session_closing(s);
+	pthread_mutex_unlock(&model_lock);
 	close_vm(s);
 	pthread_mutex_lock(&model_lock);
 	finish_close(s, cj->reason);
@@ -620,6 +639,18 @@ static void wait_not_busy(struct session *s)
 		pthread_cond_wait(&busy_cond, &model_lock);
 }
 
+void session_busy_wait(struct session *s)
+{
+	wait_not_busy(s);
+}
+
+void session_busy_end(struct session *s)
+{
+	s->busy = false;
+	pthread_cond_broadcast(&busy_cond);
+	waitq_wake(&s->wq);
+}
+
 /* model_lock held; drops it while libvirt works. */
 static void close_now(struct session *s, const char *reason)
 {
@@ -628,6 +659,7 @@ static void close_now(struct session *s, const char *reason)
 		return;
 	s->busy = true;
 	session_set_state(s, S_TERMINATING);
+	volumes_session_closing(s);
 	pthread_mutex_unlock(&model_lock);
 	close_vm(s);
 	pthread_mutex_lock(&model_lock);
@@ -658,17 +690,18 @@ int session_remove(struct session *s)
 
 /* ---- ctl ----------------------------------------------------------------- */
 
-enum verb { V_EXTEND, V_PAUSE, V_RESUME, V_CLOSE };
+enum verb { V_EXTEND, V_PAUSE, V_RESUME, V_CLOSE, V_VOLUME };
 
 struct verb_call {
 	enum verb v;
 	int64_t secs;
+	struct vol_verb vol; /* attach, detach */
 };
 
 static int parse_verbs(struct session *s, const char *text, size_t len,
 		       struct verb_call *calls, int *ncalls)
 {
-	static const char *later[] = {"snapshot", "attach", "detach"};
+	static const char *later[] = {"snapshot"};
 	char line[512];
 	const char *p = text, *end = text + len;
 
@@ -694,7 +727,15 @@ static int parse_verbs(struct session *s, const char *text, size_t len,
 			return refuse(&s->err, EINVAL, s->name,
 				      "ctl: at most 16 verbs per write");
 		struct verb_call *c = &calls[(*ncalls)++];
-		if (strcmp(verb, "extend") == 0 && n == 2) {
+		if (strcmp(verb, "attach") == 0 ||
+		    strcmp(verb, "detach") == 0) {
+			char why[400];
+			c->v = V_VOLUME;
+			if (spec_parse_vol_verb(line, true, &c->vol, why,
+						sizeof(why)) < 0)
+				return refuse(&s->err, EINVAL, s->name,
+					      "ctl: %s", why);
+		} else if (strcmp(verb, "extend") == 0 && n == 2) {
 			c->v = V_EXTEND;
 			if (parse_duration(arg, false, &c->secs) < 0)
 				return refuse(&s->err, EINVAL, s->name,
@@ -709,7 +750,7 @@ static int parse_verbs(struct session *s, const char *text, size_t len,
 		} else if (strcmp(verb, "close") == 0 && n == 1) {
 			c->v = V_CLOSE;
 		} else {
-			for (size_t i = 0; i < 3; i++)
+			for (size_t i = 0; i < 1; i++)
 				if (strcmp(verb, later[i]) == 0)
 					return refuse(
 					    &s->err, EINVAL, s->name,
@@ -718,7 +759,8 @@ static int parse_verbs(struct session *s, const char *text, size_t len,
 					    verb);
 			return refuse(&s->err, EINVAL, s->name,
 				      "ctl: unknown verb '%.60s' (extend DUR | "
-				      "pause | resume | close)",
+				      "pause | resume | close | attach VOLUME "
+				      "PATH [ro] | detach VOLUME)",
 				      line);
 		}
 	}
@@ -790,6 +832,9 @@ int session_ctl(struct session *s, const char *text, size_t len)
 			break;
 		case V_RESUME:
 			rc = do_pause(s, false);
+			break;
+		case V_VOLUME:
+			rc = volume_session_verb(s, &calls[i].vol);
 			break;
 		case V_CLOSE:
 			wait_not_busy(s);
@@ -919,7 +964,7 @@ static json_t *session_record(struct session *s)
 	json_object_set_new(o, "image", json_string(s->spec.image));
 	json_object_set_new(o, "snapshot", json_null());
 	json_object_set_new(o, "template", json_null());
-	json_object_set_new(o, "volumes", json_array());
+	json_object_set_new(o, "volumes", volumes_session_json(s));
 	json_object_set_new(o, "ports", ports_json(s));
 	char *target = sshgw_target(s);
 	if (target)
@@ -1000,7 +1045,7 @@ int model_init(struct vmm_host *host)
 	defaults_text = persist_load_defaults();
 	if (vmm)
 		vmm_on_stopped(vmm, on_vm_stopped, NULL);
-	return 0;
+	return volumes_init();
 }
 
 static void *reattach_worker(void *arg)
@@ -1087,6 +1132,7 @@ void model_restore(void)
 	}
 	pthread_mutex_unlock(&model_lock);
 	sweep_orphans();
+	volumes_restore();
 }
 
 void model_shutdown(void)

@@ -27,6 +27,7 @@ enum key_id {
 	K_HOST,
 	K_WAIT,
 	K_WAIT_TIMEOUT,
+	K_VOLUME_SIZE,
 };
 
 static const struct {
@@ -55,6 +56,7 @@ static const struct {
     {"host", K_HOST, false},
     {"wait", K_WAIT, false},
     {"wait_timeout", K_WAIT_TIMEOUT, false},
+    {"volume_size", K_VOLUME_SIZE, false},
 };
 
 static void why_set(char *why, const char *fmt, ...)
@@ -93,6 +95,7 @@ void spec_init(struct sess_spec *sp)
 	sp->allow_outbound = true;
 	sp->wait = true;
 	sp->wait_timeout = 180;
+	sp->volume_size = VOL_SIZE_DEFAULT;
 	strcpy(sp->image, "sandbox");
 }
 
@@ -329,13 +332,9 @@ static int set_volume(struct sess_spec *sp, const char *vol, const char *path,
 		why_set(why, "key volume: '%s' is not a volume name", vol);
 		return -1;
 	}
-	if (path[0] != '/' || strlen(path) >= sizeof(sp->volumes[0].path) ||
-	    has_control_chars(path) || strstr(path, "/../") ||
-	    strcmp(path, "/") == 0) {
-		why_set(why,
-			"key volume: mount path '%s' must be absolute, "
-			"not /, without ..",
-			path);
+	char pwhy[SPEC_WHY_LEN];
+	if (spec_check_mount_path(path, pwhy, sizeof(pwhy)) < 0) {
+		why_set(why, "key volume: %s", pwhy);
 		return -1;
 	}
 	if (sp->nvolumes >= 16) {
@@ -500,8 +499,31 @@ static int set_key(struct sess_spec *sp, enum key_id id, const char *key,
 		if (sp->wait_timeout == 0)
 			sp->wait = false;
 		return 0;
+	case K_VOLUME_SIZE:
+		return spec_volume_size(key, val, &sp->volume_size, why);
 	}
 	return -1;
+}
+
+int spec_volume_size(const char *key, const char *val, uint64_t *bytes,
+		     char *why)
+{
+	uint64_t v;
+
+	if (parse_size(val, &v) < 0) {
+		why_set(why,
+			"key %s: '%.40s' is not a size (bytes, or a number "
+			"with K, M, G or T)",
+			key, val);
+		return -1;
+	}
+	if (v < VOL_SIZE_MIN || v > VOL_SIZE_MAX) {
+		why_set(why, "key %s: %.40s is out of range: 1M..100G", key,
+			val);
+		return -1;
+	}
+	*bytes = (v + VOL_SIZE_MIN - 1) / VOL_SIZE_MIN * VOL_SIZE_MIN;
+	return 0;
 }
 
 static int lookup_key(const char *k, size_t n, int *idx)
@@ -856,5 +878,202 @@ int spec_parse_env_lines(const char *text, size_t len, char ***out, size_t *n,
 	}
 	*out = list;
 	*n = cnt;
+	return 0;
+}
+
+/* ---- volume specs --------------------------------------------------------
+ */
+
+static int volspec_key(struct vol_spec *vs, const char *k, const char *val,
+		       bool *seen, char *why)
+{
+	int i = strcmp(k, "name") == 0 ? 0 : strcmp(k, "size") == 0 ? 1 : -1;
+
+	if (i < 0) {
+		why_set(why, "unknown key '%.60s' (name, size)", k);
+		return -1;
+	}
+	if (seen[i]) {
+		why_set(why, "key %s: given twice", k);
+		return -1;
+	}
+	seen[i] = true;
+	if (i == 0)
+		return set_name_field(vs->name, sizeof(vs->name), k, val, why);
+	return spec_volume_size(k, val, &vs->size, why);
+}
+
+static int volspec_json(struct vol_spec *vs, const char *text, size_t len,
+			bool *seen, char *why)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	const char *key;
+	json_t *v;
+	char val[64];
+	int rc = -1;
+
+	if (!root) {
+		why_set(why, "invalid JSON at line %d column %d: %s", jerr.line,
+			jerr.column, jerr.text);
+		return -1;
+	}
+	if (!json_is_object(root)) {
+		why_set(why, "a JSON spec must be one object");
+		goto out;
+	}
+	json_object_foreach(root, key, v)
+	{
+		if (json_is_boolean(v) ||
+		    (!json_is_string(v) && !json_is_integer(v))) {
+			why_set(why, "key %.60s: wrong JSON type", key);
+			goto out;
+		}
+		if (json_scalar_text(v, key, val, sizeof(val), why) < 0 ||
+		    volspec_key(vs, key, val, seen, why) < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	json_decref(root);
+	return rc;
+}
+
+int volspec_parse(struct vol_spec *vs, const char *text, size_t len, char *why)
+{
+	const char *p = text, *end = text + len;
+	struct buf w = {0};
+	bool seen[2] = {false, false};
+	int rc = 0, r;
+
+	memset(vs, 0, sizeof(*vs));
+	why[0] = '\0';
+	if (len > SPEC_MAX_TEXT) {
+		why_set(why, "spec longer than %d bytes", SPEC_MAX_TEXT);
+		return -1;
+	}
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	if (p < end && (*p == '{' || *p == '['))
+		return volspec_json(vs, text, len, seen, why);
+	while ((r = next_word(&p, end, &w, why)) > 0) {
+		char *eq = memchr(w.data, '=', w.len);
+		if (memchr(w.data, '\0', w.len)) {
+			why_set(why, "spec contains a NUL byte");
+			rc = -1;
+			break;
+		}
+		if (!eq) {
+			why_set(why, "'%.60s' is not key=value", w.data);
+			rc = -1;
+			break;
+		}
+		*eq = '\0';
+		if (volspec_key(vs, w.data, eq + 1, seen, why) < 0) {
+			rc = -1;
+			break;
+		}
+	}
+	if (r < 0)
+		rc = -1;
+	buf_free(&w);
+	return rc;
+}
+
+/* ---- volume attach verbs and mount paths ------------------------------------
+ */
+
+static bool system_path(const char *p)
+{
+	static const char *sys[] = {"/proc", "/sys", "/dev", "/run", "/bin",
+				    "/sbin", "/lib", "/usr", "/etc", "/boot"};
+
+	for (size_t i = 0; i < sizeof(sys) / sizeof(sys[0]); i++) {
+		size_t n = strlen(sys[i]);
+		if (strncmp(p, sys[i], n) == 0 && (p[n] == '\0' || p[n] == '/'))
+			return true;
+	}
+	return false;
+}
+
+int spec_check_mount_path(const char *path, char *why, size_t n)
+{
+	size_t len = strlen(path);
+
+	if (path[0] != '/' || len >= 256 || strcmp(path, "/") == 0) {
+		snprintf(why, n,
+			 "mount path '%.80s' must be absolute, not /, at most "
+			 "255 bytes",
+			 path);
+		return -1;
+	}
+	for (const char *p = path; *p; p++) {
+		if ((unsigned char)*p < 0x21 || *p == 0x7f) {
+			snprintf(why, n,
+				 "mount path '%.80s' has a space or a control "
+				 "character",
+				 path);
+			return -1;
+		}
+	}
+	if (strstr(path, "/../") || strstr(path, "/./") ||
+	    (len >= 3 && strcmp(path + len - 3, "/..") == 0) ||
+	    (len >= 2 && strcmp(path + len - 2, "/.") == 0) ||
+	    strstr(path, "//")) {
+		snprintf(why, n, "mount path '%.80s' is not a plain path",
+			 path);
+		return -1;
+	}
+	if (system_path(path)) {
+		snprintf(why, n,
+			 "mount path '%.80s' is a system directory of the "
+			 "guest",
+			 path);
+		return -1;
+	}
+	return 0;
+}
+
+int spec_parse_vol_verb(const char *line, bool session_side,
+			struct vol_verb *vv, char *why, size_t whylen)
+{
+	char verb[16], a1[80], a2[300], a3[8], extra[2];
+	int n;
+
+	memset(vv, 0, sizeof(*vv));
+	n = sscanf(line, "%15s %79s %299s %7s %1s", verb, a1, a2, a3, extra);
+	if (n >= 1 && strcmp(verb, "attach") == 0) {
+		vv->attach = true;
+		if (n < 3 || n > 4 ||
+		    (n == 4 && strcmp(a3, "ro") != 0 &&
+		     strcmp(a3, "rw") != 0)) {
+			snprintf(why, whylen, "'%.80s': attach %s PATH [ro]",
+				 line, session_side ? "VOLUME" : "SESSION");
+			return -1;
+		}
+		vv->ro = n == 4 && strcmp(a3, "ro") == 0;
+	} else if (n >= 1 && strcmp(verb, "detach") == 0) {
+		if (n > 2 || (session_side && n != 2)) {
+			snprintf(why, whylen, "'%.80s': detach%s", line,
+				 session_side ? " VOLUME" : " [SESSION]");
+			return -1;
+		}
+	} else {
+		snprintf(why, whylen, "unknown verb '%.60s'", line);
+		return -1;
+	}
+	if (n >= 2) {
+		if (!valid_name(a1)) {
+			snprintf(why, whylen, "'%.80s' is not a %s name", a1,
+				 session_side ? "volume" : "session");
+			return -1;
+		}
+		snprintf(vv->target, sizeof(vv->target), "%s", a1);
+	}
+	if (vv->attach) {
+		if (spec_check_mount_path(a2, why, whylen) < 0)
+			return -1;
+		snprintf(vv->path, sizeof(vv->path), "%s", a2);
+	}
 	return 0;
 }

@@ -20,6 +20,12 @@ struct spec_volume {
 	bool ro;
 };
 
+/* Volume sizes (SPEC.md): 1M..100G; mkdir volumes/NAME takes the
+ * volume_size key of defaults, else VOL_SIZE_DEFAULT. */
+#define VOL_SIZE_MIN	 (1ULL << 20)
+#define VOL_SIZE_MAX	 (100ULL << 30)
+#define VOL_SIZE_DEFAULT (1ULL << 30)
+
 struct sess_spec {
 	char name[64];
 	unsigned cpu_cores, memory_mb;
@@ -36,6 +42,7 @@ struct sess_spec {
 	char snapshot[64], template_name[64], image[64], host[64];
 	bool wait;
 	int64_t wait_timeout; /* seconds; 0 means do not wait */
+	uint64_t volume_size; /* bytes: mkdir volumes/NAME (defaults only) */
 	uint32_t given;	      /* bit per scalar key seen in this text */
 };
 
@@ -52,6 +59,35 @@ int spec_copy(struct sess_spec *dst, const struct sess_spec *src);
  * in why[SPEC_WHY_LEN], and *sp may be half-changed: parse into a copy.
  */
 int spec_apply(struct sess_spec *sp, const char *text, size_t len, char *why);
+
+/* A volume spec (volumes/new): name=NAME size=SIZE, words or JSON. */
+struct vol_spec {
+	char name[64];
+	uint64_t size; /* 0: not given */
+};
+
+/* Parse text into *vs (zeroed first); -1 with why on error. */
+int volspec_parse(struct vol_spec *vs, const char *text, size_t len, char *why);
+/* A volume size: a size in 1M..100G, rounded up to whole MiB. */
+int spec_volume_size(const char *key, const char *val, uint64_t *bytes,
+		     char *why);
+
+/* A mount path of a volume in the guest: absolute, not /, no . or ..
+ * components, no spaces, not a system directory; -1 with why. */
+int spec_check_mount_path(const char *path, char *why, size_t n);
+
+/* A parsed attach or detach verb of a ctl file. */
+struct vol_verb {
+	bool attach;
+	char target[64]; /* volume (session ctl) or session (volume ctl) */
+	char path[256];
+	bool ro;
+};
+
+/* Parse one ctl line "attach X PATH [ro]" or "detach [X]"; X is required
+ * on the session side.  -1 with why on a bad line. */
+int spec_parse_vol_verb(const char *line, bool session_side,
+			struct vol_verb *vv, char *why, size_t whylen);
 
 /* Helpers shared with the env file and ssh keys. */
 bool spec_valid_env_key(const char *k, size_t n);

@@ -34,6 +34,20 @@ enum vmm_state {
 	VMM_OTHER,   /* starting, shutting down, pmsuspended, ... */
 };
 
+/* A volume given to a VM as a virtio disk: the guest finds it by serial
+ * (/sys/block/vdX/serial), never by its vd letter. */
+struct vmm_disk {
+	const char *path;   /* raw file of the volume */
+	const char *serial; /* at most VMM_SERIAL_MAX characters */
+	bool ro;	    /* read-only (and shareable) */
+};
+
+#define VMM_SERIAL_MAX 20 /* virtio-blk's ID field */
+#define VMM_MAX_DISKS  16 /* vdb..vdq besides the root disk */
+/* Disks a running VM can take beyond those it started with: its spare
+ * PCIe hot-plug ports (DOMXML_SPARE_PORTS). */
+#define VMM_HOTPLUG_DISKS 4
+
 struct vmm_vm_spec {
 	const char *domname; /* libvirt domain name, "tenki-<hex>" */
 	const char *uuid;    /* libvirt domain UUID (not the session id) */
@@ -46,6 +60,8 @@ struct vmm_vm_spec {
 	const char *disk;    /* qcow2 overlay made by vmm_disk_create */
 	const char *console; /* file the serial console is logged to */
 	bool network;	     /* user-mode NIC (outbound access) or none */
+	const struct vmm_disk *disks; /* volumes attached from the start */
+	unsigned ndisks;	      /* at most VMM_MAX_DISKS */
 };
 
 /* Open a connection to the libvirt at uri; chooses the accelerator when
@@ -95,6 +111,36 @@ enum vmm_state vmm_state(struct vmm_host *host, const char *domname);
  * vmm_free_names).  Used to find orphans after a crash. */
 char **vmm_list(struct vmm_host *host, const char *prefix, char *err);
 void vmm_free_names(char **names);
+
+/*
+ * Volumes: one persistent libvirt dir pool named pool over dir, holding
+ * raw volumes (sparse files) owned by the qemu user.
+ */
+/* Define (if needed) and start the pool; an existing one is reused. */
+int vmm_pool_ensure(struct vmm_host *host, const char *pool, const char *dir,
+		    char *err);
+/* Create the raw volume name of bytes in pool (sparse); nothing remains on
+ * failure.  An existing volume of that name is an error. */
+int vmm_vol_create(struct vmm_host *host, const char *pool, const char *name,
+		   unsigned long long bytes, char *err);
+/* Grow the volume to bytes (never shrinks). */
+int vmm_vol_resize(struct vmm_host *host, const char *pool, const char *name,
+		   unsigned long long bytes, char *err);
+/* Delete it; a volume that does not exist is success. */
+int vmm_vol_delete(struct vmm_host *host, const char *pool, const char *name,
+		   char *err);
+
+/* Hot-plug disk into the running domain (live and in its definition). */
+int vmm_attach_disk(struct vmm_host *host, const char *domname,
+		    const struct vmm_disk *disk, char *err);
+/* Unplug the disk whose file is path, waiting until the guest let it go;
+ * a disk that is not there is success. */
+int vmm_detach_disk(struct vmm_host *host, const char *domname,
+		    const char *path, char *err);
+/* 1 when the running domain has a disk on path, 0 when not, -1 (err) when
+ * libvirt cannot tell. */
+int vmm_disk_attached(struct vmm_host *host, const char *domname,
+		      const char *path, char *err);
 
 /*
  * Lifecycle events: cb is called (from the vmm event thread, with no lock

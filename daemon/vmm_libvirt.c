@@ -1181,3 +1181,348 @@ void vmm_free_names(char **names)
 		free(*p);
 	free(names);
 }
+
+/* ---- volumes ---- */
+
+/* The named pool, started.  A pool of that name over another directory
+ * is refused: it belongs to someone else. */
+static virStoragePoolPtr vpool_get(virConnectPtr c, const char *name, char *err)
+{
+	virStoragePoolPtr pool;
+
+	if ((pool = virStoragePoolLookupByName(c, name)) == NULL) {
+		virt_err(err, "no storage pool %s", name);
+		return NULL;
+	}
+	if (virStoragePoolIsActive(pool) != 1 &&
+	    virStoragePoolCreate(pool, 0) < 0) {
+		virt_err(err, "cannot start the storage pool %s", name);
+		virStoragePoolFree(pool);
+		return NULL;
+	}
+	return pool;
+}
+
+/*
+ * Persistent and autostarted, unlike the transient pools of overlays:
+ * volumes outlive sessions and tenkid, and `virsh vol-list` should show
+ * them whenever libvirtd runs.
+ */
+int vmm_pool_ensure(struct vmm_host *h, const char *name, const char *dir,
+		    char *err)
+{
+	virStoragePoolPtr pool = NULL;
+	virConnectPtr c;
+	char *xml = NULL, *xdesc = NULL, *path = NULL;
+	int rc = -1;
+
+	if ((c = host_conn(h, err)) == NULL)
+		return -1;
+	pthread_mutex_lock(&h->disk_lock);
+	if ((pool = virStoragePoolLookupByName(c, name)) == NULL) {
+		if ((xml = domxml_pool(name, dir)) == NULL) {
+			seterr(err, "out of memory");
+			goto out;
+		}
+		if ((pool = virStoragePoolDefineXML(c, xml, 0)) == NULL) {
+			virt_err(err, "cannot define the storage pool %s",
+				 name);
+			goto out;
+		}
+		if (virStoragePoolSetAutostart(pool, 1) < 0)
+			log_debug("pool %s: no autostart: %s", name,
+				  virGetLastErrorMessage());
+	}
+	if ((xdesc = virStoragePoolGetXMLDesc(pool, 0)) == NULL ||
+	    (path = domxml_pool_path(xdesc)) == NULL ||
+	    strcmp(path, dir) != 0) {
+		seterr(err, "storage pool %s is not over %s", name, dir);
+		goto out;
+	}
+	if (virStoragePoolIsActive(pool) != 1 &&
+	    virStoragePoolCreate(pool, 0) < 0) {
+		virt_err(err, "cannot start the storage pool %s", name);
+		goto out;
+	}
+	if (virStoragePoolRefresh(pool, 0) < 0)
+		log_debug("pool %s: refresh: %s", name,
+			  virGetLastErrorMessage());
+	rc = 0;
+out:
+	if (pool != NULL)
+		virStoragePoolFree(pool);
+	pthread_mutex_unlock(&h->disk_lock);
+	virConnectClose(c);
+	free(xml);
+	free(xdesc);
+	free(path);
+	return rc;
+}
+
+int vmm_vol_create(struct vmm_host *h, const char *poolname, const char *name,
+		   unsigned long long bytes, char *err)
+{
+	virStoragePoolPtr pool = NULL;
+	virStorageVolPtr vol = NULL;
+	virConnectPtr c;
+	char *xml = NULL;
+	int rc = -1;
+
+	if ((c = host_conn(h, err)) == NULL)
+		return -1;
+	pthread_mutex_lock(&h->disk_lock);
+	if ((pool = vpool_get(c, poolname, err)) == NULL)
+		goto out;
+	if ((xml = domxml_raw_vol(name, bytes, h->qemu_uid, h->qemu_gid)) ==
+	    NULL) {
+		seterr(err, "out of memory");
+		goto out;
+	}
+	if ((vol = virStorageVolCreateXML(pool, xml, 0)) == NULL) {
+		virt_err(err, "cannot create volume %s", name);
+		goto out;
+	}
+	rc = 0;
+out:
+	if (vol != NULL)
+		virStorageVolFree(vol);
+	if (pool != NULL)
+		virStoragePoolFree(pool);
+	pthread_mutex_unlock(&h->disk_lock);
+	virConnectClose(c);
+	free(xml);
+	return rc;
+}
+
+/* The volume name in the named pool; *missing when there is none. */
+static virStorageVolPtr vvol_get(virConnectPtr c, const char *poolname,
+				 const char *name, virStoragePoolPtr *pool,
+				 bool *missing, char *err)
+{
+	virStorageVolPtr vol;
+
+	*missing = false;
+	if ((*pool = vpool_get(c, poolname, err)) == NULL)
+		return NULL;
+	if ((vol = virStorageVolLookupByName(*pool, name)) == NULL &&
+	    virStoragePoolRefresh(*pool, 0) == 0)
+		vol = virStorageVolLookupByName(*pool, name);
+	if (vol == NULL) {
+		*missing = virGetLastErrorCode() == VIR_ERR_NO_STORAGE_VOL;
+		virt_err(err, "no volume %s", name);
+	}
+	return vol;
+}
+
+int vmm_vol_resize(struct vmm_host *h, const char *poolname, const char *name,
+		   unsigned long long bytes, char *err)
+{
+	virStoragePoolPtr pool = NULL;
+	virStorageVolPtr vol;
+	virConnectPtr c;
+	bool missing;
+	int rc = -1;
+
+	if ((c = host_conn(h, err)) == NULL)
+		return -1;
+	pthread_mutex_lock(&h->disk_lock);
+	if ((vol = vvol_get(c, poolname, name, &pool, &missing, err)) == NULL)
+		goto out;
+	if (virStorageVolResize(vol, bytes, 0) < 0)
+		virt_err(err, "cannot resize volume %s", name);
+	else
+		rc = 0;
+	virStorageVolFree(vol);
+out:
+	if (pool != NULL)
+		virStoragePoolFree(pool);
+	pthread_mutex_unlock(&h->disk_lock);
+	virConnectClose(c);
+	return rc;
+}
+
+int vmm_vol_delete(struct vmm_host *h, const char *poolname, const char *name,
+		   char *err)
+{
+	virStoragePoolPtr pool = NULL;
+	virStorageVolPtr vol;
+	virConnectPtr c;
+	bool missing;
+	int rc = -1;
+
+	if ((c = host_conn(h, err)) == NULL)
+		return -1;
+	pthread_mutex_lock(&h->disk_lock);
+	if ((vol = vvol_get(c, poolname, name, &pool, &missing, err)) == NULL) {
+		if (missing)
+			rc = 0;
+		goto out;
+	}
+	if (virStorageVolDelete(vol, 0) < 0)
+		virt_err(err, "cannot delete volume %s", name);
+	else
+		rc = 0;
+	virStorageVolFree(vol);
+out:
+	if (pool != NULL)
+		virStoragePoolFree(pool);
+	pthread_mutex_unlock(&h->disk_lock);
+	virConnectClose(c);
+	return rc;
+}
+
+/* The running domain name and its live XML. */
+static virDomainPtr live_dom(virConnectPtr c, const char *domname, char **xml,
+			     char *err)
+{
+	virDomainPtr dom;
+	bool missing;
+
+	*xml = NULL;
+	if ((dom = dom_get(c, domname, &missing, err)) == NULL)
+		return NULL;
+	if (virDomainIsActive(dom) != 1) {
+		seterr(err, "%s is not running", domname);
+		virDomainFree(dom);
+		return NULL;
+	}
+	if ((*xml = virDomainGetXMLDesc(dom, 0)) == NULL) {
+		virt_err(err, "cannot read the definition of %s", domname);
+		virDomainFree(dom);
+		return NULL;
+	}
+	return dom;
+}
+
+/* Live only when the domain has no persistent definition to follow. */
+static unsigned int affect_flags(virDomainPtr dom)
+{
+	return VIR_DOMAIN_AFFECT_LIVE |
+	       (virDomainIsPersistent(dom) == 1 ? VIR_DOMAIN_AFFECT_CONFIG : 0);
+}
+
+int vmm_attach_disk(struct vmm_host *h, const char *domname,
+		    const struct vmm_disk *disk, char *err)
+{
+	virDomainPtr dom;
+	virConnectPtr c;
+	char *xml = NULL, *dxml = NULL, target[8];
+	int rc = -1;
+
+	if ((c = host_conn(h, err)) == NULL)
+		return -1;
+	if ((dom = live_dom(c, domname, &xml, err)) == NULL)
+		goto out;
+	if (!domxml_free_target(xml, target)) {
+		seterr(err, "%s has no free disk name left", domname);
+		goto out_dom;
+	}
+	if ((dxml = domxml_disk(disk, target)) == NULL) {
+		seterr(err, "out of memory");
+		goto out_dom;
+	}
+	if (virDomainAttachDeviceFlags(dom, dxml, affect_flags(dom)) < 0) {
+		virt_err(err, "cannot attach %s to %s", disk->path, domname);
+		goto out_dom;
+	}
+	log_debug("%s: %s attached as %s", domname, disk->path, target);
+	rc = 0;
+out_dom:
+	virDomainFree(dom);
+out:
+	free(xml);
+	free(dxml);
+	virConnectClose(c);
+	return rc;
+}
+
+#define DETACH_WAIT_MS 15000
+
+/*
+ * libvirt returns from a live detach once it asked the guest, which may
+ * let go of the device later (PCIe hot-unplug takes the guest's
+ * consent): wait until the disk is gone from the live definition.
+ */
+int vmm_detach_disk(struct vmm_host *h, const char *domname, const char *path,
+		    char *err)
+{
+	struct vmm_disk d = {path, NULL, false};
+	virDomainPtr dom;
+	virConnectPtr c;
+	char *xml = NULL, *target = NULL, *dxml = NULL;
+	int rc = -1, waited;
+
+	if ((c = host_conn(h, err)) == NULL)
+		return -1;
+	if ((dom = live_dom(c, domname, &xml, err)) == NULL)
+		goto out;
+	if ((target = domxml_disk_target(xml, path)) == NULL) {
+		rc = 0;
+		goto out_dom;
+	}
+	d.serial = "";
+	if ((dxml = domxml_disk(&d, target)) == NULL) {
+		seterr(err, "out of memory");
+		goto out_dom;
+	}
+	if (virDomainDetachDeviceFlags(dom, dxml, affect_flags(dom)) < 0) {
+		virt_err(err, "cannot detach %s from %s", path, domname);
+		goto out_dom;
+	}
+	for (waited = 0; waited < DETACH_WAIT_MS; waited += 50) {
+		char *live = virDomainGetXMLDesc(dom, 0), *t;
+
+		if (live == NULL)
+			break;
+		t = domxml_disk_target(live, path);
+		free(live);
+		free(t);
+		if (t == NULL) {
+			rc = 0;
+			goto out_dom;
+		}
+		usleep(50 * 1000);
+	}
+	seterr(err, "%s did not release %s within %d s", domname, path,
+	       DETACH_WAIT_MS / 1000);
+out_dom:
+	virDomainFree(dom);
+out:
+	free(xml);
+	free(target);
+	free(dxml);
+	virConnectClose(c);
+	return rc;
+}
+
+int vmm_disk_attached(struct vmm_host *h, const char *domname, const char *path,
+		      char *err)
+{
+	virDomainPtr dom;
+	virConnectPtr c;
+	char *xml = NULL, *target;
+	bool missing;
+	int rc = -1;
+
+	if ((c = host_conn(h, err)) == NULL)
+		return -1;
+	if ((dom = dom_get(c, domname, &missing, err)) == NULL) {
+		if (missing)
+			rc = 0;
+		goto out;
+	}
+	if (virDomainIsActive(dom) != 1) {
+		rc = 0;
+	} else if ((xml = virDomainGetXMLDesc(dom, 0)) == NULL) {
+		virt_err(err, "cannot read the definition of %s", domname);
+	} else {
+		target = domxml_disk_target(xml, path);
+		rc = target != NULL;
+		free(target);
+	}
+	virDomainFree(dom);
+out:
+	free(xml);
+	virConnectClose(c);
+	return rc;
+}

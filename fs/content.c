@@ -30,6 +30,10 @@ static const char readme[] =
     "  cat sessions/NAME/ports/8000     its url; preview: the shared "
     "listener\n"
     "  rmdir sessions/NAME              close and remove every trace\n"
+    "  echo 'name=data size=10G' > volumes/new   storage that outlives "
+    "sessions\n"
+    "  echo 'attach data /data' > sessions/NAME/ctl   mounted in the "
+    "guest; also detach\n"
     "\n"
     "A refused operation fails with an errno and says why in the nearest "
     "err file.\n"
@@ -173,6 +177,25 @@ char *content_text(const struct node *n, bool *ready, int *err)
 			buf_printf(&b, "%s\n", s->spec.ssh_keys[i]);
 		return b.data;
 	}
+	case F_S_VOLUMES:
+		return volumes_session_text(s);
+	case F_VOLUMES_ERR:
+		return err_text(&volumes_err);
+	case F_V_ID:
+		return with_newline(n->v->id);
+	case F_V_SIZE: {
+		char *out;
+		if (asprintf(&out, "%llu\n", (unsigned long long)n->v->size) <
+		    0)
+			abort();
+		return out;
+	}
+	case F_V_STATE:
+		return with_newline(vol_state_name(n->v));
+	case F_V_INFO:
+		return volume_info_json(n->v);
+	case F_V_ERR:
+		return err_text(&n->v->err);
 	case F_S_SSH_TARGET: {
 		char *t = sshgw_target(s);
 		return t ? t : dup_or_die("");

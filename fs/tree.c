@@ -39,6 +39,23 @@ static const struct file_desc session_files[] = {
     {"env", F_S_ENV, K_VALUE, RW, LIMIT_SPEC},
     {"console", F_S_CONSOLE, K_TEXT, RO, 0},
     {"err", F_S_ERR, K_TEXT, RO, 0},
+    {"volumes", F_S_VOLUMES, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc volumes_files[] = {
+    {"new", F_VOLUMES_NEW, K_NEW, RW, LIMIT_SPEC},
+    {"err", F_VOLUMES_ERR, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc volume_files[] = {
+    {"id", F_V_ID, K_TEXT, RO, 0},
+    {"size", F_V_SIZE, K_VALUE, RW, LIMIT_SMALL},
+    {"state", F_V_STATE, K_TEXT, RO, 0},
+    {"info.json", F_V_INFO, K_TEXT, RO, 0},
+    {"ctl", F_V_CTL, K_CTL, WO, LIMIT_SMALL},
+    {"err", F_V_ERR, K_TEXT, RO, 0},
     {NULL, 0, 0, 0, 0},
 };
 
@@ -90,8 +107,11 @@ void node_release(struct node *n)
 		job_put(n->j);
 	if (n->s)
 		session_put(n->s);
+	if (n->v)
+		volume_put(n->v);
 	n->j = NULL;
 	n->s = NULL;
+	n->v = NULL;
 }
 
 void node_copy(struct node *dst, const struct node *src)
@@ -101,6 +121,8 @@ void node_copy(struct node *dst, const struct node *src)
 		session_get(dst->s);
 	if (dst->j)
 		job_get(dst->j);
+	if (dst->v)
+		volume_get(dst->v);
 }
 
 static bool meta_has(struct session *s, const char *k)
@@ -226,6 +248,36 @@ static int resolve_session(char comp[6][NAME_MAX_LEN + 2], int n,
 	return -ENOENT;
 }
 
+static int resolve_volumes(char comp[6][NAME_MAX_LEN + 2], int n,
+			   struct node *nd)
+{
+	struct volume *v;
+
+	if (n == 1) {
+		nd->kind = N_VOLUMES;
+		return 0;
+	}
+	if (n == 2 && (nd->fd = find_file(volumes_files, comp[1]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	v = volume_find(comp[1]);
+	if (!v || strcmp(v->name, comp[1]) != 0)
+		return -ENOENT;
+	volume_get(v);
+	nd->v = v;
+	if (n == 2) {
+		nd->kind = N_VOLUME;
+		return 0;
+	}
+	if (n == 3 && (nd->fd = find_file(volume_files, comp[2]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	node_release(nd);
+	return -ENOENT;
+}
+
 int node_resolve(const char *path, struct node *nd)
 {
 	char comp[6][NAME_MAX_LEN + 2];
@@ -247,9 +299,10 @@ int node_resolve(const char *path, struct node *nd)
 			nd->kind = N_SESSIONS;
 			return 0;
 		}
-		return -ENOENT;
 	}
-	if (strcmp(comp[0], "sessions") != 0)
+	if (strcmp(comp[0], "volumes") == 0)
+		return resolve_volumes(comp, n, nd);
+	if (n == 1 || strcmp(comp[0], "sessions") != 0)
 		return -ENOENT;
 	if (n == 2 && (nd->fd = find_file(sessions_files, comp[1]))) {
 		nd->kind = N_FILE;
@@ -275,6 +328,16 @@ int node_list(const struct node *n, void (*add)(void *, const char *, bool),
 	case N_ROOT:
 		list_files(root_files, add, ctx);
 		add(ctx, "sessions", true);
+		add(ctx, "volumes", true);
+		return 0;
+	case N_VOLUMES:
+		list_files(volumes_files, add, ctx);
+		for (struct volume *v = volume_first(); v; v = v->next)
+			if (!v->creating)
+				add(ctx, v->name, true);
+		return 0;
+	case N_VOLUME:
+		list_files(volume_files, add, ctx);
 		return 0;
 	case N_SESSIONS:
 		list_files(sessions_files, add, ctx);

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "model.h"
+#include "volume.h"
 
 enum file_id {
 	F_README,
@@ -50,6 +51,15 @@ enum file_id {
 	F_J_EXIT,
 	F_J_INFO,
 	F_J_CTL,
+	F_S_VOLUMES,
+	F_VOLUMES_NEW,
+	F_VOLUMES_ERR,
+	F_V_ID,
+	F_V_SIZE,
+	F_V_STATE,
+	F_V_INFO,
+	F_V_CTL,
+	F_V_ERR,
 };
 
 /* How a file behaves. */
@@ -81,6 +91,8 @@ enum node_kind {
 	N_JOB,
 	N_FILES, /* sessions/NAME/files: the guest's home (gfs.c) */
 	N_SSH_DIR,
+	N_VOLUMES,
+	N_VOLUME,
 	N_PORTS_DIR,
 	N_FILE,
 };
@@ -90,6 +102,7 @@ struct node {
 	const struct file_desc *fd; /* N_FILE */
 	struct session *s;	    /* referenced when set */
 	struct job *j;		    /* referenced when set */
+	struct volume *v;	    /* referenced when set */
 	char key[NAME_MAX_LEN + 1]; /* metadata key, or port number */
 };
 

@@ -228,6 +228,11 @@ void fs_set_home(const char *path);
 void fs_reset(void);
 void fs_handle(const uint8_t *p, size_t len);
 
+/* volume.c: mounting volumes (a child per request) */
+void volop_start(json_int_t id, bool mount_it, const char *serial,
+		 const char *path, bool ro);
+bool volop_reaped(pid_t pid, int status);
+
 /* port.c: the host connection */
 enum port_mode { PORT_VIRTIO, PORT_CONNECT, PORT_LISTEN };
 int port_init(enum port_mode mode, const char *path);

@@ -435,7 +435,7 @@ void jobs_reap(void)
 			continue;
 		if (pid <= 0)
 			return;
-		if (sync_done(pid))
+		if (sync_done(pid) || volop_reaped(pid, st))
 			continue;
 		j = job_by_pid(pid);
 		if (j == NULL)

@@ -539,6 +539,35 @@ static void op_info(struct reqctx *r)
 		resp_ok(r->id, o);
 }
 
+/* vol_mount {serial, path, ro} and vol_umount {serial, path}: volume.c */
+static void op_volume(struct reqctx *r, bool mount_it)
+{
+	const char *serial, *path;
+	json_t *ro = json_object_get(r->o, "ro");
+
+	if (get_str(r, "serial", 64, &serial) < 0 ||
+	    get_str(r, "path", PATH_MAX, &path) < 0 || !serial || !path ||
+	    (ro && !json_is_boolean(ro))) {
+		if (r->msg[0] == '\0')
+			snprintf(r->msg, sizeof(r->msg),
+				 "serial and path strings expected, ro a "
+				 "boolean");
+		resp_error(r->id, EINVAL, "%s", r->msg);
+		return;
+	}
+	volop_start(r->id, mount_it, serial, path, json_is_true(ro));
+}
+
+static void op_vol_mount(struct reqctx *r)
+{
+	op_volume(r, true);
+}
+
+static void op_vol_umount(struct reqctx *r)
+{
+	op_volume(r, false);
+}
+
 static void op_connect(struct reqctx *r)
 {
 	json_int_t port, tx, rx;
@@ -585,9 +614,11 @@ static const struct {
 	const char *name;
 	void (*fn)(struct reqctx *);
 } ops[] = {
-    {"exec", op_exec},	 {"signal", op_signal}, {"forget", op_forget},
-    {"sync", op_sync},	 {"info", op_info},	{"connect", op_connect},
-    {"close", op_close}, {"resize", op_resize},
+    {"exec", op_exec},		 {"signal", op_signal},
+    {"forget", op_forget},	 {"sync", op_sync},
+    {"info", op_info},		 {"connect", op_connect},
+    {"close", op_close},	 {"resize", op_resize},
+    {"vol_mount", op_vol_mount}, {"vol_umount", op_vol_umount},
 };
 
 void req_handle(const uint8_t *p, size_t len)

@@ -1139,6 +1139,24 @@ class Malformed(AgentTest):
         self.assertEqual(c.call("info")["jobs"] >= 1, True)
 
 
+    def test_bad_volume_requests(self):
+        c = self.conn()
+        good = dict(serial="tk0123456789abcdef01", path="/tmp/tenki-vol-test")
+        for bad in [dict(serial=""), dict(serial="x" * 21), dict(serial="a/b"),
+                    dict(serial="a b"), dict(serial=5), dict(path="rel"),
+                    dict(path="/"), dict(path="/a/../b"), dict(path="/a/./b"),
+                    dict(path="/a//b"), dict(path="/a/"), dict(path="/a\nb"),
+                    dict(path="/" + "x" * 300), dict(path=None), dict(ro="yes")]:
+            a = dict(good)
+            a.update(bad)
+            if a["path"] is None:
+                del a["path"]
+            for op in ("vol_mount", "vol_umount"):
+                self.assertEqual(c.call(op, **a).get("errno"), errno.EINVAL, (op, bad))
+        # Nothing is mounted there: unmounting is done at once.
+        self.assertEqual(c.call("vol_umount", **good).get("errno"), None)
+        self.assertIn("id", c.call("info"))
+
     def test_random_frames(self):
         # Well-framed nonsense: odd field types and values, frames for live
         # and unknown channels.  The agent must answer or ignore, not crash.

@@ -39,17 +39,23 @@ kill9_tenkid() {
 	return 0
 }
 
-# The libvirt domains of this test's state directory.
-domains() {
-	local tag
-	tag=$(python3 -c '
+# tenki-HASH-: the prefix of this test's libvirt domains and pool.
+state_tag() {
+	python3 -c '
 import sys
 h = 2166136261
 for b in sys.argv[1].encode():
     h = ((h ^ b) * 16777619) & 0xffffffff
-print("tenki-%08x-" % h)' "$TK/state")
-	virsh -q -c qemu:///system list --all --name | grep "^$tag" || true
+print("tenki-%08x-" % h)' "$TK/state"
 }
+
+# The libvirt domains of this test's state directory.
+domains() {
+	virsh -q -c qemu:///system list --all --name | grep "^$(state_tag)" || true
+}
+
+# The libvirt storage pool of this test's volumes.
+vol_pool() { echo "$(state_tag)volumes"; }
 
 cleanup_tenkid() {
 	if mountpoint -q "$T" 2>/dev/null; then
@@ -62,6 +68,10 @@ cleanup_tenkid() {
 		virsh -q -c qemu:///system destroy "$d" >/dev/null 2>&1
 		virsh -q -c qemu:///system undefine "$d" >/dev/null 2>&1
 	done
+	if virsh -q -c qemu:///system pool-info "$(vol_pool)" >/dev/null 2>&1; then
+		virsh -q -c qemu:///system pool-destroy "$(vol_pool)" >/dev/null 2>&1
+		virsh -q -c qemu:///system pool-undefine "$(vol_pool)" >/dev/null 2>&1
+	fi
 	[ -n "${KEEP_TK:-}" ] || rm -rf "$TK"
 }
 
