@@ -43,6 +43,21 @@ char *domxml_overlay_vol(const char *name, unsigned long long capacity,
 			 const char *base, const char *base_fmt, uid_t uid,
 			 gid_t gid);
 
+/*
+ * A live external snapshot: memory into the save image mem, the disk vda
+ * switched to the overlay new_disk (made beforehand, on the current disk).
+ */
+char *domxml_snapshot(const char *mem, const char *new_disk);
+
+/*
+ * The XML saved in a save image, rewritten for a copy of the guest: the
+ * domain name and UUID, the vda disk's source file, the console log files
+ * (serial and console) from spec; everything else (the guest's ABI) kept.
+ * malloc'd, or NULL with err when xml lacks one of them.
+ */
+char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
+			   char *err);
+
 /* XML-escaped copy of s (& < > ' " replaced), malloc'd. */
 char *domxml_escape(const char *s);
 

@@ -100,6 +100,7 @@ struct session {
 	unsigned next_job;
 	uint32_t next_chan;
 	uint64_t expiry_gen;
+	unsigned disk_gen; /* live disk: disk.qcow2, then disk.N.qcow2 */
 };
 
 /* Collections' and the root's err files. */
@@ -156,6 +157,15 @@ void session_fail(struct session *s, const char *fmt, ...)
 /* Called by the agent connection (model_lock held). */
 void session_agent_ready(struct session *s);
 void session_agent_lost(struct session *s, const char *why);
+
+/* The path of the session's disk layer gen (0: disk.qcow2). */
+void session_disk_path(const struct session *s, unsigned gen, char *out,
+		       size_t n);
+/* Wait until no lifecycle change is under way (drops model_lock while
+ * waiting); then op_begin/op_end bracket one, as pause and snapshot do. */
+void session_wait_idle(struct session *s);
+void session_op_begin(struct session *s);
+void session_op_end(struct session *s);
 
 /* Worker threads for slow work. */
 void spawn_worker(void *(*fn)(void *), void *arg);

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "model.h"
 #include "persist.h"
+#include "snapshot.h"
 #include "vmm.h"
 
 #include <errno.h>
@@ -66,6 +67,15 @@ void spawn_worker(void *(*fn)(void *), void *arg)
 	if (pthread_create(&t, &a, fn, arg) != 0)
 		fatal("pthread_create");
 	pthread_attr_destroy(&a);
+}
+
+void session_disk_path(const struct session *s, unsigned gen, char *out,
+		       size_t n)
+{
+	if (gen == 0)
+		snprintf(out, n, "%s/disk.qcow2", s->dir);
+	else
+		snprintf(out, n, "%s/disk.%u.qcow2", s->dir, gen);
 }
 
 /* ---- references and lookup ----------------------------------------- */
@@ -328,6 +338,37 @@ static void arm_boot_timeout(struct session *s)
 	timer_arm(&st->t, cfg.boot_timeout_ms);
 }
 
+/* A restore names a READY snapshot; cpu, memory and network, when given,
+ * may only repeat the saved guest's. */
+static int check_snapshot(const struct sess_spec *spec, struct snapshot **out)
+{
+	const char *name = spec->name;
+	struct snapshot *sn = snapshot_find(spec->snapshot);
+
+	if (!sn)
+		return refuse(&sessions_err, ENOENT, name, "no snapshot %s",
+			      spec->snapshot);
+	if (sn->state != SN_READY)
+		return refuse(&sessions_err, EINVAL, name,
+			      "snapshot %s is %s, not READY", sn->name,
+			      snap_state_name(sn->state));
+	if ((spec_given(spec, "cpu_cores") &&
+	     spec->cpu_cores != sn->cpu_cores) ||
+	    (spec_given(spec, "memory_mb") && spec->memory_mb != sn->memory_mb))
+		return refuse(&sessions_err, EINVAL, name,
+			      "snapshot %s was taken with cpu_cores=%u "
+			      "memory_mb=%u: a restore keeps them",
+			      sn->name, sn->cpu_cores, sn->memory_mb);
+	if (spec_given(spec, "allow_outbound") &&
+	    spec->allow_outbound != sn->network)
+		return refuse(&sessions_err, EINVAL, name,
+			      "snapshot %s was taken with allow_outbound=%s: "
+			      "a restore keeps it",
+			      sn->name, sn->network ? "true" : "false");
+	*out = sn;
+	return 0;
+}
+
 int session_create(const struct sess_spec *spec, struct session **out)
 {
 	char why[400], path[600];
@@ -335,29 +376,45 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	struct session *s;
 	const char *name = spec->name;
 
-	if (spec->snapshot[0] || spec->template_name[0] || spec->nvolumes ||
-	    spec->host[0])
+	struct snapshot *sn = NULL;
+	struct sess_spec eff;
+	int rc;
+
+	if (spec->template_name[0] || spec->nvolumes || spec->host[0])
 		return refuse(&sessions_err, EINVAL,
 			      name[0] ? name : "sessions",
-			      "snapshot, template, volume and host are not "
+			      "template, volume and host are not "
 			      "available in this version of tenkid");
 	if (session_find(name))
 		return refuse(&sessions_err, EEXIST, name,
 			      "a session named %s exists", name);
+	if (spec->snapshot[0] && (rc = check_snapshot(spec, &sn)) < 0)
+		return rc;
 	snprintf(path, sizeof(path), "%s/%s/rootfs.qcow2", cfg.image_dir,
-		 spec->image);
+		 sn ? sn->image : spec->image);
 	if (stat(path, &st) < 0)
 		return refuse(&sessions_err, ENOENT, name,
 			      "image %s not found (%s): run scripts/setup.sh",
-			      spec->image, path);
-	if (check_capacity(spec, why, sizeof(why)) < 0)
+			      sn ? sn->image : spec->image, path);
+	spec_copy(&eff, spec);
+	if (sn) {
+		/* The saved guest's shape, whatever the defaults say. */
+		eff.cpu_cores = sn->cpu_cores;
+		eff.memory_mb = sn->memory_mb;
+		eff.allow_outbound = sn->network;
+		snprintf(eff.image, sizeof(eff.image), "%s", sn->image);
+		snprintf(eff.snapshot, sizeof(eff.snapshot), "%s", sn->name);
+	}
+	if (check_capacity(&eff, why, sizeof(why)) < 0) {
+		spec_free(&eff);
 		return refuse(&sessions_err, ENOSPC, name, "%s", why);
+	}
 
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		abort();
 	s->refs = 1;
-	spec_copy(&s->spec, spec);
+	s->spec = eff;
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	uuid_new(s->id);
 	s->state = S_CREATING;
@@ -383,6 +440,19 @@ int session_create(const struct sess_spec *spec, struct session **out)
 		return refuse(&sessions_err, EIO, name,
 			      "cannot make state directory: %s", strerror(e));
 	}
+	if (sn) {
+		/* Hold the saved state: the snapshot may be deleted while
+		 * this session restores from it. */
+		if (snapshot_link_into(sn, s->dir) < 0) {
+			int e = errno;
+			remove_tree(s->dir);
+			session_put(s);
+			return refuse(&sessions_err, EIO, name,
+				      "cannot link snapshot %s: %s", sn->name,
+				      strerror(e));
+		}
+		s->next_chan = sn->next_chan;
+	}
 	session_save(s);
 	session_link(s);
 	event_emit("session", s->name, s->id, NULL, "CREATING");
@@ -399,7 +469,7 @@ static void build_vm_spec(struct session *s, struct vmm_vm_spec *v,
 {
 	image_path(s, "vmlinux", paths[0], 600);
 	image_path(s, "initrd.img", paths[1], 600);
-	snprintf(paths[2], 600, "%s/disk.qcow2", s->dir);
+	session_disk_path(s, s->disk_gen, paths[2], 600);
 	snprintf(paths[3], 600, "%s/console.log", s->dir);
 	snprintf(paths[4], 600, "%s/%s/cmdline", cfg.image_dir, s->spec.image);
 	size_t n;
@@ -431,25 +501,36 @@ static void *create_worker(void *arg)
 	struct session *s = arg;
 	struct vmm_vm_spec v;
 	char paths[5][600], cmdline[4096], err[VMM_ERRLEN], base[600];
-	char *chan = NULL;
+	char *chan = NULL, src[600], copy[600];
 	int64_t t0 = now_ms();
+	bool restore;
+	int rc;
 
 	pthread_mutex_lock(&model_lock);
 	build_vm_spec(s, &v, paths, cmdline, sizeof(cmdline));
 	image_path(s, "rootfs.qcow2", base, sizeof(base));
+	restore = s->spec.snapshot[0] != '\0';
+	snprintf(src, sizeof(src), "%s/restore.src", s->dir);
+	snprintf(copy, sizeof(copy), "%s/restore.save", s->dir);
+	if (restore)
+		snprintf(base, sizeof(base), "%s/base.qcow2", s->dir);
 	pthread_mutex_unlock(&model_lock);
 	/* rootfs.qcow2 is a link to the newest build: the overlay must name
 	 * the build itself, so a rebuild never changes a live disk's base. */
-	char *real = realpath(base, NULL);
+	char *real = restore ? NULL : realpath(base, NULL);
 	if (real) {
 		snprintf(base, sizeof(base), "%s", real);
 		free(real);
 	}
 
 	err[0] = '\0';
-	if (vmm_disk_create(vmm, base, v.disk, err) < 0 ||
-	    vmm_create(vmm, &v, err) < 0 ||
-	    !(chan = vmm_channel_path(vmm, s->domname, err))) {
+	rc = vmm_disk_create(vmm, base, v.disk, err);
+	if (rc == 0)
+		rc = restore ? vmm_restore(vmm, src, copy, &v, err)
+			     : vmm_create(vmm, &v, err);
+	if (restore)
+		unlink(src);
+	if (rc < 0 || !(chan = vmm_channel_path(vmm, s->domname, err))) {
 		pthread_mutex_lock(&model_lock);
 		s->busy = false;
 		withdraw_failed_create(s, err);
@@ -458,8 +539,8 @@ static void *create_worker(void *arg)
 	pthread_mutex_lock(&model_lock);
 	s->busy = false;
 	pthread_cond_broadcast(&busy_cond);
-	log_info("session %s: VM %s started in %lld ms", s->name, s->domname,
-		 (long long)(now_ms() - t0));
+	log_info("session %s: VM %s %s in %lld ms", s->name, s->domname,
+		 restore ? "restored" : "started", (long long)(now_ms() - t0));
 	if (s->gone || s->state != S_CREATING) {
 		/* Removed while booting: session_remove cleans up. */
 		goto out;
@@ -573,15 +654,21 @@ static void *lost_worker(void *arg)
 
 /* ---- closing and removal -------------------------------------------- */
 
+/* The domain, then every disk layer, newest first (a snapshot's or a
+ * restored session's link to a layer keeps its data). */
 static void close_vm(struct session *s)
 {
 	char err[VMM_ERRLEN], disk[600];
 
-	snprintf(disk, sizeof(disk), "%s/disk.qcow2", s->dir);
 	if (vmm_remove(vmm, s->domname, err) < 0)
 		log_warnx("session %s: %s", s->name, err);
-	if (vmm_disk_delete(vmm, disk, err) < 0)
-		log_warnx("session %s: %s", s->name, err);
+	for (unsigned g = s->disk_gen + 1; g-- > 0;) {
+		session_disk_path(s, g, disk, sizeof(disk));
+		if (vmm_disk_delete(vmm, disk, err) < 0)
+			log_warnx("session %s: %s", s->name, err);
+	}
+	snprintf(disk, sizeof(disk), "%s/base.qcow2", s->dir);
+	unlink(disk);
 }
 
 static void finish_close(struct session *s, const char *reason)
@@ -615,6 +702,23 @@ static void wait_not_busy(struct session *s)
 {
 	while (s->busy)
 		pthread_cond_wait(&busy_cond, &model_lock);
+}
+
+void session_wait_idle(struct session *s)
+{
+	wait_not_busy(s);
+}
+
+void session_op_begin(struct session *s)
+{
+	s->busy = true;
+}
+
+void session_op_end(struct session *s)
+{
+	s->busy = false;
+	pthread_cond_broadcast(&busy_cond);
+	waitq_wake(&s->wq);
 }
 
 /* model_lock held; drops it while libvirt works. */
@@ -655,17 +759,41 @@ int session_remove(struct session *s)
 
 /* ---- ctl ----------------------------------------------------------------- */
 
-enum verb { V_EXTEND, V_PAUSE, V_RESUME, V_CLOSE };
+enum verb { V_EXTEND, V_PAUSE, V_RESUME, V_CLOSE, V_SNAPSHOT };
 
 struct verb_call {
 	enum verb v;
 	int64_t secs;
+	char name[NAME_MAX_LEN + 1];
 };
+
+#define VERBS "extend DUR | pause | resume | close | snapshot NAME [ttl=DUR]"
+
+/* snapshot NAME [ttl=DUR] */
+static int parse_snapshot_verb(struct session *s, const char *line,
+			       struct verb_call *c)
+{
+	char verb[32], name[80] = "", opt[80] = "", extra[2];
+	int n = sscanf(line, "%31s %79s %79s %1s", verb, name, opt, extra);
+
+	c->v = V_SNAPSHOT;
+	c->secs = 0;
+	if (n < 2 || n > 3 || !valid_name(name))
+		return refuse(&s->err, EINVAL, s->name,
+			      "ctl: snapshot NAME [ttl=DUR]: NAME is "
+			      "[A-Za-z0-9][A-Za-z0-9_.-]{0,62}");
+	if (n == 3 && (strncmp(opt, "ttl=", 4) != 0 ||
+		       parse_duration(opt + 4, false, &c->secs) < 0))
+		return refuse(&s->err, EINVAL, s->name,
+			      "ctl: snapshot: '%s' is not ttl=DUR", opt);
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	return 0;
+}
 
 static int parse_verbs(struct session *s, const char *text, size_t len,
 		       struct verb_call *calls, int *ncalls)
 {
-	static const char *later[] = {"snapshot", "attach", "detach"};
+	static const char *later[] = {"attach", "detach"};
 	char line[512];
 	const char *p = text, *end = text + len;
 
@@ -691,7 +819,11 @@ static int parse_verbs(struct session *s, const char *text, size_t len,
 			return refuse(&s->err, EINVAL, s->name,
 				      "ctl: at most 16 verbs per write");
 		struct verb_call *c = &calls[(*ncalls)++];
-		if (strcmp(verb, "extend") == 0 && n == 2) {
+		if (strcmp(verb, "snapshot") == 0) {
+			int rc = parse_snapshot_verb(s, line, c);
+			if (rc < 0)
+				return rc;
+		} else if (strcmp(verb, "extend") == 0 && n == 2) {
 			c->v = V_EXTEND;
 			if (parse_duration(arg, false, &c->secs) < 0)
 				return refuse(&s->err, EINVAL, s->name,
@@ -706,7 +838,7 @@ static int parse_verbs(struct session *s, const char *text, size_t len,
 		} else if (strcmp(verb, "close") == 0 && n == 1) {
 			c->v = V_CLOSE;
 		} else {
-			for (size_t i = 0; i < 3; i++)
+			for (size_t i = 0; i < 2; i++)
 				if (strcmp(verb, later[i]) == 0)
 					return refuse(
 					    &s->err, EINVAL, s->name,
@@ -714,15 +846,13 @@ static int parse_verbs(struct session *s, const char *text, size_t len,
 					    "this version of tenkid",
 					    verb);
 			return refuse(&s->err, EINVAL, s->name,
-				      "ctl: unknown verb '%.60s' (extend DUR | "
-				      "pause | resume | close)",
+				      "ctl: unknown verb '%.60s' (" VERBS ")",
 				      line);
 		}
 	}
 	if (*ncalls == 0)
 		return refuse(&s->err, EINVAL, s->name,
-			      "ctl: no verb (extend DUR | pause | resume | "
-			      "close)");
+			      "ctl: no verb (" VERBS ")");
 	return 0;
 }
 
@@ -787,6 +917,10 @@ int session_ctl(struct session *s, const char *text, size_t len)
 			break;
 		case V_RESUME:
 			rc = do_pause(s, false);
+			break;
+		case V_SNAPSHOT:
+			rc = snapshot_take(s, calls[i].name, calls[i].secs,
+					   &s->err, s->name);
 			break;
 		case V_CLOSE:
 			wait_not_busy(s);
@@ -914,7 +1048,9 @@ static json_t *session_record(struct session *s)
 	json_object_set_new(o, "metadata",
 			    kv_object(s->spec.metadata, s->spec.nmetadata));
 	json_object_set_new(o, "image", json_string(s->spec.image));
-	json_object_set_new(o, "snapshot", json_null());
+	json_object_set_new(o, "snapshot",
+			    s->spec.snapshot[0] ? json_string(s->spec.snapshot)
+						: json_null());
 	json_object_set_new(o, "template", json_null());
 	json_object_set_new(o, "volumes", json_array());
 	json_object_set_new(o, "ports", json_array());
@@ -1062,6 +1198,7 @@ void model_restore(void)
 {
 	struct session *loaded = persist_load_sessions();
 
+	snapshots_restore();
 	pthread_mutex_lock(&model_lock);
 	while (loaded) {
 		struct session *s = loaded;

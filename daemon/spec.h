@@ -53,6 +53,10 @@ int spec_copy(struct sess_spec *dst, const struct sess_spec *src);
  */
 int spec_apply(struct sess_spec *sp, const char *text, size_t len, char *why);
 
+/* Was key (a name of the table, e.g. "cpu_cores") given in the text last
+ * applied? */
+bool spec_given(const struct sess_spec *sp, const char *key);
+
 /* Helpers shared with the env file and ssh keys. */
 bool spec_valid_env_key(const char *k, size_t n);
 bool spec_valid_ssh_key(const char *line, char *why);

@@ -159,6 +159,16 @@ char *content_text(const struct node *n, bool *ready, int *err)
 			buf_printf(&b, "%s\n", s->spec.ssh_keys[i]);
 		return b.data;
 	}
+	case F_SNAPSHOTS_ERR:
+		return err_text(&snapshots_err);
+	case F_SN_ID:
+		return with_newline(n->sn->id);
+	case F_SN_STATE:
+		return with_newline(snap_state_name(n->sn->state));
+	case F_SN_INFO:
+		return snapshot_info_json(n->sn);
+	case F_SN_ERR:
+		return err_text(&n->sn->err);
 	case F_J_STATUS:
 		return job_status_text(j);
 	case F_J_EXIT:

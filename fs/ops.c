@@ -94,6 +94,12 @@ static struct errlog *nearest_err(const struct node *n)
 {
 	if (n->s)
 		return &n->s->err;
+	if (n->sn)
+		return &n->sn->err;
+	if (n->kind == N_SNAPSHOTS ||
+	    (n->kind == N_FILE &&
+	     (n->fd->id == F_SNAPSHOTS_NEW || n->fd->id == F_SNAPSHOTS_ERR)))
+		return &snapshots_err;
 	if (n->kind == N_SESSIONS ||
 	    (n->kind == N_FILE && n->fd->id >= F_SESSIONS_NEW &&
 	     n->fd->id <= F_SESSIONS_ERR))
@@ -668,6 +674,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		goto out;
 	if (n.kind == N_SESSION)
 		rc = session_remove(n.s);
+	else if (n.kind == N_SNAPSHOT)
+		rc = snapshot_remove(n.sn);
 	else if (n.kind == N_JOB)
 		rc = job_remove(n.j);
 	else
@@ -1181,6 +1189,16 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			break;
 		}
 		fh->pos = 0;
+		if (fh->n.fd->id == F_SNAPSHOTS_NEW) {
+			/* Blocks (without the lock) while the capture runs. */
+			rc = snapshot_create_spec(buf, size, fh->created,
+						  sizeof(fh->created));
+			if (rc < 0)
+				fuse_reply_err(req, -rc);
+			else
+				fuse_reply_write(req, size);
+			break;
+		}
 		create_session(req, buf, size, NULL, size, fh);
 		break;
 	case K_STDIN:

@@ -69,6 +69,20 @@ static const struct file_desc job_files[] = {
     {NULL, 0, 0, 0, 0},
 };
 
+static const struct file_desc snapshots_files[] = {
+    {"new", F_SNAPSHOTS_NEW, K_NEW, RW, LIMIT_SMALL},
+    {"err", F_SNAPSHOTS_ERR, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc snapshot_files[] = {
+    {"id", F_SN_ID, K_TEXT, RO, 0},
+    {"state", F_SN_STATE, K_TEXT, RO, 0},
+    {"info.json", F_SN_INFO, K_TEXT, RO, 0},
+    {"err", F_SN_ERR, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
+};
+
 static const struct file_desc *find_file(const struct file_desc *t,
 					 const char *name)
 {
@@ -84,8 +98,11 @@ void node_release(struct node *n)
 		job_put(n->j);
 	if (n->s)
 		session_put(n->s);
+	if (n->sn)
+		snapshot_put(n->sn);
 	n->j = NULL;
 	n->s = NULL;
+	n->sn = NULL;
 }
 
 void node_copy(struct node *dst, const struct node *src)
@@ -95,6 +112,38 @@ void node_copy(struct node *dst, const struct node *src)
 		session_get(dst->s);
 	if (dst->j)
 		job_get(dst->j);
+	if (dst->sn)
+		snapshot_get(dst->sn);
+}
+
+/* snapshots/, snapshots/NAME, snapshots/NAME/FILE */
+static int resolve_snapshots(char comp[6][NAME_MAX_LEN + 2], int n,
+			     struct node *nd)
+{
+	struct snapshot *sn;
+
+	if (n == 1) {
+		nd->kind = N_SNAPSHOTS;
+		return 0;
+	}
+	if (n == 2 && (nd->fd = find_file(snapshots_files, comp[1]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	sn = snapshot_find(comp[1]);
+	if (!sn || strcmp(sn->name, comp[1]) != 0 || n > 3)
+		return -ENOENT;
+	snapshot_get(sn);
+	nd->sn = sn;
+	if (n == 2) {
+		nd->kind = N_SNAPSHOT;
+		return 0;
+	}
+	if ((nd->fd = find_file(snapshot_files, comp[2]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	return -ENOENT;
 }
 
 static bool meta_has(struct session *s, const char *k)
@@ -228,9 +277,14 @@ int node_resolve(const char *path, struct node *nd)
 			nd->kind = N_SESSIONS;
 			return 0;
 		}
-		return -ENOENT;
 	}
-	if (strcmp(comp[0], "sessions") != 0)
+	if (strcmp(comp[0], "snapshots") == 0) {
+		rc = resolve_snapshots(comp, n, nd);
+		if (rc < 0)
+			node_release(nd);
+		return rc;
+	}
+	if (n == 1 || strcmp(comp[0], "sessions") != 0)
 		return -ENOENT;
 	if (n == 2 && (nd->fd = find_file(sessions_files, comp[1]))) {
 		nd->kind = N_FILE;
@@ -256,6 +310,15 @@ int node_list(const struct node *n, void (*add)(void *, const char *, bool),
 	case N_ROOT:
 		list_files(root_files, add, ctx);
 		add(ctx, "sessions", true);
+		add(ctx, "snapshots", true);
+		return 0;
+	case N_SNAPSHOTS:
+		list_files(snapshots_files, add, ctx);
+		for (struct snapshot *sn = snapshot_first(); sn; sn = sn->next)
+			add(ctx, sn->name, true);
+		return 0;
+	case N_SNAPSHOT:
+		list_files(snapshot_files, add, ctx);
 		return 0;
 	case N_SESSIONS:
 		list_files(sessions_files, add, ctx);

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "model.h"
+#include "snapshot.h"
 
 enum file_id {
 	F_README,
@@ -48,6 +49,12 @@ enum file_id {
 	F_J_EXIT,
 	F_J_INFO,
 	F_J_CTL,
+	F_SNAPSHOTS_NEW,
+	F_SNAPSHOTS_ERR,
+	F_SN_ID,
+	F_SN_STATE,
+	F_SN_INFO,
+	F_SN_ERR,
 };
 
 /* How a file behaves. */
@@ -79,6 +86,8 @@ enum node_kind {
 	N_JOB,
 	N_FILES, /* sessions/NAME/files: the guest's home (gfs.c) */
 	N_SSH_DIR,
+	N_SNAPSHOTS,
+	N_SNAPSHOT,
 	N_FILE,
 };
 
@@ -87,6 +96,7 @@ struct node {
 	const struct file_desc *fd; /* N_FILE */
 	struct session *s;	    /* referenced when set */
 	struct job *j;		    /* referenced when set */
+	struct snapshot *sn;	    /* referenced when set */
 	char key[NAME_MAX_LEN + 1]; /* metadata key */
 };
 
