@@ -57,6 +57,8 @@ struct tenkid_config {
 	uint64_t output_cap;   /* bytes kept per job stream */
 	int64_t boot_timeout_ms;
 	double overcommit; /* memory promised to sessions / host memory */
+	bool golden;	   /* plain creates restore a golden state */
+	unsigned pool;	   /* sessions kept restored ahead of time */
 	bool foreground, debug;
 };
 
@@ -101,6 +103,8 @@ struct session {
 	uint32_t next_chan;
 	uint64_t expiry_gen;
 	unsigned disk_gen; /* live disk: disk.qcow2, then disk.N.qcow2 */
+	const char *boot;  /* "cold", "golden", "snapshot" or "pool" */
+	bool restore;	   /* the create restores restore.src */
 };
 
 /* Collections' and the root's err files. */

@@ -1,6 +1,7 @@
 /* Sessions: creation, the state machine, ctl verbs, removal. */
 #include "agent.h"
 #include "events.h"
+#include "golden.h"
 #include "evloop.h"
 #include "job.h"
 #include "log.h"
@@ -452,6 +453,13 @@ int session_create(const struct sess_spec *spec, struct session **out)
 				      strerror(e));
 		}
 		s->next_chan = sn->next_chan;
+		s->restore = true;
+		s->boot = "snapshot";
+	} else if (golden_claim(&s->spec, s->dir) == 0) {
+		s->restore = true;
+		s->boot = "golden";
+	} else {
+		s->boot = "cold";
 	}
 	session_save(s);
 	session_link(s);
@@ -509,7 +517,7 @@ static void *create_worker(void *arg)
 	pthread_mutex_lock(&model_lock);
 	build_vm_spec(s, &v, paths, cmdline, sizeof(cmdline));
 	image_path(s, "rootfs.qcow2", base, sizeof(base));
-	restore = s->spec.snapshot[0] != '\0';
+	restore = s->restore;
 	snprintf(src, sizeof(src), "%s/restore.src", s->dir);
 	snprintf(copy, sizeof(copy), "%s/restore.save", s->dir);
 	if (restore)
@@ -1052,6 +1060,7 @@ static json_t *session_record(struct session *s)
 			    s->spec.snapshot[0] ? json_string(s->spec.snapshot)
 						: json_null());
 	json_object_set_new(o, "template", json_null());
+	json_object_set_new(o, "boot", json_string(s->boot ? s->boot : "cold"));
 	json_object_set_new(o, "volumes", json_array());
 	json_object_set_new(o, "ports", json_array());
 	json_object_set_new(
@@ -1199,6 +1208,7 @@ void model_restore(void)
 	struct session *loaded = persist_load_sessions();
 
 	snapshots_restore();
+	golden_init();
 	pthread_mutex_lock(&model_lock);
 	while (loaded) {
 		struct session *s = loaded;
@@ -1221,6 +1231,7 @@ void model_restore(void)
 
 void model_shutdown(void)
 {
+	golden_shutdown();
 	pthread_mutex_lock(&model_lock);
 	for (struct session *s = sessions; s; s = s->next)
 		agent_detach(s);

@@ -26,7 +26,8 @@ static void usage(void)
 		"usage: tenkid [--mount DIR] [--state DIR] [--libvirt URI]\n"
 		"              [--accel auto|kvm|tcg] [--images DIR]\n"
 		"              [--output-cap SIZE] [--boot-timeout DUR]\n"
-		"              [--overcommit RATIO]\n"
+		"              [--overcommit RATIO] [--golden on|off]\n"
+		"              [--pool N]\n"
 		"              [--allow-other] [--foreground] [--debug]\n");
 	exit(2);
 }
@@ -56,6 +57,8 @@ static void parse_args(int argc, char **argv)
 	    {"output-cap", required_argument, NULL, 'o'},
 	    {"boot-timeout", required_argument, NULL, 'b'},
 	    {"overcommit", required_argument, NULL, 'O'},
+	    {"golden", required_argument, NULL, 'G'},
+	    {"pool", required_argument, NULL, 'P'},
 	    {"allow-other", no_argument, NULL, 'A'},
 	    {"foreground", no_argument, NULL, 'f'},
 	    {"debug", no_argument, NULL, 'd'},
@@ -72,6 +75,8 @@ static void parse_args(int argc, char **argv)
 	cfg.output_cap = 256ULL << 20;
 	cfg.boot_timeout_ms = 180 * 1000;
 	cfg.overcommit = 1.5;
+	cfg.golden = true;
+	cfg.pool = 2;
 	while ((c = getopt_long(argc, argv, "fd", opts, NULL)) != -1) {
 		switch (c) {
 		case 'm':
@@ -103,6 +108,17 @@ static void parse_args(int argc, char **argv)
 			cfg.overcommit = strtod(optarg, &end);
 			if (*end || cfg.overcommit <= 0 || cfg.overcommit > 100)
 				usage();
+			break;
+		}
+		case 'G':
+			if (parse_bool(optarg, &cfg.golden) < 0)
+				usage();
+			break;
+		case 'P': {
+			uint64_t n;
+			if (parse_uint(optarg, 0, 64, &n) < 0)
+				usage();
+			cfg.pool = (unsigned)n;
 			break;
 		}
 		case 'A':

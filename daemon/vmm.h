@@ -97,6 +97,11 @@ int vmm_remove(struct vmm_host *host, const char *domname, char *err);
 int vmm_snapshot(struct vmm_host *host, const char *domname,
 		 const char *mem_path, const char *new_disk, char *err);
 
+/* Save a running domain's memory to the save image path; the domain
+ * stops and is undefined (its disk is no longer written). */
+int vmm_save(struct vmm_host *host, const char *domname, const char *path,
+	     char *err);
+
 /*
  * Start a copy of a saved guest (a vmm_snapshot memory image) as a new,
  * running, transient domain named spec->domname with spec->uuid, disk

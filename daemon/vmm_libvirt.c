@@ -1224,6 +1224,34 @@ out_free:
 	return rc;
 }
 
+int vmm_save(struct vmm_host *h, const char *domname, const char *path,
+	     char *err)
+{
+	virDomainPtr dom;
+	virConnectPtr c;
+	bool missing;
+	int rc = -1;
+
+	if ((c = host_conn(h, err)) == NULL)
+		return -1;
+	if ((dom = dom_get(c, domname, &missing, err)) == NULL)
+		goto out;
+	quiet_add(h, domname);
+	if (virDomainSaveFlags(dom, path, NULL, VIR_DOMAIN_SAVE_RUNNING) < 0) {
+		virt_err(err, "cannot save %s", domname);
+		quiet_del(h, domname);
+	} else if (dom_undefine(dom) < 0 &&
+		   virGetLastErrorCode() != VIR_ERR_NO_DOMAIN) {
+		virt_err(err, "cannot undefine %s", domname);
+	} else {
+		rc = 0;
+	}
+	virDomainFree(dom);
+out:
+	virConnectClose(c);
+	return rc;
+}
+
 static char *rewrite_saved(const char *xml, void *arg, char *err)
 {
 	return domxml_saved_rewrite(xml, arg, err);
