@@ -855,8 +855,15 @@ char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
 			return NULL;
 		}
 	}
-	/* Edits never overlap: each is inside a different tag or text. */
+	/* In libvirt's XML each edit is in a different tag or text; odd
+	 * XML could make two overlap: refuse it. */
 	qsort(ed, (size_t)n, sizeof(ed[0]), edit_cmp);
+	for (i = 1; i < n; i++) {
+		if (ed[i].from < ed[i - 1].to) {
+			seterr(err, "the saved domain XML is malformed");
+			return NULL;
+		}
+	}
 	if ((f = xml_open(&buf, &len)) == NULL) {
 		seterr(err, "out of memory");
 		return NULL;

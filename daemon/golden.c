@@ -3,6 +3,7 @@
 #include "golden.h"
 #include "evloop.h"
 #include "log.h"
+#include "pool.h"
 #include "proto.h"
 #include "vmm.h"
 
@@ -289,6 +290,8 @@ static void *build_worker(void *arg)
 	}
 	building = false;
 	build_dom[0] = '\0';
+	if (rc == 0)
+		pool_kick();
 	pthread_mutex_unlock(&model_lock);
 	if (rc == 0)
 		log_info("golden state %s ready in %lld ms", b->key,

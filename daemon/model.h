@@ -162,6 +162,8 @@ void session_fail(struct session *s, const char *fmt, ...)
 void session_agent_ready(struct session *s);
 void session_agent_lost(struct session *s, const char *why);
 
+/* The libvirt domain name a session (or pooled guest) of this id gets. */
+void session_domname(const char *id, char *out, size_t n);
 /* The path of the session's disk layer gen (0: disk.qcow2). */
 void session_disk_path(const struct session *s, unsigned gen, char *out,
 		       size_t n);

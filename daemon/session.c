@@ -2,6 +2,7 @@
 #include "agent.h"
 #include "events.h"
 #include "golden.h"
+#include "pool.h"
 #include "evloop.h"
 #include "job.h"
 #include "log.h"
@@ -276,6 +277,11 @@ static void dom_prefix_init(void)
 	snprintf(dom_prefix, sizeof(dom_prefix), "tenki-%08x-", h);
 }
 
+void session_domname(const char *id, char *out, size_t n)
+{
+	snprintf(out, n, "%s%.12s", dom_prefix, id + 24);
+}
+
 static void image_path(const struct session *s, const char *file, char *out,
 		       size_t n)
 {
@@ -299,6 +305,10 @@ static int check_capacity(const struct sess_spec *sp, char *why, size_t n)
 	for (struct session *s = sessions; s; s = s->next)
 		if (!session_final(s))
 			used += s->spec.memory_mb;
+	/* Pooled guests count; one of this shape becomes the session. */
+	used += pool_memory_mb();
+	if (pool_has(sp))
+		used -= sp->memory_mb;
 	if (cap && used + sp->memory_mb > cap) {
 		snprintf(
 		    why, n,
@@ -417,13 +427,16 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	s->refs = 1;
 	s->spec = eff;
 	snprintf(s->name, sizeof(s->name), "%s", name);
-	uuid_new(s->id);
+	struct pooled *pg = !sn && cfg.pool ? pool_take(&s->spec) : NULL;
+	if (pg)
+		snprintf(s->id, sizeof(s->id), "%s", pg->id);
+	else
+		uuid_new(s->id);
 	s->state = S_CREATING;
 	s->created_ms = now_ms();
 	if (spec->max_duration)
 		s->expires_ms = s->created_ms + spec->max_duration * 1000;
-	snprintf(s->domname, sizeof(s->domname), "%s%.12s", dom_prefix,
-		 s->id + 24);
+	session_domname(s->id, s->domname, sizeof(s->domname));
 	snprintf(s->dir, sizeof(s->dir), "%s/sessions/%s", cfg.state_dir,
 		 s->id);
 	struct buf env = {0};
@@ -441,7 +454,9 @@ int session_create(const struct sess_spec *spec, struct session **out)
 		return refuse(&sessions_err, EIO, name,
 			      "cannot make state directory: %s", strerror(e));
 	}
-	if (sn) {
+	if (pg) {
+		s->boot = "pool";
+	} else if (sn) {
 		/* Hold the saved state: the snapshot may be deleted while
 		 * this session restores from it. */
 		if (snapshot_link_into(sn, s->dir) < 0) {
@@ -464,11 +479,20 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	session_save(s);
 	session_link(s);
 	event_emit("session", s->name, s->id, NULL, "CREATING");
+	*out = s;
+	session_get(s);
+	if (pg) {
+		/* Running already: its HELLO gives it this identity. */
+		if (agent_attach(s, pg->chan, why, sizeof(why)) < 0)
+			withdraw_failed_create(s, why);
+		else
+			arm_boot_timeout(s);
+		pool_free(pg);
+		return 0;
+	}
 	s->busy = true;
 	session_get(s);
 	spawn_worker(create_worker, s);
-	*out = s;
-	session_get(s);
 	return 0;
 }
 
@@ -1227,11 +1251,13 @@ void model_restore(void)
 	}
 	pthread_mutex_unlock(&model_lock);
 	sweep_orphans();
+	pool_init();
 }
 
 void model_shutdown(void)
 {
 	golden_shutdown();
+	pool_shutdown();
 	pthread_mutex_lock(&model_lock);
 	for (struct session *s = sessions; s; s = s->next)
 		agent_detach(s);

@@ -1,6 +1,7 @@
 /* Generated file contents. */
 #include "content.h"
 #include "job.h"
+#include "pool.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -126,6 +127,8 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return dup_or_die(defaults_text ? defaults_text : "");
 	case F_ROOT_ERR:
 		return err_text(&root_err);
+	case F_POOL:
+		return pool_status_text();
 	case F_SESSIONS_INDEX:
 		return sessions_index(false);
 	case F_SESSIONS_INDEX_JSON:

@@ -17,6 +17,7 @@ static const struct file_desc root_files[] = {
     {"defaults", F_DEFAULTS, K_VALUE, RW, LIMIT_SPEC},
     {"err", F_ROOT_ERR, K_TEXT, RO, 0},
     {"events", F_EVENTS, K_STREAM, RO, 0},
+    {"pool", F_POOL, K_TEXT, RO, 0},
     {NULL, 0, 0, 0, 0},
 };
 
