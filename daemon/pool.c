@@ -121,15 +121,44 @@ static void kick_fired(struct timer *t)
 	pool_kick();
 }
 
+static void *discard_worker(void *arg)
+{
+	discard(arg);
+	pool_free(arg);
+	return NULL;
+}
+
+/* Guests of a shape plain creates no longer get (defaults changed). */
+static void drop_other_shapes(const struct sess_spec *shape)
+{
+	for (struct pooled **pp = &ready; *pp;) {
+		struct pooled *p = *pp;
+		if (same_shape(&p->shape, shape)) {
+			pp = &p->next;
+			continue;
+		}
+		*pp = p->next;
+		nready--;
+		log_info("pool: guest %s no longer has the defaults' shape",
+			 p->domname);
+		spawn_worker(discard_worker, p);
+	}
+}
+
 void pool_kick(void)
 {
 	struct pooled *p;
 	struct sess_spec shape;
 	char errpath[600];
 
-	if (stopping || filling || nready >= cfg.pool || !vmm)
+	if (stopping || filling || !vmm || !cfg.pool)
 		return;
 	default_shape(&shape);
+	drop_other_shapes(&shape);
+	if (nready >= cfg.pool) {
+		spec_free(&shape);
+		return;
+	}
 	if (!golden_ready(&shape)) {
 		/* Built in the background; its end kicks again. */
 		golden_prepare(&shape);
@@ -253,8 +282,10 @@ void pool_init(void)
 		}
 		closedir(d);
 	}
+	/* A moment after start: whoever starts tenkid may set defaults. */
 	pthread_mutex_lock(&model_lock);
-	pool_kick();
+	kick_timer.cb = kick_fired;
+	timer_arm(&kick_timer, 3000);
 	pthread_mutex_unlock(&model_lock);
 }
 

@@ -14,6 +14,7 @@
 #include "persist.h"
 #include "proto.h"
 #include "tree.h"
+#include "pool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1083,6 +1084,7 @@ static int apply_value(struct fh *fh, const char *label)
 				      "cannot save: %s", strerror(errno));
 		free(defaults_text);
 		defaults_text = strdup(t);
+		pool_kick(); /* the pool follows the defaults' shape */
 		return 0;
 	case F_S_ENV:
 		return session_set_env(n->s, t, len);
