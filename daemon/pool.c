@@ -226,6 +226,22 @@ struct pooled *pool_take(const struct sess_spec *spec)
 	return NULL;
 }
 
+void pool_vm_stopped(const char *domname)
+{
+	for (struct pooled **pp = &ready; *pp; pp = &(*pp)->next) {
+		struct pooled *p = *pp;
+		if (strcmp(p->domname, domname) != 0)
+			continue;
+		*pp = p->next;
+		nready--;
+		log_warnx("pool: guest %s stopped; replacing it", domname);
+		spawn_worker(discard_worker, p);
+		kick_timer.cb = kick_fired;
+		timer_arm(&kick_timer, RETRY_MS);
+		return;
+	}
+}
+
 unsigned pool_memory_mb(void)
 {
 	unsigned mb = 0;

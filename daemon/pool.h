@@ -42,6 +42,9 @@ unsigned pool_memory_mb(void);
 bool pool_has(const struct sess_spec *spec);
 /* The root file "pool"; malloc'd. */
 char *pool_status_text(void);
+/* A domain stopped outside tenki: if it was pooled, forget it (and
+ * refill); model_lock held. */
+void pool_vm_stopped(const char *domname);
 /* Remove every pooled guest (tenkid stops). */
 void pool_shutdown(void);
 

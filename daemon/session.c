@@ -1127,6 +1127,7 @@ char *sessions_index(bool json)
 static void on_vm_stopped(const char *domname, const char *reason, void *opaque)
 {
 	pthread_mutex_lock(&model_lock);
+	pool_vm_stopped(domname);
 	for (struct session *s = sessions; s; s = s->next) {
 		if (strcmp(s->domname, domname) != 0)
 			continue;

@@ -1184,7 +1184,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		break;
 	case K_NEW:
 		if (size > fh->n.fd->max_write) {
-			rc = refuse(&sessions_err, EFBIG, "sessions/new",
+			rc = refuse(nearest_err(&fh->n), EFBIG, label,
 				    "spec larger than %zu bytes",
 				    fh->n.fd->max_write);
 			fuse_reply_err(req, -rc);
