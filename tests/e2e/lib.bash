@@ -46,17 +46,15 @@ h = 2166136261
 for b in sys.argv[1].encode():
     h = ((h ^ b) * 16777619) & 0xffffffff
 print("tenki-%08x-" % h)' "$TK/state")
-	# Guests waiting in the warm pool are not sessions' (yet): the root
-	# file pool names them; read before and after the listing so one
-	# that enters meanwhile is still left out.
-	local pooled
-	pooled=$(sed -n 's/^guest //p' "$T/pool" 2>/dev/null)
-	local all
-	all=$(virsh -q -c qemu:///system list --all --name | grep "^$tag")
-	[ -n "$all" ] || return 0
-	pooled="$pooled
-$(sed -n 's/^guest //p' "$T/pool" 2>/dev/null)"
-	grep -vxF -f <(echo "$pooled" | grep .) <<<"$all" || true
+	# Guests waiting in the warm pool are not sessions' (yet): their
+	# state directory (named by the id the domain name ends with) holds
+	# a file "pooled" until a session takes them.
+	local d
+	for d in $(virsh -q -c qemu:///system list --all --name | grep "^$tag"); do
+		compgen -G "$TK/state/sessions/*${d#"$tag"}/pooled" >/dev/null && continue
+		echo "$d"
+	done
+	return 0
 }
 
 # Every libvirt domain of this test's state directory, pooled ones too.
