@@ -20,7 +20,9 @@
 
 #define KEY_LEN 128
 
-enum gstate { G_BUILDING, G_READY, G_FAILED };
+/* G_SEEN: created cold once; a shape used once is often the only time,
+ * so its golden state is built at its second cold create. */
+enum gstate { G_SEEN, G_BUILDING, G_READY, G_FAILED };
 
 struct golden {
 	struct golden *next;
@@ -314,7 +316,8 @@ static void start_build(const struct sess_spec *sp, const char *key)
 
 	if (building || !cfg.golden)
 		return;
-	if (g && (g->state != G_FAILED || now_ms() - g->failed_ms < RETRY_MS))
+	if (g && (g->state == G_BUILDING || g->state == G_READY ||
+		  (g->state == G_FAILED && now_ms() - g->failed_ms < RETRY_MS)))
 		return;
 	if (!g)
 		g = add(key, G_BUILDING);
@@ -359,7 +362,11 @@ int golden_claim(const struct sess_spec *sp, const char *dir)
 		return -1;
 	make_key(sp, key);
 	g = find(key);
-	if (!g || g->state != G_READY) {
+	if (!g) {
+		add(key, G_SEEN);
+		return -1;
+	}
+	if (g->state != G_READY) {
 		start_build(sp, key);
 		return -1;
 	}

@@ -10,8 +10,9 @@
  * KEY names the image build (a hash of its info.json, cmdline and files)
  * and the shape, so a rebuilt image never matches an old golden state;
  * those are removed at start.  A create whose shape has no golden state
- * yet boots cold and starts building one in the background (one build
- * at a time), so the next create of that shape restores.  Sessions link
+ * yet boots cold; at the second such create tenkid starts building one in
+ * the background (one build at a time; the defaults' shape is built at
+ * start for the warm pool), so later creates of that shape restore.  Sessions link
  * the golden files (hard links), so removing a golden state never breaks
  * a session made from it.
  */
@@ -27,7 +28,8 @@ void golden_init(void);
 /*
  * For a create of shape spec: when a golden state is READY, link its
  * files into dir (base.qcow2, restore.src) and return 0.  Otherwise
- * return -1, having started a build for that shape if none runs.
+ * return -1, having started a build for that shape if this is its
+ * second create and none runs.
  * model_lock held.
  */
 int golden_claim(const struct sess_spec *spec, const char *dir);

@@ -151,9 +151,16 @@ void pool_kick(void)
 	struct sess_spec shape;
 	char errpath[600];
 
-	if (stopping || filling || !vmm || !cfg.pool)
+	if (stopping || filling || !vmm)
 		return;
 	default_shape(&shape);
+	if (!cfg.pool) {
+		/* No pool: the defaults' shape still gets its golden state
+		 * early, as most creates are plain mkdirs. */
+		golden_prepare(&shape);
+		spec_free(&shape);
+		return;
+	}
 	drop_other_shapes(&shape);
 	if (nready >= cfg.pool) {
 		spec_free(&shape);
