@@ -57,6 +57,16 @@ print("tenki-%08x-" % h)' "$TK/state")
 	return 0
 }
 
+# How many session directories the state directory holds (a pooled
+# guest's, marked by its file "pooled", is no session's yet).
+state_sessions() {
+	local n=0 d
+	for d in "$TK"/state/sessions/*/; do
+		[ -d "$d" ] && [ ! -e "$d/pooled" ] && n=$((n + 1))
+	done
+	echo "$n"
+}
+
 # Every libvirt domain of this test's state directory, pooled ones too.
 all_domains() {
 	local tag
