@@ -9,12 +9,11 @@
  *
  * KEY names the image build (a hash of its info.json, cmdline and files)
  * and the shape, so a rebuilt image never matches an old golden state;
- * those are removed at start.  A create whose shape has no golden state
- * yet boots cold; at the second such create tenkid starts building one in
- * the background (one build at a time; the defaults' shape is built at
- * start for the warm pool), so later creates of that shape restore.  Sessions link
- * the golden files (hard links), so removing a golden state never breaks
- * a session made from it.
+ * those are removed at start.  The defaults' shape is built soon after
+ * start; another shape boots cold, and its second cold create starts its
+ * build in the background (one build at a time), so later creates of that
+ * shape restore.  Sessions link the golden files (hard links), so
+ * removing a golden state never breaks a session made from it.
  */
 #ifndef TENKI_GOLDEN_H
 #define TENKI_GOLDEN_H
