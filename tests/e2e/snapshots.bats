@@ -84,8 +84,8 @@ counter() { cat "$T/sessions/$1/files/counter"; }
 	[ "$(cat "$T/sessions/b/files/mine")" = only-b ]
 	[ "$(cat "$T/sessions/c/files/mine")" = only-c ]
 	[ ! -e "$T/sessions/a/files/mine" ]
-	echo 'pkill -f "[w]hile :"' >"$T/sessions/b/exec/$(cat "$T/sessions/b/exec/clone")/cmd"
-	sleep 1
+	# stopping b's counter leaves c's running
+	[ "$(tk_exec b 'pkill -f "[w]hile :"; sleep 0.5; echo stopped')" = stopped ]
 	x=$(counter b)
 	sleep 1
 	[ "$(counter b)" = "$x" ]
