@@ -1,5 +1,6 @@
 # tenki: tenkid (daemon + FUSE tree), tenki-agent (static, in the guest),
-# tenki-subreaper (parent of libvirtd that reaps at once).
+# tenki-subreaper (parent of libvirtd that reaps at once), tenki (the CLI,
+# file operations on the mounted tree only).
 CC      ?= cc
 PKGS    := fuse3 libvirt jansson libssh
 CFLAGS  ?= -O2 -g
@@ -15,10 +16,15 @@ DAEMON_SRCS := $(filter-out daemon/tenkid.c,$(wildcard daemon/*.c)) \
                $(wildcard fs/*.c) proto/frame.c
 DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(B)/%.o)
 AGENT_SRCS  := $(wildcard guest/*.c) proto/frame.c
+CLI_SRCS    := $(wildcard cli/*.c)
+CLI_OBJS    := $(CLI_SRCS:%.c=$(B)/%.o)
 UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-all: $(B)/tenkid $(B)/tenki-agent $(B)/tenki-subreaper
+all: $(B)/tenkid $(B)/tenki-agent $(B)/tenki-subreaper $(B)/tenki docs/tenki-fs.5
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
 
 $(B)/%.o: %.c $(wildcard proto/*.h daemon/*.h fs/*.h)
 	@mkdir -p $(dir $@)
@@ -27,10 +33,23 @@ $(B)/%.o: %.c $(wildcard proto/*.h daemon/*.h fs/*.h)
 $(B)/tenkid: $(B)/daemon/tenkid.o $(DAEMON_OBJS)
 	$(CC) $(CFLAGS) $(XCFLAGS) -o $@ $^ $(LDLIBS)
 
+$(B)/cli/%.o: cli/%.c cli/tenki.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(XCFLAGS) $(shell pkg-config --cflags jansson) -c -o $@ $<
+
+# The CLI needs only jansson: it talks to tenkid through the tree alone.
+$(B)/tenki: $(CLI_OBJS)
+	$(CC) $(CFLAGS) $(XCFLAGS) -o $@ $^ $(shell pkg-config --libs jansson) -lpthread
+
 # The agent is PID 1 in the guest: static, no NSS, jansson linked in.
 $(B)/tenki-agent: $(AGENT_SRCS) $(wildcard proto/*.h guest/*.h)
 	@mkdir -p $(B)
 	$(CC) $(CFLAGS) $(XCFLAGS) -static -o $@ $(AGENT_SRCS) -l:libjansson.a
+
+# A hostile stand-in for the agent, for tests/e2e/hostile.bats only.
+$(B)/tenki-hostile-agent: tests/hostile/hostile_agent.c proto/frame.c proto/proto.h
+	@mkdir -p $(B)
+	$(CC) $(CFLAGS) $(XCFLAGS) -static -o $@ tests/hostile/hostile_agent.c proto/frame.c
 
 $(B)/tenki-subreaper: scripts/subreaper.c
 	@mkdir -p $(B)
@@ -59,12 +78,18 @@ setup-check:
 	scripts/setup.sh --no-daemon
 
 test: setup-check
-	$(MAKE) all image $(UNIT_BINS)
+	$(MAKE) all image $(UNIT_BINS) $(B)/tenki-hostile-agent
 	scripts/run-tests.sh
+
+# Long forms of the load and fuzz tests (not part of make test).
+soak: all image
+	TENKI_TESTS=e2e TENKI_E2E="load hostile" TENKI_LOAD_SESSIONS=20 \
+		TENKI_LOAD_CYCLES=500 scripts/run-tests.sh
+	$(MAKE) -C tests/fuzz run-long
 
 # The same tests with tenkid built with ASan and UBSan; any report fails.
 test-asan: setup-check asan
-	$(MAKE) all image $(UNIT_BINS)
+	$(MAKE) all image $(UNIT_BINS) $(B)/tenki-hostile-agent
 	rm -rf build/asan-logs && mkdir -p build/asan-logs
 	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:log_path=$(CURDIR)/build/asan-logs/asan \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/build/asan-logs/ubsan \
@@ -81,8 +106,37 @@ fuzz:
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
+# tenki-fs(5) is docs/tree.md as roff; regenerated when the page changes.
+docs/tenki-fs.5: docs/tree.md scripts/md2man.py
+	python3 scripts/md2man.py 5 tenki-fs <docs/tree.md >$@
+
+man: docs/tenki-fs.5
+
+# tenki, tenkid and tenki-subreaper, the man pages and bash completion;
+# the agent travels inside the guest image, not here.
+install: $(B)/tenki $(B)/tenkid $(B)/tenki-subreaper docs/tenki-fs.5
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 755 $(B)/tenki $(B)/tenkid $(B)/tenki-subreaper $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 docs/tenki.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 docs/tenki-fs.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 644 docs/tenkid.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 644 guest/tenki-agent.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 644 cli/tenki.bash-completion \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions/tenki
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/tenki $(DESTDIR)$(PREFIX)/bin/tenkid \
+	  $(DESTDIR)$(PREFIX)/bin/tenki-subreaper \
+	  $(DESTDIR)$(PREFIX)/share/man/man1/tenki.1 \
+	  $(DESTDIR)$(PREFIX)/share/man/man5/tenki-fs.5 \
+	  $(DESTDIR)$(PREFIX)/share/man/man8/tenkid.8 \
+	  $(DESTDIR)$(PREFIX)/share/man/man8/tenki-agent.8 \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions/tenki
+
 clean:
 	rm -rf build
 
-.PHONY: all asan image unit test test-asan bench fuzz format clean setup-check
+.PHONY: soak all asan image unit test test-asan bench fuzz format clean setup-check install uninstall man
 .SECONDARY:

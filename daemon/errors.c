@@ -74,7 +74,7 @@ static void errlog_trim(struct errlog *log)
 		if (nl)
 			start = nl + 1;
 		write_file_atomic(log->path, start, len - (size_t)(start - all),
-				  0644);
+				  0600);
 	}
 	free(all);
 }
@@ -98,7 +98,7 @@ void errlog_add(struct errlog *log, const char *object, const char *text)
 	log_info("%.*s", n - 1, line);
 	if (!log->path)
 		return;
-	fd = open(log->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	fd = open(log->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		log_warnx("%s: %s", log->path, strerror(errno));
 		return;

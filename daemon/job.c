@@ -118,6 +118,8 @@ static void job_save_offsets(struct job *j)
 	proto_put_u64(b + 16, j->err.recv);
 	proto_put_u64(b + 24, j->err.stored);
 	proto_put_u64(b + 32, j->output_stored);
+	if (j->offsets_fd < 0)
+		return; /* retired: complete, nothing moves any more */
 	if (pwrite(j->offsets_fd, b, sizeof(b), 0) != sizeof(b))
 		log_warnx("%s: offsets: %s", j->dir, strerror(errno));
 }
@@ -151,6 +153,25 @@ static void job_close_files(struct job *j)
 			close(*fds[i]);
 		*fds[i] = -1;
 	}
+}
+
+/*
+ * A job whose output is complete (ended, both streams at their final
+ * offset, or failed) needs no open spool files: a session with thousands
+ * of ended jobs must not hold thousands of descriptors.  job_read opens
+ * the file for the moment instead.
+ */
+static void job_retire_files(struct job *j)
+{
+	bool complete = j->out.eof_known && j->err.eof_known &&
+			j->out.recv >= j->out.final &&
+			j->err.recv >= j->err.final;
+
+	if (j->offsets_fd < 0 || !job_ended(j) ||
+	    (!complete && j->st != J_FAILED))
+		return;
+	job_save_offsets(j);
+	job_close_files(j);
 }
 
 static struct job *job_alloc(struct session *s, const char *name)
@@ -386,6 +407,7 @@ static void job_fail(struct job *j, const char *why)
 	j->out.final = j->out.recv;
 	j->err.final = j->err.recv;
 	job_save(j);
+	job_retire_files(j);
 	waitq_wake(&j->wq);
 	session_set_state(j->s, j->s->state); /* RUNNING -> READY maybe */
 }
@@ -659,6 +681,7 @@ static void forget_answered(struct session *s, json_t *resp, int err,
 /* Tell the agent to drop a job it has told us everything about. */
 static void job_maybe_forget(struct job *j)
 {
+	job_retire_files(j);
 	if (j->forgotten || !job_ended(j) || j->st == J_FAILED ||
 	    !j->out.eof_known || !j->err.eof_known ||
 	    j->out.recv < j->out.final || j->err.recv < j->err.final)
@@ -796,7 +819,18 @@ ssize_t job_read(struct job *j, enum job_view v, char *buf, size_t n,
 	}
 	if (n > avail - off)
 		n = (size_t)(avail - off);
+	if (fd >= 0) {
+		ssize_t r = pread(fd, buf, n, (off_t)off);
+		return r < 0 ? -EIO : r;
+	}
+	/* Retired (job_retire_files): read through a descriptor of our own. */
+	static const char *const names[] = {"stdout", "stderr", "output"};
+	char path[700];
+	snprintf(path, sizeof(path), "%s/%s", j->dir, names[v]);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -EIO;
 	ssize_t r = pread(fd, buf, n, (off_t)off);
+	close(fd);
 	return r < 0 ? -EIO : r;
 }
 
@@ -1198,6 +1232,7 @@ static struct job *job_load(struct session *s, const char *name)
 	}
 	/* stdin writers did not survive the restart. */
 	j->in_eof = true;
+	job_retire_files(j);
 	return j;
 }
 

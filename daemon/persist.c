@@ -24,7 +24,7 @@ int persist_save_defaults(const char *text)
 	char path[600];
 
 	snprintf(path, sizeof(path), "%s/defaults", cfg.state_dir);
-	return write_file_atomic(path, text, strlen(text), 0644);
+	return write_file_atomic(path, text, strlen(text), 0600);
 }
 
 static json_t *list_json(char **list, size_t n)

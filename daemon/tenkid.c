@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -188,15 +189,31 @@ static void lock_state_dir(void)
 	/* qemu runs as its own user and must reach the session disks. */
 	chmod(cfg.state_dir, 0711);
 	snprintf(path, sizeof(path), "%s/tenkid.pid", cfg.state_dir);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		fatal("%s", path);
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
 		fatalx("another tenkid uses %s (see %s)", cfg.state_dir, path);
+	(void)fchmod(fd, 0600); /* older state directories had 0644 */
 	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
 	if (ftruncate(fd, 0) < 0 || write(fd, pid, strlen(pid)) < 0)
 		fatal("%s", path);
 	/* fd stays open: the lock lives as long as we do. */
+}
+
+/* Every session holds a few descriptors (its channel, open files,
+ * running jobs' spools, later its ports and SSH channels): take the whole
+ * hard limit rather than the shell's usual 1024. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warnx("%s: setrlimit: %s", __func__,
+				  strerror(errno));
+	}
 }
 
 int main(int argc, char **argv)
@@ -212,6 +229,7 @@ int main(int argc, char **argv)
 		ready_fd = daemonize();
 		log_init(0, cfg.debug);
 	}
+	raise_fd_limit();
 	/* Threads inherit this mask: signals are taken by sigwait below. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);

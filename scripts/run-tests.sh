@@ -4,7 +4,8 @@
 #   VM), a short fuzz run, and the end-to-end suites (bats) which boot real
 #   VMs through libvirt and use a private tenkid on a temporary mount.
 # TENKI_TESTS="unit agent fuzz e2e" selects parts; TENKI_E2E="lifecycle"
-# selects e2e files (tests/e2e/NAME.bats).
+# selects e2e files (tests/e2e/NAME.bats); TENKI_E2E_JOBS (default 3) runs
+# that many suites at once.
 set -u
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -62,17 +63,45 @@ run_fuzz() {
 	count fuzz $?
 }
 
+# One suite, in the background-friendly form: its TAP goes to a log, its
+# time to a file beside it.
+run_suite() {
+	local f=$1 n start
+	n=$(basename "$f" .bats)
+	start=$(date +%s)
+	timeout 900 bats --tap "$f" >"$logdir/e2e-$n.tap" 2>&1
+	echo "$? $(($(date +%s) - start))" >"$logdir/e2e-$n.rc"
+}
+
+# Suites run TENKI_E2E_JOBS at a time (default 3: most of a suite's time is
+# spent waiting on guests, and each suite has its own tenkid, mount and
+# state directory).  Suites that disturb the whole machine (crash.bats
+# restarts libvirtd) run alone, after the others.
+SERIAL_SUITES=" crash "
 run_e2e() {
 	command -v bats >/dev/null || { echo "e2e: bats missing"; count e2e 1; return; }
-	files=()
+	local jobs=${TENKI_E2E_JOBS:-3} files=() f n rc secs ok bad running=0
 	for f in ${TENKI_E2E:-$(ls tests/e2e/*.bats | xargs -n1 basename | sed 's/\.bats$//')}; do
 		files+=("tests/e2e/$f.bats")
 	done
 	for f in "${files[@]}"; do
 		n=$(basename "$f" .bats)
-		start=$(date +%s)
-		timeout 900 bats --tap "$f" >"$logdir/e2e-$n.tap" 2>&1
-		rc=$?
+		case $SERIAL_SUITES in *" $n "*) continue ;; esac
+		if [ "$running" -ge "$jobs" ]; then
+			wait -n
+			running=$((running - 1))
+		fi
+		run_suite "$f" &
+		running=$((running + 1))
+	done
+	wait
+	for f in "${files[@]}"; do
+		n=$(basename "$f" .bats)
+		case $SERIAL_SUITES in *" $n "*) run_suite "$f" ;; esac
+	done
+	for f in "${files[@]}"; do
+		n=$(basename "$f" .bats)
+		read -r rc secs <"$logdir/e2e-$n.rc"
 		ok=$(grep -c '^ok ' "$logdir/e2e-$n.tap")
 		bad=$(grep -c '^not ok ' "$logdir/e2e-$n.tap")
 		[ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
@@ -81,7 +110,7 @@ run_e2e() {
 			failures+=("e2e:$n")
 			grep -A30 '^not ok' "$logdir/e2e-$n.tap" | head -80
 		fi
-		echo "e2e $n: $ok passed, $bad failed ($(($(date +%s) - start)) s)"
+		echo "e2e $n: $ok passed, $bad failed ($secs s)"
 	done
 }
 

@@ -20,7 +20,7 @@ PACKAGES="build-essential pkg-config libvirt-daemon-system libvirt-clients
 	libvirt-dev qemu-system-x86 qemu-utils fuse3 libfuse3-dev libjansson-dev
 	libssh-dev libcmocka-dev busybox-static cpio kmod debootstrap e2fsprogs
 	lz4 bats inotify-tools openssh-client openssh-server sshfs rsync python3
-	clang libclang-rt-14-dev hyperfine"
+	clang libclang-rt-14-dev hyperfine man-db"
 
 case ${1:-} in
 --no-daemon) DAEMON=0 ;;

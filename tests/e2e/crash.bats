@@ -1,0 +1,97 @@
+#!/usr/bin/env bats
+# Issue 12, crashes: kill -9 of tenkid during a create and during a large
+# copy into files/, a VM destroyed behind tenki's back, libvirtd
+# restarted.  After each, the (restarted) tenkid shows every object in a
+# true state and nothing is orphaned: no domain without a session, no
+# session directory without a record, no stray disk or socket.
+load lib
+
+setup_file() { start_tenkid; }
+teardown_file() { cleanup_tenkid; }
+
+# Every domain belongs to a session that is not TERMINATED, and every
+# session directory in the state dir is a session of the tree.
+no_orphans() {
+	local d id n=0 s
+	for s in "$T"/sessions/*/; do
+		[ -f "$s/id" ] || continue
+		case $(cat "$s/state") in TERMINATED) ;; *) n=$((n + 1)) ;; esac
+	done
+	echo "live sessions: $n, domains: $(domains | tr '\n' ' ')"
+	[ "$(domains | wc -l)" -eq "$n" ]
+	for d in "$TK"/state/sessions/*/; do
+		[ -d "$d" ] || continue
+		id=$(basename "$d")
+		grep -lqx "$id" "$T"/sessions/*/id || { echo "orphan state dir $id"; return 1; }
+	done
+	# Disks and sockets live only in session directories.
+	run find "$TK/state" -maxdepth 1 \( -name '*.qcow2' -o -type s \)
+	[ -z "$output" ]
+}
+
+@test "kill -9 during a create: after the restart the session is READY or gone with a reason; no orphan" {
+	echo "name=k1 wait=false" >"$T/sessions/new"
+	sleep 0.5
+	[ "$(cat "$T/sessions/k1/state")" = CREATING ]
+	kill9_tenkid
+	start_tenkid
+	if [ -d "$T/sessions/k1" ]; then
+		st=$(timeout 300 cat "$T/sessions/k1/wait")
+		echo "k1: $st"
+		[ "$st" = READY ] || grep -q k1 "$T/sessions/k1/err"
+		[ "$st" != READY ] || [ "$(tk_exec k1 'echo alive')" = alive ]
+	else
+		grep -q k1 "$T/sessions/err"
+	fi
+	no_orphans
+}
+
+@test "kill -9 during a 128 MiB copy into files/: the session and files/ work after the restart" {
+	[ -d "$T/sessions/k1" ] || mkdir "$T/sessions/k1"
+	[ "$(cat "$T/sessions/k1/wait")" = READY ]
+	head -c 128M /dev/urandom >"$TK/big"
+	cp "$TK/big" "$T/sessions/k1/files/big" &
+	cpid=$!
+	sleep 2
+	kill9_tenkid
+	run wait "$cpid"
+	[ "$status" -ne 0 ] # the copy was cut
+	start_tenkid
+	[ "$(cat "$T/sessions/k1/wait")" = READY ]
+	cp "$TK/big" "$T/sessions/k1/files/big"
+	cmp "$TK/big" "$T/sessions/k1/files/big"
+	[ "$(tk_exec k1 'sha256sum big | cut -c1-64')" = "$(sha256sum "$TK/big" | cut -c1-64)" ]
+	no_orphans
+}
+
+@test "virsh destroy of a session's VM: TERMINATED with the reason; rmdir leaves nothing" {
+	mkdir "$T/sessions/d1"
+	dom=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["domname"])' \
+		"$TK/state/sessions/$(cat "$T/sessions/d1/id")/session.json")
+	virsh -q -c qemu:///system destroy "$dom" >/dev/null
+	for _ in $(seq 100); do
+		[ "$(cat "$T/sessions/d1/state")" = TERMINATED ] && break
+		sleep 0.2
+	done
+	[ "$(cat "$T/sessions/d1/state")" = TERMINATED ]
+	grep -q "outside tenki\|destroyed\|stopped" "$T/sessions/d1/err"
+	rmdir "$T/sessions/d1"
+	no_orphans
+}
+
+@test "libvirtd restarted under a running session: re-attached, exec and new creates work" {
+	[ -n "${TENKI_TEST_LIBVIRTD_RESTART:-1}" ] && [ "${TENKI_TEST_LIBVIRTD_RESTART:-1}" != 0 ] ||
+		skip "TENKI_TEST_LIBVIRTD_RESTART=0"
+	boot=$(tk_exec k1 'cat /proc/sys/kernel/random/boot_id')
+	pkill -TERM -x libvirtd
+	for _ in $(seq 100); do pgrep -x libvirtd >/dev/null || break; sleep 0.1; done
+	"$ROOT/scripts/start-libvirt.sh" >/dev/null
+	# The VM never stopped; its agent channel is a direct socket.
+	[ "$(tk_exec k1 'cat /proc/sys/kernel/random/boot_id')" = "$boot" ]
+	mkdir "$T/sessions/after"
+	[ "$(tk_exec after 'echo fresh')" = fresh ]
+	echo pause >"$T/sessions/after/ctl"
+	echo resume >"$T/sessions/after/ctl"
+	[ "$(cat "$T/sessions/after/state")" = READY ]
+	no_orphans
+}
