@@ -119,72 +119,135 @@ static struct golden *add(const char *key, enum gstate st)
 
 /* ---- waiting for the agent ---------------------------------------- */
 
+/* A frame to the agent on the blocking socket fd. */
+static int send_frame(int fd, uint8_t type, const char *json)
+{
+	uint8_t hdr[PROTO_HDR_LEN];
+	size_t n = strlen(json);
+
+	proto_encode_hdr(hdr, type, 0, (uint32_t)n);
+	if (send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL) != sizeof(hdr) ||
+	    send(fd, json, n, MSG_NOSIGNAL) != (ssize_t)n)
+		return -1;
+	return 0;
+}
+
+struct reader {
+	int fd;
+	uint8_t buf[PROTO_HDR_LEN + PROTO_MAX_JSON];
+	size_t have;
+};
+
+/*
+ * Read frames until one of type whose payload contains needle (NULL:
+ * any) arrives, or the deadline passes.  Payloads are only searched,
+ * never trusted beyond their frame header.
+ */
+static int wait_frame(struct reader *r, uint8_t type, const char *needle,
+		      int64_t deadline, char *err)
+{
+	for (;;) {
+		size_t off = 0;
+		while (r->have - off >= PROTO_HDR_LEN) {
+			struct proto_hdr h;
+			size_t flen;
+			int st = proto_decode(r->buf + off, r->have - off, &h,
+					      &flen);
+			if (st == PROTO_NEED_MORE)
+				break;
+			if (st != PROTO_OK) {
+				off++;
+				continue;
+			}
+			bool hit =
+			    h.type == type &&
+			    (!needle || memmem(r->buf + off + PROTO_HDR_LEN,
+					       h.len, needle, strlen(needle)));
+			off += flen;
+			if (hit) {
+				memmove(r->buf, r->buf + off, r->have - off);
+				r->have -= off;
+				return 0;
+			}
+		}
+		memmove(r->buf, r->buf + off, r->have - off);
+		r->have -= off;
+		int64_t left = deadline - mono_ms();
+		struct pollfd p = {.fd = r->fd, .events = POLLIN};
+		if (left <= 0) {
+			snprintf(err, VMM_ERRLEN, "the agent did not answer");
+			return -1;
+		}
+		if (poll(&p, 1, (int)(left > 1000 ? 1000 : left)) <= 0)
+			continue;
+		ssize_t n =
+		    recv(r->fd, r->buf + r->have, sizeof(r->buf) - r->have, 0);
+		if (n <= 0) {
+			snprintf(err, VMM_ERRLEN, "the agent channel closed");
+			return -1;
+		}
+		r->have += (size_t)n;
+	}
+}
+
+#define SETTLE_JOB "tenki-golden-settle"
+/* Drop the page cache, then zero most of the freed memory (a process
+ * touches it and exits): the save skips zero pages, so the image, and
+ * every restore, shrinks to what the guest really uses. */
+#define SETTLE_CMD                                                             \
+	"sync; echo 3 > /proc/sys/vm/drop_caches; "                            \
+	"dd if=/dev/zero of=/dev/null bs=320M count=1 2>/dev/null"
+
 /*
  * Connect to the guest's channel, send a HELLO, wait for the agent's:
- * then the guest is booted and idle.  The answer is only looked for,
- * never trusted beyond its frame header.
+ * then the guest is booted.  Then let it drop its page cache and zero
+ * its free memory (SETTLE_CMD) through a job with no channels, and make
+ * the agent forget that job, so no copy inherits it.
  */
 static int wait_agent(const char *sock, int64_t timeout_ms, char *err)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int64_t deadline = mono_ms() + timeout_ms;
-	uint8_t buf[PROTO_HDR_LEN + PROTO_MAX_JSON], hdr[PROTO_HDR_LEN];
-	size_t have = 0;
+	struct reader *r = calloc(1, sizeof(*r));
 	char hello[160];
-	int fd, rc = -1;
+	int rc = -1;
 
+	if (!r)
+		abort();
+	r->fd = -1;
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	if ((r->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+	    connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		snprintf(err, VMM_ERRLEN, "%s: %s", sock, strerror(errno));
 		goto out;
 	}
 	snprintf(hello, sizeof(hello),
 		 "{\"proto\":%d,\"time_ns\":%lld,\"hostname\":\"tenki\"}",
 		 PROTO_VERSION, (long long)now_ns());
-	proto_encode_hdr(hdr, PT_HELLO, 0, (uint32_t)strlen(hello));
-	if (send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL) != sizeof(hdr) ||
-	    send(fd, hello, strlen(hello), MSG_NOSIGNAL) !=
-		(ssize_t)strlen(hello)) {
+	if (send_frame(r->fd, PT_HELLO, hello) < 0) {
 		snprintf(err, VMM_ERRLEN, "HELLO: %s", strerror(errno));
 		goto out;
 	}
-	for (;;) {
-		int64_t left = deadline - mono_ms();
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		if (left <= 0) {
-			snprintf(err, VMM_ERRLEN,
-				 "the agent did not answer within %llds",
-				 (long long)(timeout_ms / 1000));
-			goto out;
-		}
-		if (poll(&p, 1, (int)(left > 1000 ? 1000 : left)) <= 0)
-			continue;
-		ssize_t n = recv(fd, buf + have, sizeof(buf) - have, 0);
-		if (n <= 0) {
-			snprintf(err, VMM_ERRLEN, "the agent channel closed");
-			goto out;
-		}
-		have += (size_t)n;
-		size_t off = 0;
-		while (have - off >= PROTO_HDR_LEN) {
-			struct proto_hdr h;
-			size_t flen;
-			int st = proto_decode(buf + off, have - off, &h, &flen);
-			if (st == PROTO_NEED_MORE)
-				break;
-			if (st == PROTO_OK && h.type == PT_HELLO) {
-				rc = 0;
-				goto out;
-			}
-			off += st == PROTO_OK ? flen : 1;
-		}
-		memmove(buf, buf + off, have - off);
-		have -= off;
-	}
+	if (wait_frame(r, PT_HELLO, NULL, deadline, err) < 0)
+		goto out;
+	rc = 0;
+	/* Best effort: a guest that keeps its cache is only slower. */
+	int64_t d2 = mono_ms() + 30000;
+	char e2[VMM_ERRLEN] = "the agent's channel failed";
+	if (send_frame(r->fd, PT_REQ,
+		       "{\"op\":\"exec\",\"id\":1,\"job\":\"" SETTLE_JOB
+		       "\",\"argv\":[\"/bin/sh\",\"-c\",\"" SETTLE_CMD
+		       "\"]}") < 0 ||
+	    wait_frame(r, PT_EVENT, SETTLE_JOB, d2, e2) < 0 ||
+	    send_frame(r->fd, PT_REQ,
+		       "{\"op\":\"forget\",\"id\":2,\"job\":\"" SETTLE_JOB
+		       "\"}") < 0 ||
+	    wait_frame(r, PT_RESP, "\"id\":2", d2, e2) < 0)
+		log_warnx("golden: settling the guest: %s", e2);
 out:
-	if (fd >= 0)
-		close(fd);
+	if (r->fd >= 0)
+		close(r->fd);
+	free(r);
 	return rc;
 }
 

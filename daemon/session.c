@@ -557,9 +557,12 @@ static void *create_worker(void *arg)
 
 	err[0] = '\0';
 	rc = vmm_disk_create(vmm, base, v.disk, err);
+	int64_t t_disk = now_ms();
 	if (rc == 0)
 		rc = restore ? vmm_restore(vmm, src, copy, &v, err)
 			     : vmm_create(vmm, &v, err);
+	log_debug("session %s: disk %lld ms, VM %lld ms", s->name,
+		  (long long)(t_disk - t0), (long long)(now_ms() - t_disk));
 	if (restore)
 		unlink(src);
 	if (rc < 0 || !(chan = vmm_channel_path(vmm, s->domname, err))) {
