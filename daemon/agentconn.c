@@ -5,6 +5,7 @@
 #include "log.h"
 #include "model.h"
 #include "proto.h"
+#include "stream.h"
 #include "transport.h"
 
 #include <errno.h>
@@ -169,6 +170,7 @@ void agent_detach(struct session *s)
 	s->agent_up = false;
 	fail_pending(c, ECONNRESET, "agent connection closed");
 	conn_free(c);
+	stream_session_lost(s);
 	waitq_wake(&s->wq);
 }
 
@@ -431,6 +433,15 @@ static void on_event(struct agent_conn *c, json_t *j)
 			conn_violation(c, "exit event for an unknown job");
 		return;
 	}
+	if (ev && strcmp(ev, "reset") == 0) {
+		json_t *rx = json_object_get(j, "rx");
+		if (!json_is_integer(rx) || json_integer_value(rx) < 1 ||
+		    json_integer_value(rx) > PROTO_MAX_CHANNEL)
+			conn_violation(c, "reset event without a channel");
+		else
+			stream_on_reset(c->s, (uint32_t)json_integer_value(rx));
+		return;
+	}
 	log_debug("session %s: ignoring event %s", c->s->name,
 		  ev ? ev : "(none)");
 }
@@ -441,6 +452,7 @@ static bool handle_frame(struct agent_conn *c, const struct proto_hdr *h,
 {
 	struct session *s = c->s;
 	json_t *j;
+	int rc;
 
 	if (!c->hello_done && h->type != PT_HELLO) {
 		conn_violation(c, "%s frame before HELLO",
@@ -469,20 +481,24 @@ static bool handle_frame(struct agent_conn *c, const struct proto_hdr *h,
 		json_decref(j);
 		break;
 	case PT_DATA:
-		if (job_on_data(s, h->chan, proto_get_u64(p), p + 8,
-				h->len - 8) < 0) {
+		if ((rc = stream_on_data(s, h->chan, proto_get_u64(p), p + 8,
+					 h->len - 8)) < 0 ||
+		    (rc == 0 && job_on_data(s, h->chan, proto_get_u64(p), p + 8,
+					    h->len - 8) < 0)) {
 			conn_violation(c, "bad DATA on channel %u", h->chan);
 			return false;
 		}
 		break;
 	case PT_ACK:
-		if (job_on_ack(s, h->chan, proto_get_u64(p)) < 0) {
+		if ((rc = stream_on_ack(s, h->chan, proto_get_u64(p))) < 0 ||
+		    (rc == 0 && job_on_ack(s, h->chan, proto_get_u64(p)) < 0)) {
 			conn_violation(c, "bad ACK on channel %u", h->chan);
 			return false;
 		}
 		break;
 	case PT_EOF:
-		if (job_on_eof(s, h->chan, proto_get_u64(p)) < 0) {
+		if ((rc = stream_on_eof(s, h->chan, proto_get_u64(p))) < 0 ||
+		    (rc == 0 && job_on_eof(s, h->chan, proto_get_u64(p)) < 0)) {
 			conn_violation(c, "bad EOF on channel %u", h->chan);
 			return false;
 		}

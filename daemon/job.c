@@ -5,6 +5,7 @@
 #include "evloop.h"
 #include "log.h"
 #include "proto.h"
+#include "sshgw.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -414,6 +415,21 @@ static void job_fail(struct job *j, const char *why)
 
 static void send_pending_stdin(struct job *j);
 
+static void late_kill_answered(struct session *s, json_t *resp, int err,
+			       const char *text, void *arg)
+{
+}
+
+/* The agent may still start a job whose start we gave up on: end it if
+ * it does (a no-op for the agent when it never will). */
+static void kill_late_start(struct job *j)
+{
+	json_t *req = json_pack("{s:s, s:s, s:i}", "op", "signal", "job",
+				j->key, "signal", SIGKILL);
+
+	agent_request(j->s, req, late_kill_answered, NULL, EXEC_TIMEOUT_MS);
+}
+
 static void exec_answered(struct session *s, json_t *resp, int err,
 			  const char *text, void *arg)
 {
@@ -426,6 +442,8 @@ static void exec_answered(struct session *s, json_t *resp, int err,
 				 j->name);
 			errlog_add(&s->err, obj, text);
 			job_fail(j, text);
+			if (err == ETIMEDOUT)
+				kill_late_start(j);
 		} else {
 			json_t *pid = json_object_get(resp, "pid");
 			j->pid = json_is_integer(pid)
@@ -901,6 +919,12 @@ int job_on_data(struct session *s, uint32_t chan, uint64_t off,
 
 	if (!j)
 		return 0; /* a removed job's late bytes */
+	if (j->st == J_FAILED) {
+		/* Its start was given up (the agent answered too late, e.g.
+		 * on a starved host): take and drop what it still sends. */
+		agent_send_ack(s, chan, off + n);
+		return 0;
+	}
 	if (off > st->recv)
 		return -1; /* a gap: the agent lost bytes */
 	if (st->eof_known && off + n > st->final)
@@ -921,7 +945,7 @@ int job_on_eof(struct session *s, uint32_t chan, uint64_t off)
 	struct job_stream *st;
 	struct job *j = job_by_chan(s, chan, &st);
 
-	if (!j)
+	if (!j || j->st == J_FAILED)
 		return 0;
 	if (off < st->recv || (st->eof_known && off != st->final))
 		return -1;
@@ -955,6 +979,8 @@ int job_on_exit(struct session *s, json_t *ev)
 
 	if (!key)
 		return -1;
+	if (strncmp(key, SSHGW_JOB_PREFIX, strlen(SSHGW_JOB_PREFIX)) == 0)
+		return sshgw_on_exit(s, ev); /* an SSH channel's job */
 	for (j = s->jobs; j; j = j->next)
 		if (strcmp(j->key, key) == 0)
 			break;
@@ -1029,6 +1055,7 @@ void jobs_on_hello(struct session *s, json_t *agent_jobs)
 	jobs_send_acks(s);
 	for (struct job *j = s->jobs; j; j = j->next)
 		send_pending_stdin(j);
+	sshgw_on_hello(s, agent_jobs);
 }
 
 /* Sent once the handshake is done: where each stream stands, so the

@@ -56,9 +56,11 @@ struct tenkid_config {
 	int accel;	       /* enum vmm_accel */
 	uint64_t output_cap;   /* bytes kept per job stream */
 	int64_t boot_timeout_ms;
-	double overcommit; /* memory promised to sessions / host memory */
-	bool golden;	   /* plain creates restore a golden state */
-	unsigned pool;	   /* sessions kept restored ahead of time */
+	double overcommit;     /* memory promised to sessions / host memory */
+	bool golden;	       /* plain creates restore a golden state */
+	unsigned pool;	       /* sessions kept restored ahead of time */
+	const char *port_bind; /* host listeners of ports/ (127.0.0.1) */
+	const char *preview;   /* the preview listener ADDR:PORT, or off */
 	bool foreground, debug;
 };
 

@@ -9,6 +9,8 @@
 #include "model.h"
 #include "persist.h"
 #include "snapshot.h"
+#include "sshgw.h"
+#include "ports.h"
 #include "vmm.h"
 
 #include <errno.h>
@@ -710,6 +712,7 @@ static void finish_close(struct session *s, const char *reason)
 {
 	agent_detach(s);
 	jobs_session_closed(s);
+	ports_session_closed(s);
 	if (!s->reason)
 		s->reason = strdup(reason);
 	s->busy = false;
@@ -1089,10 +1092,14 @@ static json_t *session_record(struct session *s)
 	json_object_set_new(o, "template", json_null());
 	json_object_set_new(o, "boot", json_string(s->boot ? s->boot : "cold"));
 	json_object_set_new(o, "volumes", json_array());
-	json_object_set_new(o, "ports", json_array());
-	json_object_set_new(
-	    o, "ssh",
-	    json_pack("{s:n, s:i}", "target", "keys", (int)s->spec.nssh_keys));
+	json_object_set_new(o, "ports", ports_json(s));
+	char *target = sshgw_target(s);
+	if (target)
+		target[strcspn(target, "\n")] = '\0';
+	json_object_set_new(o, "ssh",
+			    json_pack("{s:s?, s:i}", "target", target, "keys",
+				      (int)s->spec.nssh_keys));
+	free(target);
 	json_object_set_new(o, "host", json_string("local"));
 	json_object_set_new(o, "reason",
 			    s->reason ? json_string(s->reason) : json_null());

@@ -17,6 +17,7 @@
 #ifndef TENKI_STREAM_H
 #define TENKI_STREAM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct session;
@@ -50,6 +51,11 @@ int stream_on_data(struct session *s, uint32_t chan, uint64_t off,
 		   const void *p, size_t n);
 int stream_on_ack(struct session *s, uint32_t chan, uint64_t off);
 int stream_on_eof(struct session *s, uint32_t chan, uint64_t off);
+
+/* The guest's side was reset (docs/protocol.md, the reset event): the
+ * stream of rx channel chan ends with ECONNRESET and fd is reset too.
+ * Returns 1 when chan belongs to a stream, else 0. */
+int stream_on_reset(struct session *s, uint32_t chan);
 
 /* The session's agent connection is gone: every stream of s ends with
  * ECONNRESET. */

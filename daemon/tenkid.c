@@ -6,6 +6,8 @@
 #include "fs.h"
 #include "log.h"
 #include "model.h"
+#include "ports.h"
+#include "sshgw.h"
 #include "vmm.h"
 
 #include <errno.h>
@@ -23,13 +25,19 @@
 
 static void usage(void)
 {
-	fprintf(stderr,
-		"usage: tenkid [--mount DIR] [--state DIR] [--libvirt URI]\n"
-		"              [--accel auto|kvm|tcg] [--images DIR]\n"
-		"              [--output-cap SIZE] [--boot-timeout DUR]\n"
-		"              [--overcommit RATIO] [--golden on|off]\n"
-		"              [--pool N]\n"
-		"              [--allow-other] [--foreground] [--debug]\n");
+	fprintf(
+	    stderr,
+	    "usage: tenkid [--mount DIR] [--state DIR] [--libvirt URI]\n"
+	    "              [--accel auto|kvm|tcg] [--images DIR]\n"
+	    "              [--output-cap SIZE] [--boot-timeout DUR]\n"
+	    "              [--overcommit RATIO] [--golden on|off] [--pool N]\n"
+	    "              [--port-bind ADDR]\n"
+	    "              [--preview ADDR:PORT|off]\n"
+	    "              [--ssh ADDR:PORT|off] [--ssh-max-conns N]\n"
+	    "              [--ssh-max-per-session N] [--ssh-max-startups N]\n"
+	    "              [--ssh-max-auth-tries N] [--ssh-login-grace DUR]\n"
+	    "              [--ssh-idle-timeout DUR]\n"
+	    "              [--allow-other] [--foreground] [--debug]\n");
 	exit(2);
 }
 
@@ -47,6 +55,67 @@ static int parse_accel(const char *s)
 
 static bool allow_other;
 
+/* Long-only options. */
+enum {
+	OPT_SSH = 256,
+	OPT_SSH_CONNS,
+	OPT_SSH_PER,
+	OPT_SSH_STARTUPS,
+	OPT_SSH_TRIES,
+	OPT_SSH_GRACE,
+	OPT_SSH_IDLE,
+	OPT_GOLDEN,
+	OPT_POOL,
+};
+
+static int ssh_count(const char *s)
+{
+	uint64_t v;
+
+	if (parse_uint(s, 1, 4096, &v) < 0)
+		usage();
+	return (int)v;
+}
+
+static int64_t ssh_ms(const char *s, bool allow_zero)
+{
+	int64_t secs;
+
+	if (parse_duration(s, allow_zero, &secs) < 0)
+		usage();
+	return secs * 1000;
+}
+
+/* The SSH gateway's options (sshgw.h); true when c was one. */
+static bool ssh_option(int c, const char *arg)
+{
+	switch (c) {
+	case OPT_SSH:
+		if (sshgw_parse_listen(arg) < 0)
+			usage();
+		return true;
+	case OPT_SSH_CONNS:
+		sshgw_cfg.max_conns = ssh_count(arg);
+		return true;
+	case OPT_SSH_PER:
+		sshgw_cfg.max_per_session = ssh_count(arg);
+		return true;
+	case OPT_SSH_STARTUPS:
+		sshgw_cfg.max_startups = ssh_count(arg);
+		return true;
+	case OPT_SSH_TRIES:
+		sshgw_cfg.max_auth_tries = ssh_count(arg);
+		return true;
+	case OPT_SSH_GRACE:
+		sshgw_cfg.login_grace_ms = ssh_ms(arg, false);
+		return true;
+	case OPT_SSH_IDLE:
+		sshgw_cfg.idle_timeout_ms = ssh_ms(arg, true);
+		return true;
+	}
+	return false;
+}
+
 static void parse_args(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -58,9 +127,18 @@ static void parse_args(int argc, char **argv)
 	    {"output-cap", required_argument, NULL, 'o'},
 	    {"boot-timeout", required_argument, NULL, 'b'},
 	    {"overcommit", required_argument, NULL, 'O'},
-	    {"golden", required_argument, NULL, 'G'},
-	    {"pool", required_argument, NULL, 'P'},
+	    {"golden", required_argument, NULL, OPT_GOLDEN},
+	    {"pool", required_argument, NULL, OPT_POOL},
+	    {"ssh", required_argument, NULL, OPT_SSH},
+	    {"ssh-max-conns", required_argument, NULL, OPT_SSH_CONNS},
+	    {"ssh-max-per-session", required_argument, NULL, OPT_SSH_PER},
+	    {"ssh-max-startups", required_argument, NULL, OPT_SSH_STARTUPS},
+	    {"ssh-max-auth-tries", required_argument, NULL, OPT_SSH_TRIES},
+	    {"ssh-login-grace", required_argument, NULL, OPT_SSH_GRACE},
+	    {"ssh-idle-timeout", required_argument, NULL, OPT_SSH_IDLE},
 	    {"allow-other", no_argument, NULL, 'A'},
+	    {"port-bind", required_argument, NULL, 'P'},
+	    {"preview", required_argument, NULL, 'W'},
 	    {"foreground", no_argument, NULL, 'f'},
 	    {"debug", no_argument, NULL, 'd'},
 	    {NULL, 0, NULL, 0},
@@ -78,7 +156,10 @@ static void parse_args(int argc, char **argv)
 	cfg.overcommit = 1.5;
 	cfg.golden = true;
 	cfg.pool = 2;
+	sshgw_defaults();
 	while ((c = getopt_long(argc, argv, "fd", opts, NULL)) != -1) {
+		if (ssh_option(c, optarg))
+			continue;
 		switch (c) {
 		case 'm':
 			cfg.mount = optarg;
@@ -111,11 +192,11 @@ static void parse_args(int argc, char **argv)
 				usage();
 			break;
 		}
-		case 'G':
+		case OPT_GOLDEN:
 			if (parse_bool(optarg, &cfg.golden) < 0)
 				usage();
 			break;
-		case 'P': {
+		case OPT_POOL: {
 			uint64_t n;
 			if (parse_uint(optarg, 0, 64, &n) < 0)
 				usage();
@@ -124,6 +205,12 @@ static void parse_args(int argc, char **argv)
 		}
 		case 'A':
 			allow_other = true;
+			break;
+		case 'P':
+			cfg.port_bind = optarg;
+			break;
+		case 'W':
+			cfg.preview = optarg;
 			break;
 		case 'f':
 			cfg.foreground = true;
@@ -253,6 +340,8 @@ int main(int argc, char **argv)
 	if (evloop_start() != 0)
 		fatalx("cannot start the event loop");
 	model_restore();
+	ports_start();
+	sshgw_start();
 	if (fs_start(cfg.mount, allow_other) < 0)
 		fatalx("cannot mount the tree at %s", cfg.mount);
 	log_info("tenkid %s ready: tree %s, state %s, libvirt %s (%s)",
@@ -273,6 +362,7 @@ int main(int argc, char **argv)
 	}
 	fs_exit();
 	fs_wait_and_unmount();
+	sshgw_stop();
 	model_shutdown();
 	evloop_stop();
 	vmm_close(host);

@@ -2,6 +2,8 @@
 #include "content.h"
 #include "job.h"
 #include "pool.h"
+#include "ports.h"
+#include "sshgw.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -24,6 +26,10 @@ static const char readme[] =
     "  cat sessions/NAME/exec/$j/output   streams until the command "
     "ends\n"
     "  cat sessions/NAME/exec/$j/exit     its exit code\n"
+    "  touch sessions/NAME/ports/8000   expose guest port 8000 "
+    "(allow_inbound=true)\n"
+    "  cat sessions/NAME/ports/8000     its url; preview: the shared "
+    "listener\n"
     "  rmdir sessions/NAME              close and remove every trace\n"
     "\n"
     "A refused operation fails with an errno and says why in the nearest "
@@ -129,6 +135,8 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return err_text(&root_err);
 	case F_POOL:
 		return pool_status_text();
+	case F_PREVIEW:
+		return ports_preview_text();
 	case F_SESSIONS_INDEX:
 		return sessions_index(false);
 	case F_SESSIONS_INDEX_JSON:
@@ -155,6 +163,12 @@ char *content_text(const struct node *n, bool *ready, int *err)
 			*err = ENOENT;
 		return v;
 	}
+	case F_S_PORT: {
+		char *v = ports_text(s, n->key);
+		if (!v)
+			*err = ENOENT;
+		return v;
+	}
 	case F_S_KEYS: {
 		struct buf b = {0};
 		buf_add(&b, "", 0);
@@ -172,6 +186,10 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return snapshot_info_json(n->sn);
 	case F_SN_ERR:
 		return err_text(&n->sn->err);
+	case F_S_SSH_TARGET: {
+		char *t = sshgw_target(s);
+		return t ? t : dup_or_die("");
+	}
 	case F_J_STATUS:
 		return job_status_text(j);
 	case F_J_EXIT:

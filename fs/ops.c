@@ -12,6 +12,7 @@
 #include "log.h"
 #include "ops.h"
 #include "persist.h"
+#include "ports.h"
 #include "proto.h"
 #include "tree.h"
 #include "pool.h"
@@ -701,7 +702,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	lock();
 	rc = node_resolve(path, &n);
-	if (rc == 0) {
+	if (rc == 0 && n.kind == N_FILE && n.fd->id == F_S_PORT) {
+		rc = ports_remove(n.s, n.key);
+		node_release(&n);
+	} else if (rc == 0) {
 		rc = refuse(nearest_err(&n), node_is_dir(&n) ? EISDIR : EPERM,
 			    path, "this file cannot be removed");
 		node_release(&n);
@@ -710,23 +714,95 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -rc);
 }
 
+/* touch ports/N (create or mknod): expose; *e is the new file's entry. */
+static int create_port(const struct node *parent, const char *ppath,
+		       const char *name, struct fuse_entry_param *e,
+		       struct node *child)
+{
+	char path[PATH_CAP];
+	int rc = ports_create(parent->s, name);
+
+	if (rc < 0)
+		return rc;
+	if (snprintf(path, sizeof(path), "%s/%s", ppath, name) >=
+		(int)sizeof(path) ||
+	    (rc = node_resolve(path, child)) < 0)
+		return rc < 0 ? rc : -ENAMETOOLONG;
+	memset(e, 0, sizeof(*e));
+	fill_attr(child, path, &e->attr);
+	e->ino = ino_ref(path);
+	return 0;
+}
+
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, struct fuse_file_info *fi)
 {
 	char path[PATH_CAP];
-	struct node n;
+	struct fuse_entry_param e;
+	struct node n, child;
+	struct fh *fh;
 	int rc;
 	GFS_DELEGATE(parent, create(req, parent, name, mode, fi));
 
 	lock();
 	if (resolve_ino(req, parent, path, &n) < 0)
 		goto out;
+	if (n.kind == N_PORTS_DIR) {
+		rc = create_port(&n, path, name, &e, &child);
+		node_release(&n);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			goto out;
+		}
+		fh = calloc(1, sizeof(*fh));
+		if (!fh)
+			abort();
+		fh->n = child;
+		fh->flags = fi->flags;
+		fi->fh = (uintptr_t)fh;
+		fi->direct_io = 1;
+		fuse_reply_create(req, &e, fi);
+		goto out;
+	}
 	rc = refuse(nearest_err(&n), EACCES, node_label(&n, path),
 		    "cannot create '%.80s': only the files tenki makes exist "
 		    "here",
 		    name);
 	node_release(&n);
 	fuse_reply_err(req, -rc);
+out:
+	unlock();
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	char path[PATH_CAP];
+	struct fuse_entry_param e;
+	struct node n, child;
+	int rc;
+
+	if (gfs_owns(parent)) { /* files/ has no special files */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+
+	lock();
+	if (resolve_ino(req, parent, path, &n) < 0)
+		goto out;
+	if (n.kind == N_PORTS_DIR && S_ISREG(mode)) {
+		rc = create_port(&n, path, name, &e, &child);
+		if (rc == 0)
+			node_release(&child);
+	} else {
+		rc = refuse(nearest_err(&n), EACCES, node_label(&n, path),
+			    "cannot make '%.80s' here", name);
+	}
+	node_release(&n);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_entry(req, &e);
 out:
 	unlock();
 }
@@ -907,6 +983,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	switch (fh->n.fd->kind) {
 	case K_TEXT:
 	case K_VALUE:
+	case K_CTL: /* ports/N: the only readable one */
 		if ((off == 0 || !fh->have_text) &&
 		    !fh_generate(fh, &ready, &err)) {
 			fuse_reply_err(req, err ? err : EIO);
@@ -1172,6 +1249,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			rc = refuse(nearest_err(&fh->n), EFBIG, label,
 				    "ctl write larger than %zu bytes",
 				    fh->n.fd->max_write);
+		} else if (fh->n.fd->id == F_S_PORT) {
+			rc = ports_write(fh->n.s, fh->n.key, buf, size);
 		} else if (fh->n.j) {
 			rc = job_ctl(fh->n.j, buf, size);
 		} else {
@@ -1409,6 +1488,7 @@ const struct fuse_lowlevel_ops tenki_ops = {
     .rmdir = op_rmdir,
     .unlink = op_unlink,
     .create = op_create,
+    .mknod = op_mknod,
     .open = op_open,
     .read = op_read,
     .write = op_write,

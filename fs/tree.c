@@ -1,6 +1,7 @@
 /* Paths of the tree and the objects they name. */
 #include "tree.h"
 #include "job.h"
+#include "ports.h"
 
 #include <errno.h>
 #include <string.h>
@@ -18,6 +19,7 @@ static const struct file_desc root_files[] = {
     {"err", F_ROOT_ERR, K_TEXT, RO, 0},
     {"events", F_EVENTS, K_STREAM, RO, 0},
     {"pool", F_POOL, K_TEXT, RO, 0},
+    {"preview", F_PREVIEW, K_TEXT, RO, 0},
     {NULL, 0, 0, 0, 0},
 };
 
@@ -42,9 +44,13 @@ static const struct file_desc session_files[] = {
 };
 
 static const struct file_desc meta_file = {"", F_S_META, K_TEXT, RO, 0};
+/* ports/N: read the exposure, write a TTL (each write acts) */
+static const struct file_desc port_file = {"", F_S_PORT, K_CTL, RW,
+					   LIMIT_SMALL};
 
 static const struct file_desc ssh_files[] = {
     {"authorized_keys", F_S_KEYS, K_VALUE, RW, LIMIT_SPEC},
+    {"target", F_S_SSH_TARGET, K_TEXT, RO, 0},
     {NULL, 0, 0, 0, 0},
 };
 
@@ -226,6 +232,19 @@ static int resolve_session(char comp[6][NAME_MAX_LEN + 2], int n,
 		}
 		return -ENOENT;
 	}
+	if (strcmp(comp[2], "ports") == 0) {
+		if (n == 3) {
+			nd->kind = N_PORTS_DIR;
+			return 0;
+		}
+		if (n == 4 && ports_exposed(s, comp[3])) {
+			nd->kind = N_FILE;
+			nd->fd = &port_file;
+			strcpy(nd->key, comp[3]);
+			return 0;
+		}
+		return -ENOENT;
+	}
 	if (n == 3 && strcmp(comp[2], "files") == 0) {
 		nd->kind = N_FILES;
 		return 0;
@@ -331,7 +350,11 @@ int node_list(const struct node *n, void (*add)(void *, const char *, bool),
 		add(ctx, "metadata", true);
 		add(ctx, "exec", true);
 		add(ctx, "files", true);
+		add(ctx, "ports", true);
 		add(ctx, "ssh", true);
+		return 0;
+	case N_PORTS_DIR:
+		ports_list(n->s, add, ctx);
 		return 0;
 	case N_SSH_DIR:
 		list_files(ssh_files, add, ctx);

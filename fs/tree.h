@@ -36,6 +36,8 @@ enum file_id {
 	F_S_ERR,
 	F_S_META,
 	F_S_KEYS,
+	F_S_SSH_TARGET,
+	F_S_PORT,
 	F_EXEC_CLONE,
 	F_J_CMD,
 	F_J_ARGV,
@@ -89,6 +91,7 @@ enum node_kind {
 	N_SSH_DIR,
 	N_SNAPSHOTS,
 	N_SNAPSHOT,
+	N_PORTS_DIR,
 	N_FILE,
 };
 
@@ -98,7 +101,7 @@ struct node {
 	struct session *s;	    /* referenced when set */
 	struct job *j;		    /* referenced when set */
 	struct snapshot *sn;	    /* referenced when set */
-	char key[NAME_MAX_LEN + 1]; /* metadata key */
+	char key[NAME_MAX_LEN + 1]; /* metadata key, or port number */
 };
 
 /* Resolve a path ("" is the root); model_lock held.  Takes references

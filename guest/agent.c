@@ -22,7 +22,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#define POLL_MAX	 (3 * AGENT_MAX_JOBS + 8)
+#define POLL_MAX	 (3 * AGENT_MAX_JOBS + 2 * AGENT_MAX_CONNS + 8)
 #define POLL_MAX_WAIT_MS 60000
 
 static struct pollfd pfds[POLL_MAX];
@@ -143,6 +143,9 @@ static void dispatch(size_t i)
 		if (j->state == JOB_STARTING && j->errfd == fd)
 			job_on_errpipe(j);
 		break;
+	case PE_CONNECT:
+		conn_on_connect(pents[i].ptr, fd);
+		break;
 	case PE_PORT:
 	case PE_LISTEN:
 		port_on_poll(pents[i].kind, fd, pfds[i].revents);
@@ -153,6 +156,7 @@ static void dispatch(size_t i)
 static int poll_timeout(void)
 {
 	int64_t next = deadline_min(jobs_next_deadline(), port_next_deadline());
+	next = deadline_min(next, conns_next_deadline());
 	int64_t wait;
 
 	if (next == 0)
@@ -174,7 +178,9 @@ static void loop_once(void)
 	int n;
 
 	jobs_free_dead();
+	conns_free_dead();
 	jobs_timers(now);
+	conns_timers(now);
 	port_timer(now);
 	chan_service();
 	port_flush();
@@ -182,6 +188,7 @@ static void loop_once(void)
 	npfds = 0;
 	poll_add(sigfd, POLLIN, PE_SIGNAL, NULL);
 	jobs_add_polls();
+	conns_add_polls();
 	port_add_polls(); /* last: see the comment at the top */
 
 	n = poll(pfds, npfds, poll_timeout());

@@ -30,11 +30,13 @@
 #define AGENT_PORT_NAME "org.tenki.agent.0"
 
 /* The HELLO answer lists every job in one 64 KiB JSON: ~110 bytes a job. */
-#define AGENT_MAX_JOBS	 512
-#define JOB_KEY_MAX	 64
-#define EXEC_MAX_ARGS	 4096
-#define EXEC_MAX_ENV	 4096
-#define EXEC_DEFAULT_CWD "/home/tenki"
+#define AGENT_MAX_JOBS	   512
+#define AGENT_MAX_CONNS	   512 /* open connect streams */
+#define CONNECT_TIMEOUT_MS 60000
+#define JOB_KEY_MAX	   64
+#define EXEC_MAX_ARGS	   4096
+#define EXEC_MAX_ENV	   4096
+#define EXEC_DEFAULT_CWD   "/home/tenki"
 
 #define DATA_MAX	 (PROTO_MAX_PAYLOAD - 8) /* bytes after a DATA offset */
 #define STREAM_MIN_BUF	 (64u * 1024u) /* every stream may buffer this */
@@ -49,7 +51,15 @@
 #define RETRY_MS      20   /* port open / reconnect / host probe period */
 
 /* What a poll entry stands for (agent.c dispatches on it). */
-enum pe_kind { PE_SIGNAL, PE_PORT, PE_LISTEN, PE_OUT, PE_IN, PE_START };
+enum pe_kind {
+	PE_SIGNAL,
+	PE_PORT,
+	PE_LISTEN,
+	PE_OUT,
+	PE_IN,
+	PE_START,
+	PE_CONNECT
+};
 
 /* util.c */
 enum { L_ERR, L_WARN, L_INFO, L_DEBUG };
@@ -97,6 +107,7 @@ struct ostream {
 	uint64_t drained;
 	bool draining; /* exit grace over: read what is left, then close */
 	bool eof_sent;
+	int read_err; /* why reading failed (a socket's reset), else 0 */
 };
 
 struct istream {
@@ -108,6 +119,7 @@ struct istream {
 	uint64_t eof_at; /* valid when eof */
 	bool eof;
 	bool ack_due;
+	bool sock; /* fd is a socket: shut its write side before closing */
 };
 
 void ostream_init(struct ostream *s, uint32_t chan, int fd);
@@ -125,6 +137,25 @@ void chan_on_eof(uint32_t chan, const uint8_t *p);
 void chan_fill(void);
 void chan_service(void);
 void chan_resend_all(void);
+bool ostream_emit(struct ostream *s);
+void ostream_ack(struct ostream *s, uint64_t off);
+
+/* conn.c: connect streams, a guest TCP connection bridged to two channels */
+int conn_start(int port, uint32_t tx, uint32_t rx, json_int_t id, char *msg,
+	       size_t msglen);
+int conn_close(uint32_t chan, char *msg, size_t msglen);
+bool conn_chan_in_use(uint32_t chan);
+bool conn_on_data(uint32_t chan, uint64_t off, const uint8_t *p, size_t n);
+bool conn_on_ack(uint32_t chan, uint64_t off);
+bool conn_on_eof(uint32_t chan, uint64_t off);
+void conn_send_acks(void);
+bool conn_fill_round(void);
+void conn_on_connect(void *ptr, int fd);
+void conns_add_polls(void);
+void conns_timers(int64_t now);
+int64_t conns_next_deadline(void);
+void conns_free_dead(void);
+void conns_reset(void);
 
 /* jobs.c */
 enum job_state {
@@ -146,6 +177,7 @@ struct job {
 	int64_t timeout_at, kill_at, close_at; /* 0: not armed */
 	struct ostream out[2];		       /* stdout, stderr */
 	struct istream in;
+	int ptyfd; /* the pty master (resize), -1 without a pty */
 };
 
 struct exec_spec {
@@ -155,6 +187,8 @@ struct exec_spec {
 	const char *cwd;
 	uint64_t timeout_ms;
 	uint32_t chan_in, chan_out, chan_err; /* 0: none */
+	bool pty;			      /* on a new pseudo-terminal */
+	unsigned short rows, cols;
 };
 
 extern struct job *jobs[AGENT_MAX_JOBS];
@@ -168,6 +202,8 @@ int job_start(const struct exec_spec *sp, json_int_t id, char *msg,
 void job_on_errpipe(struct job *j);
 int job_signal(const char *key, int sig, char *msg, size_t msglen);
 int job_forget(const char *key, char *msg, size_t msglen);
+int job_resize(const char *key, unsigned rows, unsigned cols, char *msg,
+	       size_t msglen);
 void jobs_reap(void);
 void jobs_timers(int64_t now);
 int64_t jobs_next_deadline(void);

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static size_t stream_mem; /* capacity of all output buffers above the min */
@@ -120,8 +121,11 @@ void ostream_read(struct ostream *s)
 			ostream_close(s);
 		return;
 	}
-	if (n < 0)
-		alog(L_WARN, "channel %u: read: %s", s->chan, strerror(errno));
+	/* A pty master reads EIO once every slave fd is closed: its EOF. */
+	if (n < 0 && errno != EIO) {
+		s->read_err = errno;
+		alog(L_DEBUG, "channel %u: read: %s", s->chan, strerror(errno));
+	}
 	ostream_close(s);
 }
 
@@ -153,6 +157,10 @@ void istream_init(struct istream *s, uint32_t chan, int fd)
 
 static void istream_close(struct istream *s)
 {
+	/* A socket's peer must see our EOF even while its read side (a dup
+	 * of the same socket) stays open. */
+	if (s->fd >= 0 && s->sock)
+		shutdown(s->fd, SHUT_WR);
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
@@ -222,7 +230,9 @@ void chan_on_data(uint32_t chan, const uint8_t *p, size_t len)
 
 	p += 8;
 	if (j == NULL) {
-		alog(L_DEBUG, "DATA for unknown channel %u dropped", chan);
+		if (!conn_on_data(chan, off, p, n))
+			alog(L_DEBUG, "DATA for unknown channel %u dropped",
+			     chan);
 		return;
 	}
 	s = &j->in;
@@ -271,7 +281,9 @@ void chan_on_eof(uint32_t chan, const uint8_t *p)
 	struct istream *s;
 
 	if (j == NULL) {
-		alog(L_DEBUG, "EOF for unknown channel %u ignored", chan);
+		if (!conn_on_eof(chan, off))
+			alog(L_DEBUG, "EOF for unknown channel %u ignored",
+			     chan);
 		return;
 	}
 	s = &j->in;
@@ -293,15 +305,23 @@ void chan_on_ack(uint32_t chan, const uint8_t *p)
 	struct ostream *s;
 
 	if (j == NULL) {
-		alog(L_DEBUG, "ACK for unknown channel %u ignored", chan);
+		if (!conn_on_ack(chan, off))
+			alog(L_DEBUG, "ACK for unknown channel %u ignored",
+			     chan);
 		return;
 	}
 	s = j->out[0].chan == chan ? &j->out[0] : &j->out[1];
+	ostream_ack(s, off);
+}
+
+void ostream_ack(struct ostream *s, uint64_t off)
+{
 	if (off <= s->acked)
 		return;
 	if (off > s->end) {
-		alog(L_WARN, "channel %u: ACK %llu beyond %llu ignored", chan,
-		     (unsigned long long)off, (unsigned long long)s->end);
+		alog(L_WARN, "channel %u: ACK %llu beyond %llu ignored",
+		     s->chan, (unsigned long long)off,
+		     (unsigned long long)s->end);
 		return;
 	}
 	buf_consume(&s->buf, (size_t)(off - s->acked));
@@ -313,7 +333,7 @@ void chan_on_ack(uint32_t chan, const uint8_t *p)
 }
 
 /* One DATA (or the final EOF) frame of s, if it has something to send. */
-static bool ostream_emit(struct ostream *s)
+bool ostream_emit(struct ostream *s)
 {
 	uint8_t off[8];
 	size_t n;
@@ -371,11 +391,12 @@ void chan_fill(void)
 	bool any;
 
 	send_stdin_acks();
+	conn_send_acks();
 	nstreams = 2 * njobs;
-	if (nstreams == 0)
-		return;
 	do {
-		any = false;
+		any = conn_fill_round();
+		if (nstreams == 0)
+			continue;
 		for (k = 0; k < nstreams; k++) {
 			if (port_outq_len() >= OUTQ_LOW || !port_ready())
 				return;

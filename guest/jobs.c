@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 struct job *jobs[AGENT_MAX_JOBS];
@@ -77,7 +79,8 @@ struct job *job_by_chan_in(uint32_t chan)
 static bool chan_in_use(uint32_t chan)
 {
 	return chan != 0 &&
-	       (job_by_chan_out(chan) != NULL || job_by_chan_in(chan) != NULL);
+	       (job_by_chan_out(chan) != NULL || job_by_chan_in(chan) != NULL ||
+		conn_chan_in_use(chan));
 }
 
 /* Signal the job's process group; before setsid, only the process. */
@@ -124,10 +127,22 @@ static int child_stdio(int target, int fd, int flags)
 }
 
 static void child_exec(const struct exec_spec *sp, int in, int out, int err,
-		       int repfd) __attribute__((noreturn));
+		       int slave, int repfd) __attribute__((noreturn));
+
+/* On a pty, the slave is the controlling terminal and all of stdio. */
+static void child_tty(int slave, int repfd)
+{
+	if (ioctl(slave, TIOCSCTTY, 0) < 0)
+		child_fail(repfd, errno, "TIOCSCTTY: %s", strerror(errno));
+	for (int fd = 0; fd < 3; fd++)
+		if (dup2(slave, fd) < 0)
+			child_fail(repfd, errno, "stdio: %s", strerror(errno));
+	if (slave > 2)
+		close(slave);
+}
 
 static void child_exec(const struct exec_spec *sp, int in, int out, int err,
-		       int repfd)
+		       int slave, int repfd)
 {
 	extern char **environ;
 	sigset_t none;
@@ -139,9 +154,11 @@ static void child_exec(const struct exec_spec *sp, int in, int out, int err,
 		signal(sig, SIG_DFL);
 	if (setsid() < 0)
 		child_fail(repfd, errno, "setsid: %s", strerror(errno));
-	if (child_stdio(0, in, O_RDONLY) < 0 ||
-	    child_stdio(1, out, O_WRONLY) < 0 ||
-	    child_stdio(2, err, O_WRONLY) < 0)
+	if (slave >= 0)
+		child_tty(slave, repfd);
+	else if (child_stdio(0, in, O_RDONLY) < 0 ||
+		 child_stdio(1, out, O_WRONLY) < 0 ||
+		 child_stdio(2, err, O_WRONLY) < 0)
 		child_fail(repfd, errno, "stdio: %s", strerror(errno));
 	if (chdir(sp->cwd) < 0)
 		child_fail(repfd, errno, "cwd %s: %s", sp->cwd,
@@ -181,6 +198,28 @@ static int stdio_pipe(uint32_t chan, int p[2], int keep)
 	return 0;
 }
 
+/*
+ * A pseudo-terminal of rows x cols: master (non-blocking, the agent's) and
+ * slave (the child's controlling tty).  Both CLOEXEC; the child dup2s.
+ */
+static int open_pty(const struct exec_spec *sp, int *master, int *slave)
+{
+	struct winsize ws = {.ws_row = sp->rows, .ws_col = sp->cols};
+	char name[64];
+
+	*master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (*master < 0)
+		return -1;
+	if (grantpt(*master) < 0 || unlockpt(*master) < 0 ||
+	    ptsname_r(*master, name, sizeof(name)) != 0 ||
+	    set_nonblock(*master) < 0)
+		return -1;
+	*slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (*slave < 0)
+		return -1;
+	return ioctl(*master, TIOCSWINSZ, &ws);
+}
+
 static int check_new_job(const struct exec_spec *sp, char *msg, size_t msglen)
 {
 	uint32_t ch[3] = {sp->chan_in, sp->chan_out, sp->chan_err};
@@ -208,6 +247,7 @@ int job_start(const struct exec_spec *sp, json_int_t id, char *msg,
 {
 	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
 	int rep[2] = {-1, -1};
+	int master = -1, slave = -1, master_in = -1, master_ctl = -1;
 	struct job *j = NULL;
 	int e;
 
@@ -220,10 +260,21 @@ int job_start(const struct exec_spec *sp, json_int_t id, char *msg,
 		snprintf(msg, msglen, "out of memory");
 		goto fail;
 	}
-	if (stdio_pipe(sp->chan_in, in, 1) < 0 ||
-	    stdio_pipe(sp->chan_out, out, 0) < 0 ||
-	    stdio_pipe(sp->chan_err, err, 0) < 0 || pipe2(rep, O_CLOEXEC) < 0 ||
-	    set_nonblock(rep[0]) < 0) {
+	if (sp->pty) {
+		/* stdout reads the master, stdin writes a dup of it (closed
+		 * at the stdin EOF), a third copy stays for resize. */
+		if (open_pty(sp, &master, &slave) < 0 ||
+		    (master_in = fcntl(master, F_DUPFD_CLOEXEC, 0)) < 0 ||
+		    (master_ctl = fcntl(master, F_DUPFD_CLOEXEC, 0)) < 0) {
+			e = errno;
+			snprintf(msg, msglen, "pty: %s", strerror(e));
+			goto fail;
+		}
+	}
+	if ((!sp->pty && (stdio_pipe(sp->chan_in, in, 1) < 0 ||
+			  stdio_pipe(sp->chan_out, out, 0) < 0 ||
+			  stdio_pipe(sp->chan_err, err, 0) < 0)) ||
+	    pipe2(rep, O_CLOEXEC) < 0 || set_nonblock(rep[0]) < 0) {
 		e = errno;
 		snprintf(msg, msglen, "pipe: %s", strerror(e));
 		goto fail;
@@ -235,8 +286,18 @@ int job_start(const struct exec_spec *sp, json_int_t id, char *msg,
 		goto fail;
 	}
 	if (j->pid == 0)
-		child_exec(sp, in[0], out[1], err[1], rep[1]);
+		child_exec(sp, in[0], out[1], err[1], slave, rep[1]);
 
+	close_fd(&slave);
+	if (sp->pty) {
+		in[1] = sp->chan_in ? master_in : -1;
+		out[0] = sp->chan_out ? master : -1;
+		if (!sp->chan_in)
+			close_fd(&master_in);
+		if (!sp->chan_out)
+			close_fd(&master);
+	}
+	j->ptyfd = master_ctl;
 	close_fd(&in[0]);
 	close_fd(&out[1]);
 	close_fd(&err[1]);
@@ -263,6 +324,10 @@ fail:
 	close_fd(&err[1]);
 	close_fd(&rep[0]);
 	close_fd(&rep[1]);
+	close_fd(&master);
+	close_fd(&slave);
+	close_fd(&master_in);
+	close_fd(&master_ctl);
 	free(j);
 	return e;
 }
@@ -271,6 +336,7 @@ fail:
 static void job_discard(struct job *j)
 {
 	close_fd(&j->errfd);
+	close_fd(&j->ptyfd);
 	ostream_free(&j->out[0]);
 	ostream_free(&j->out[1]);
 	istream_free(&j->in);
@@ -506,6 +572,30 @@ int job_forget(const char *key, char *msg, size_t msglen)
 	if (j->kill_at)
 		kill_group(j, SIGKILL);
 	job_discard(j);
+	return 0;
+}
+
+int job_resize(const char *key, unsigned rows, unsigned cols, char *msg,
+	       size_t msglen)
+{
+	struct winsize ws = {.ws_row = (unsigned short)rows,
+			     .ws_col = (unsigned short)cols};
+	struct job *j = job_find(key);
+
+	if (j == NULL) {
+		snprintf(msg, msglen, "no job %s", key);
+		return ENOENT;
+	}
+	if (j->ptyfd < 0) {
+		snprintf(msg, msglen, "job %s has no terminal", key);
+		return ENOTTY;
+	}
+	/* The kernel sends SIGWINCH to the terminal's foreground group. */
+	if (ioctl(j->ptyfd, TIOCSWINSZ, &ws) < 0) {
+		snprintf(msg, msglen, "job %s: TIOCSWINSZ: %s", key,
+			 strerror(errno));
+		return errno;
+	}
 	return 0;
 }
 

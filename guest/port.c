@@ -526,7 +526,8 @@ static void on_hello(const uint8_t *p, size_t len, bool *skip)
 	}
 	/* A HELLO on a live port is a new host we did not see arrive. */
 	outq_reset();
-	fs_reset(); /* nids and handles belong to one connection */
+	fs_reset();    /* nids and handles belong to one connection */
+	conns_reset(); /* and so do connect streams */
 	port.state = PS_READY;
 	if (rc == HELLO_MISMATCH) {
 		hello_reply(false); /* so the host can log why, too */

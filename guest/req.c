@@ -303,8 +303,11 @@ static size_t env_key_len(const char *kv)
 	return eq ? (size_t)(eq - kv) : 0;
 }
 
-/* The job's environment: our base, with the request's entries on top. */
-static char **build_env(struct reqctx *r)
+/*
+ * The job's environment: our base (and term, TERM=… of a pty, when not
+ * NULL), with the request's entries on top.
+ */
+static char **build_env(struct reqctx *r, char *term)
 {
 	char **env, **envp;
 	size_t n = NBASE_ENV, i, k, kl;
@@ -314,13 +317,15 @@ static char **build_env(struct reqctx *r)
 		return NULL;
 	for (i = 0; env[i] != NULL; i++)
 		;
-	envp = calloc(NBASE_ENV + i + 1, sizeof(*envp));
+	envp = calloc(NBASE_ENV + 1 + i + 1, sizeof(*envp));
 	if (envp == NULL) {
 		snprintf(r->msg, sizeof(r->msg), "out of memory");
 		goto out;
 	}
 	for (k = 0; k < NBASE_ENV; k++)
 		envp[k] = (char *)base_env[k];
+	if (term != NULL)
+		envp[n++] = term;
 	for (i = 0; env[i] != NULL; i++) {
 		kl = env_key_len(env[i]);
 		if (kl == 0) {
@@ -362,20 +367,65 @@ static int get_channels(struct reqctx *r, struct exec_spec *sp)
 	return 0;
 }
 
+/*
+ * "pty": {"rows":R,"cols":C,"term":"xterm"}: the job gets a terminal
+ * (stdout carries it, so stderr must be absent) and TERM=term.
+ */
+static int get_pty(struct reqctx *r, struct exec_spec *sp, const char **term)
+{
+	json_t *o = json_object_get(r->o, "pty");
+	json_t *jr, *jc, *jt;
+	const char *t = NULL;
+
+	*term = NULL;
+	if (o == NULL || json_is_null(o))
+		return 0;
+	if (!json_is_object(o) || sp->chan_err != 0)
+		goto bad;
+	jr = json_object_get(o, "rows");
+	jc = json_object_get(o, "cols");
+	jt = json_object_get(o, "term");
+	if (!json_is_integer(jr) || !json_is_integer(jc) ||
+	    json_integer_value(jr) < 1 || json_integer_value(jr) > 65535 ||
+	    json_integer_value(jc) < 1 || json_integer_value(jc) > 65535)
+		goto bad;
+	if (jt != NULL && !json_is_null(jt)) {
+		t = json_string_value(jt);
+		if (t == NULL || json_string_length(jt) > 64 ||
+		    strlen(t) != json_string_length(jt) || t[0] == '\0' ||
+		    strchr(t, '=') != NULL)
+			goto bad;
+	}
+	sp->pty = true;
+	sp->rows = (unsigned short)json_integer_value(jr);
+	sp->cols = (unsigned short)json_integer_value(jc);
+	*term = t;
+	return 0;
+bad:
+	snprintf(r->msg, sizeof(r->msg),
+		 "pty: {\"rows\":1..65535,\"cols\":1..65535,\"term\":NAME} "
+		 "expected, and no stderr channel");
+	return -1;
+}
+
 /* ---- operations ---- */
 
 static void op_exec(struct reqctx *r)
 {
 	struct exec_spec sp;
 	json_int_t timeout;
+	const char *term;
+	char termkv[80];
 	int e = EINVAL;
 
 	memset(&sp, 0, sizeof(sp));
 	if (get_key(r, &sp.key) < 0 ||
 	    get_str(r, "cwd", PATH_MAX, &sp.cwd) < 0 ||
 	    get_int(r, "timeout_ms", 0, MAX_TIMEOUT_MS, 0, &timeout) < 0 ||
-	    get_channels(r, &sp) < 0)
+	    get_channels(r, &sp) < 0 || get_pty(r, &sp, &term) < 0)
 		goto fail;
+	if (term != NULL)
+		snprintf(termkv, sizeof(termkv), "TERM=%s", term);
 	sp.argv = get_strv(r, "argv", 1, EXEC_MAX_ARGS, 0);
 	if (sp.argv == NULL)
 		goto fail;
@@ -386,7 +436,7 @@ static void op_exec(struct reqctx *r)
 	if (sp.cwd == NULL || sp.cwd[0] == '\0')
 		sp.cwd = EXEC_DEFAULT_CWD;
 	sp.timeout_ms = (uint64_t)timeout;
-	sp.envp = build_env(r);
+	sp.envp = build_env(r, term != NULL ? termkv : NULL);
 	if (sp.envp == NULL)
 		goto fail;
 	/* Success is answered by the job once the child has exec'd. */
@@ -436,6 +486,30 @@ static void op_forget(struct reqctx *r)
 		resp_ok(r->id, NULL);
 }
 
+static void op_resize(struct reqctx *r)
+{
+	json_int_t rows, cols;
+	const char *key;
+	int e;
+
+	if (get_key(r, &key) < 0 ||
+	    get_int(r, "rows", 1, 65535, -1, &rows) < 0 ||
+	    get_int(r, "cols", 1, 65535, -1, &cols) < 0 || rows < 0 ||
+	    cols < 0) {
+		if (r->msg[0] == '\0')
+			snprintf(r->msg, sizeof(r->msg),
+				 "rows and cols: 1..65535 expected");
+		resp_error(r->id, EINVAL, "%s", r->msg);
+		return;
+	}
+	e = job_resize(key, (unsigned)rows, (unsigned)cols, r->msg,
+		       sizeof(r->msg));
+	if (e != 0)
+		resp_error(r->id, e, "%s", r->msg);
+	else
+		resp_ok(r->id, NULL);
+}
+
 static void op_sync(struct reqctx *r)
 {
 	sync_start(r->id);
@@ -465,12 +539,55 @@ static void op_info(struct reqctx *r)
 		resp_ok(r->id, o);
 }
 
+static void op_connect(struct reqctx *r)
+{
+	json_int_t port, tx, rx;
+	int e;
+
+	if (get_int(r, "port", 1, 65535, 0, &port) < 0 ||
+	    get_int(r, "tx", 1, PROTO_MAX_CHANNEL, 0, &tx) < 0 ||
+	    get_int(r, "rx", 1, PROTO_MAX_CHANNEL, 0, &rx) < 0) {
+		resp_error(r->id, EINVAL, "%s", r->msg);
+		return;
+	}
+	if (port == 0 || tx == 0 || rx == 0) {
+		resp_error(r->id, EINVAL, "port, tx and rx are required");
+		return;
+	}
+	/* Success is answered once the connection is up. */
+	e = conn_start((int)port, (uint32_t)tx, (uint32_t)rx, r->id, r->msg,
+		       sizeof(r->msg));
+	if (e != 0)
+		resp_error(r->id, e, "%s", r->msg);
+}
+
+static void op_close(struct reqctx *r)
+{
+	json_int_t tx, rx;
+	int e;
+
+	if (get_int(r, "tx", 1, PROTO_MAX_CHANNEL, 0, &tx) < 0 ||
+	    get_int(r, "rx", 1, PROTO_MAX_CHANNEL, 0, &rx) < 0 ||
+	    (tx == 0 && rx == 0)) {
+		if (r->msg[0] == '\0')
+			snprintf(r->msg, sizeof(r->msg), "tx or rx: missing");
+		resp_error(r->id, EINVAL, "%s", r->msg);
+		return;
+	}
+	e = conn_close((uint32_t)(rx ? rx : tx), r->msg, sizeof(r->msg));
+	if (e != 0)
+		resp_error(r->id, e, "%s", r->msg);
+	else
+		resp_ok(r->id, NULL);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(struct reqctx *);
 } ops[] = {
-    {"exec", op_exec}, {"signal", op_signal}, {"forget", op_forget},
-    {"sync", op_sync}, {"info", op_info},
+    {"exec", op_exec},	 {"signal", op_signal}, {"forget", op_forget},
+    {"sync", op_sync},	 {"info", op_info},	{"connect", op_connect},
+    {"close", op_close}, {"resize", op_resize},
 };
 
 void req_handle(const uint8_t *p, size_t len)

@@ -12,12 +12,16 @@
 #   stream: 200 MiB of job stdout   vs  the same command's output over ssh
 #   files:  cp of 256 MiB in and out, tar x of 5,000 small files, rm -rf
 #           through files/   vs  sshfs (sftp) mounted on the same guest
+#   ports:  wrk requests/s and transfer rate to python3 -m http.server in
+#           the guest through the preview URL (ports/)   vs  ssh -L
+#           through the guest's sshd to the same server
 # The ssh peers reach the guest's own sshd through a slirp port forward
 # added at run time (hostfwd_add); sshd is started and keyed through exec.
 #
 # Knobs: BENCH_RUNS (boot, default 5), BENCH_EXEC_RUNS (30),
 # BENCH_STREAM_RUNS (2), BENCH_STREAM_MIB (200), BENCH_FILE_MIB (256),
-# BENCH_SMALL_FILES (5000), BENCH_SKIP_FILES=1, BENCH_CREATE_RUNS (5),
+# BENCH_SMALL_FILES (5000), BENCH_SKIP_FILES=1, BENCH_WRK_SECS (10),
+# BENCH_WRK_RUNS (2), BENCH_WRK_CONNS (8), BENCH_CREATE_RUNS (5),
 # BENCH_SKIP_CREATE=1; TENKID (build/tenkid).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +32,9 @@ sruns=${BENCH_STREAM_RUNS:-2}
 smib=${BENCH_STREAM_MIB:-200}
 fmib=${BENCH_FILE_MIB:-256}
 nsmall=${BENCH_SMALL_FILES:-5000}
+wsecs=${BENCH_WRK_SECS:-10}
+wruns=${BENCH_WRK_RUNS:-2}
+wconns=${BENCH_WRK_CONNS:-8}
 out=build/bench
 mkdir -p "$out"
 rm -f "$out"/*.txt
@@ -58,6 +65,7 @@ cleanup() {
 		ssh -o ControlPath="$tk/cm.sock" -O exit bench >/dev/null 2>&1
 	fi
 	[ -f "$tk/cm.pid" ] && kill "$(cat "$tk/cm.pid")" 2>/dev/null
+	[ -f "$tk/fwd.pid" ] && kill "$(cat "$tk/fwd.pid")" 2>/dev/null
 	if mountpoint -q "$T"; then
 		for s in "$T"/sessions/*/; do [ -d "$s" ] && timeout 60 rmdir "$s" 2>/dev/null; done
 	fi
@@ -90,13 +98,15 @@ if [ -z "${BENCH_SKIP_CREATE:-}" ]; then
 	say "create: warm pool, golden state, cold boot, snapshot ($cruns runs each)"
 	TENKID=$TENKID TENKI_IMAGES=$IMAGES scripts/bench/create.sh "$out" "$cruns"
 fi
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pport=$(freeport)
 # The figures below compare a cold boot with virsh's: no golden, no pool.
 $TENKID --mount "$T" --state "$tk/state" --images "$IMAGES" --foreground \
-	--golden off --pool 0 >"$tk/tenkid.log" 2>&1 &
+	--golden off --pool 0 --preview "127.0.0.1:$pport" >"$tk/tenkid.log" 2>&1 &
 echo $! >"$tk/pid"
 for _ in $(seq 100); do mountpoint -q "$T" && break; sleep 0.1; done
 mountpoint -q "$T" && [ -r "$T/version" ] || { cat "$tk/tenkid.log"; echo "tenkid did not mount"; exit 1; }
-echo 'cpu=1 memory=512' >"$T/defaults"
+echo 'cpu=1 memory=512 allow_inbound=true' >"$T/defaults"
 
 say "boot: mkdir -> READY vs virsh create -> agent answer ($runs runs each)"
 : >"$out/boot_tenki.txt"
@@ -351,6 +361,67 @@ if [ "$files_state" = ok ]; then
 fi
 
 # ---------------------------------------------------------------------------
+# ports/: one guest HTTP server, reached through the preview listener and
+# through ssh -L to the guest's sshd; wrk runs alternate between the two.
+ports_state=skipped
+ports_why="wrk is not installed (scripts/setup.sh)"
+if command -v wrk >/dev/null; then
+	say "ports/: python3 -m http.server in the guest, preview URL vs ssh -L"
+	gx "mkdir -p /srv/bench && cd /srv/bench && echo hello >small.txt &&
+	    head -c 16777216 /dev/zero >big.bin" >/dev/null
+	j=$(cat "$S/exec/clone")
+	echo 'cd /srv/bench && exec python3 -m http.server 8000 --bind 127.0.0.1' >"$S/exec/$j/cmd"
+	touch "$S/ports/8000"
+	lport=$(freeport)
+	"${SSHNEW[@]}" -N -L "127.0.0.1:$lport:127.0.0.1:8000" root@127.0.0.1 &
+	echo $! >"$tk/fwd.pid"
+	pv=(-H "Host: 8000-b1.localhost")
+	ok=
+	for _ in $(seq 100); do
+		if [ "$(curl -s --max-time 5 "${pv[@]}" "http://127.0.0.1:$pport/small.txt")" = hello ] &&
+			[ "$(curl -s --max-time 5 "http://127.0.0.1:$lport/small.txt")" = hello ]; then
+			ok=1
+			break
+		fi
+		sleep 0.3
+	done
+	if [ -n "$ok" ]; then
+		ports_state=ok
+	else
+		ports_state=unavailable
+		ports_why="the guest server did not answer through both paths"
+	fi
+fi
+# wrk's Requests/sec, or Transfer/sec in MB/s (10^6 bytes)
+wrk_rps() { sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p'; }
+wrk_mbps() {
+	sed -n 's/^Transfer\/sec: *\([0-9.]*\)\([KMG]*B\).*/\1 \2/p' |
+		awk '{f = $2 == "GB" ? 1073741824 : $2 == "MB" ? 1048576 : $2 == "KB" ? 1024 : 1; printf "%.1f", $1 * f / 1e6}'
+}
+if [ "$ports_state" = ok ]; then
+	: >"$out/ports_rps_tenki.txt"
+	: >"$out/ports_rps_ssh.txt"
+	: >"$out/ports_mbps_tenki.txt"
+	: >"$out/ports_mbps_ssh.txt"
+	for i in $(seq "$wruns"); do
+		say "ports/: wrk run $i of $wruns (${wsecs} s each, $wconns connections for requests)"
+		wrk -t1 -c"$wconns" -d"${wsecs}s" "${pv[@]}" "http://127.0.0.1:$pport/small.txt" | tee -a "$out/wrk.log" | wrk_rps >>"$out/ports_rps_tenki.txt"
+		wrk -t1 -c"$wconns" -d"${wsecs}s" "http://127.0.0.1:$lport/small.txt" | tee -a "$out/wrk.log" | wrk_rps >>"$out/ports_rps_ssh.txt"
+		wrk -t1 -c1 -d"${wsecs}s" "${pv[@]}" "http://127.0.0.1:$pport/big.bin" | tee -a "$out/wrk.log" | wrk_mbps >>"$out/ports_mbps_tenki.txt"
+		echo >>"$out/ports_mbps_tenki.txt"
+		wrk -t1 -c1 -d"${wsecs}s" "http://127.0.0.1:$lport/big.bin" | tee -a "$out/wrk.log" | wrk_mbps >>"$out/ports_mbps_ssh.txt"
+		echo >>"$out/ports_mbps_ssh.txt"
+	done
+	grep -q 'Non-2xx\|Socket errors' "$out/wrk.log" && echo "wrk reported errors: see $out/wrk.log"
+	pr_tk=$(med1 "$out/ports_rps_tenki.txt")
+	pr_ssh=$(med1 "$out/ports_rps_ssh.txt")
+	pt_tk=$(med1 "$out/ports_mbps_tenki.txt")
+	pt_ssh=$(med1 "$out/ports_mbps_ssh.txt")
+	kill "$(cat "$tk/fwd.pid")" 2>/dev/null
+	rm -f "$S/ports/8000"
+fi
+
+# ---------------------------------------------------------------------------
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
 git diff --quiet HEAD -- daemon fs proto guest 2>/dev/null || rev="$rev+changes"
 row() { printf '%-46s %11s %11s   %s\n' "$@"; }
@@ -383,6 +454,13 @@ row() { printf '%-46s %11s %11s   %s\n' "$@"; }
 		;;
 	unavailable) echo "files/ not available ($files_why): files/ figures and their sshfs peers skipped" ;;
 	*) echo "files/ figures skipped ($files_why)" ;;
+	esac
+	case $ports_state in
+	ok)
+		row "ports/ HTTP requests/s, wrk -c$wconns, med of $wruns" "$pr_tk/s" "$pr_ssh/s" "ssh -L to the same guest server"
+		row "ports/ transfer 16 MiB file, wrk -c1, med of $wruns" "$pt_tk MB/s" "$pt_ssh MB/s" "ssh -L to the same guest server"
+		;;
+	*) echo "ports/ figures $ports_state ($ports_why)" ;;
 	esac
 	echo "MB/s = 10^6 bytes/s; ms and s are wall-clock; one run each for files/; whole bench $(( $(date +%s) - bench_t0 )) s"
 } | tee "$res"

@@ -20,7 +20,9 @@ PACKAGES="build-essential pkg-config libvirt-daemon-system libvirt-clients
 	libvirt-dev qemu-system-x86 qemu-utils fuse3 libfuse3-dev libjansson-dev
 	libssh-dev libcmocka-dev busybox-static cpio kmod debootstrap e2fsprogs
 	lz4 bats inotify-tools openssh-client openssh-server sshfs rsync python3
-	clang libclang-rt-14-dev hyperfine man-db"
+	clang libclang-rt-14-dev hyperfine man-db tmux"
+# ports/ tests (curl, a headless browser) and make bench (wrk)
+PACKAGES="$PACKAGES curl chromium wrk"
 
 case ${1:-} in
 --no-daemon) DAEMON=0 ;;

@@ -645,6 +645,190 @@ class Exec(AgentTest):
             self.assertEqual(bytes(err.data), want_err, "stderr of job %d" % i)
 
 
+class TcpServer:
+    """A one-connection-at-a-time server on the agent's loopback (the agent
+    runs on this host here).  handler(sock) runs in a thread per client."""
+
+    def __init__(self, handler, family=socket.AF_INET, addr="127.0.0.1"):
+        import threading
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((addr, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.handler = handler
+        self.errors = []
+        self.results = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import threading
+        while True:
+            try:
+                s, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(s,), daemon=True).start()
+
+    def _one(self, s):
+        try:
+            self.results.append(self.handler(s))
+        except Exception as e:  # reported by the test
+            self.errors.append(e)
+        finally:
+            s.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def echo_until_eof(s):
+    """Echo everything, then after the client's EOF say bye and close."""
+    n = 0
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        s.sendall(b)
+        n += len(b)
+    s.sendall(b"bye")
+    return n
+
+
+class Connect(AgentTest):
+    def open(self, c, port, data=b""):
+        tx, rx = chans(2)
+        rid = c.request("connect", port=port, tx=tx, rx=rx)
+        if data:  # DATA may follow the request at once
+            c.send_frame(DATA, tx, u64(0) + data)
+        c.pump(lambda: rid in c.resps, 10, "connect answer")
+        return c.resps.pop(rid), tx, c.watch(rx)
+
+    def test_echo_and_half_close(self):
+        srv = TcpServer(echo_until_eof)
+        self.addCleanup(srv.close)
+        c = self.conn()
+        r, tx, rx = self.open(c, srv.port, b"early ")
+        self.assertEqual(r, {"id": r["id"]})
+        data = os.urandom(3 * WINDOW + 777)
+        # The window rules of stdin; the first 6 bytes are resent (and
+        # must be skipped, not duplicated).
+        c.send_stdin(tx, b"early " + data, eof=False)
+        c.pump(lambda: len(rx.data) >= 6 + len(data), 20, "echo")
+        self.assertFalse(rx.done(), "EOF before the host's EOF")
+        # Half-close: our EOF reaches the server, which still answers.
+        c.send_frame(EOF, tx, u64(6 + len(data)))
+        c.pump(rx.done, 10, "EOF on rx")
+        self.assertEqual(bytes(rx.data), b"early " + data + b"bye")
+        self.assertEqual(srv.results, [6 + len(data)])
+        c.pump(lambda: c.stdin_acks.get(tx) == 6 + len(data), 5, "tx ACK")
+        self.assertLessEqual(rx.max_inflight, WINDOW)
+
+    def test_server_closes_first(self):
+        def hello(s):
+            s.sendall(b"hello\n")
+            s.shutdown(socket.SHUT_WR)
+            return s.recv(100)  # still reads after its EOF
+        srv = TcpServer(hello)
+        self.addCleanup(srv.close)
+        c = self.conn()
+        r, tx, rx = self.open(c, srv.port)
+        c.pump(rx.done, 10, "EOF on rx")
+        self.assertEqual(bytes(rx.data), b"hello\n")
+        c.send_frame(DATA, tx, u64(0) + b"late")
+        c.send_frame(EOF, tx, u64(4))
+        c.pump(lambda: srv.results == [b"late"], 5, "server read")
+
+    def test_ipv6_loopback(self):
+        if not socket.has_ipv6:
+            self.skipTest("no IPv6")
+        try:
+            srv = TcpServer(echo_until_eof, socket.AF_INET6, "::1")
+        except OSError:
+            self.skipTest("no ::1")
+        self.addCleanup(srv.close)
+        c = self.conn()
+        r, tx, rx = self.open(c, srv.port, b"six")
+        self.assertNotIn("errno", r)
+        c.send_frame(EOF, tx, u64(3))
+        c.pump(rx.done, 10, "EOF on rx")
+        self.assertEqual(bytes(rx.data), b"sixbye")
+
+    def test_refused(self):
+        c = self.conn()
+        r, tx, rx = self.open(c, free_port(), b"nobody")
+        self.assertEqual(r["errno"], errno.ECONNREFUSED, r)
+        c.ping()  # the dropped stream's DATA harmed nothing
+        r, _, _ = self.open(c, 0)
+        self.assertEqual(r["errno"], errno.EINVAL)
+        r = c.call("connect", port=80, tx=5, rx=5)
+        self.assertEqual(r["errno"], errno.EINVAL)
+
+    def test_close_resets(self):
+        srv = TcpServer(lambda s: s.recv(10))
+        self.addCleanup(srv.close)
+        c = self.conn()
+        r, tx, rx = self.open(c, srv.port)
+        r = c.call("close", rx=rx.chan)
+        self.assertEqual(r, {"id": r["id"]})
+        deadline = time.time() + 5
+        while not srv.results and not srv.errors and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertTrue(srv.results == [b""] or
+                        isinstance(srv.errors[0], ConnectionResetError),
+                        (srv.results, srv.errors))
+        self.assertEqual(c.call("close", rx=rx.chan)["errno"], errno.ENOENT)
+
+    def test_server_reset_is_an_event(self):
+        def reset(s):
+            s.sendall(b"partial")
+            s.recv(10)  # until the client's word is in
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        srv = TcpServer(reset)
+        self.addCleanup(srv.close)
+        c = self.conn()
+        r, tx, rx = self.open(c, srv.port)
+        c.pump(lambda: bytes(rx.data) == b"partial", 10, "data before the reset")
+        c.send_frame(DATA, tx, u64(0) + b"go")
+        ev = lambda: [e for e in c.events if e.get("event") == "reset"]
+        c.pump(lambda: ev(), 10, "reset event")
+        self.assertEqual(ev()[0]["rx"], rx.chan)
+        self.assertEqual(ev()[0]["errno"], errno.ECONNRESET)
+        self.assertIsNone(rx.eof, "EOF as well as the reset")
+        self.assertEqual(c.call("close", rx=rx.chan)["errno"], errno.ENOENT)
+
+    def test_many_connections_and_new_hello(self):
+        srv = TcpServer(echo_until_eof)
+        self.addCleanup(srv.close)
+        c = self.conn()
+        streams = []
+        for i in range(100):
+            tx, rx = chans(2)
+            c.request("connect", port=srv.port, tx=tx, rx=rx)
+            msg = b"conn %d" % i
+            c.send_frame(DATA, tx, u64(0) + msg)
+            c.send_frame(EOF, tx, u64(len(msg)))
+            streams.append((msg, c.watch(rx)))
+        c.pump(lambda: all(s.done() for _, s in streams), 30, "100 echoes")
+        for msg, s in streams:
+            self.assertEqual(bytes(s.data), msg + b"bye")
+        # A stream left open is dropped by the next HELLO.
+        r, tx, rx = self.open(c, srv.port)
+        c.hello()
+        c.send_frame(DATA, tx, u64(0) + b"x")
+        c.ping()
+        self.assertEqual(bytes(rx.data), b"")
+
+
 class Kill(AgentTest):
     def test_timeout_kills_group(self):
         c = self.conn()
@@ -678,6 +862,93 @@ class Kill(AgentTest):
         self.assertTrue(c.wait_gone(int(out.data)))
         r = c.call("signal", job="sig", signal=15)
         self.assertEqual(r["errno"], errno.ESRCH)
+
+
+class Pty(AgentTest):
+    """exec with "pty" and the resize op (docs/protocol.md, Streams)."""
+
+    def pty_exec(self, c, key, argv, rows=24, cols=80, term="xterm-256color", **args):
+        cin, cout = chans(2)
+        r = c.call("exec", job=key, argv=argv, stdin=cin, stdout=cout, cwd=agent_dir,
+                   pty={"rows": rows, "cols": cols, "term": term}, **args)
+        if "pid" in r:
+            c.keys.append(key)
+        return r, c.watch(cout), cin
+
+    def test_tty_size_term_and_group(self):
+        c = self.conn()
+        script = ('tty; stty size; echo "T=$TERM"; '
+                  'ps -o pid=,sid=,tpgid= -p $$ | tr -s " "; exit 4')
+        r, out, _ = self.pty_exec(c, "pty1", ["sh", "-c", script], rows=33, cols=101)
+        self.assertIn("pid", r)
+        e = c.wait_done("pty1", out)
+        self.assertEqual(e["exit_code"], 4)
+        lines = out.data.decode().replace("\r\n", "\n").splitlines()
+        self.assertRegex(lines[0], r"^/dev/pts/[0-9]+$")
+        self.assertEqual(lines[1], "33 101")
+        self.assertEqual(lines[2], "T=xterm-256color")
+        # It leads its session and is the terminal's foreground group.
+        pid, sid, tpgid = lines[3].split()
+        self.assertEqual(pid, str(r["pid"]))
+        self.assertEqual(sid, pid)
+        self.assertEqual(tpgid, pid)
+
+    def test_stdin_through_master_and_resize(self):
+        c = self.conn()
+        # The shell reads lines from the terminal; each line runs a command.
+        r, out, cin = self.pty_exec(c, "pty2", ["sh", "-c",
+                                                "while read l; do eval \"$l\"; done"])
+        self.assertIn("pid", r)
+        c.send_stdin(cin, b"stty -echo; echo rea''dy\n", eof=False)
+        c.pump(lambda: b"ready" in out.data, 5, "ready")
+        self.assertEqual(c.call("resize", job="pty2", rows=50, cols=132),
+                         {"id": c.next_id - 1})
+        # Offsets continue where the first write ended.
+        first = len(b"stty -echo; echo rea''dy\n")
+        payload = b"stty size; exit 0\n"
+        c.send_frame(DATA, cin, u64(first) + payload)
+        e = c.wait_done("pty2", out)
+        self.assertEqual(e["exit_code"], 0)
+        self.assertIn(b"50 132", out.data)
+
+    def test_sigwinch_reaches_the_job(self):
+        c = self.conn()
+        r, out, cin = self.pty_exec(
+            c, "pty3", ["sh", "-c", "trap 'stty size; exit 0' WINCH; echo set; "
+                                    "while :; do sleep 0.05; done"])
+        c.pump(lambda: b"set" in out.data, 5, "trap set")
+        c.call("resize", job="pty3", rows=7, cols=9)
+        e = c.wait_done("pty3", out)
+        self.assertIn(b"7 9", out.data)
+        self.assertEqual(e["exit_code"], 0)
+
+    def test_signal_reaches_pty_group(self):
+        c = self.conn()
+        r, out, cin = self.pty_exec(c, "pty4", ["sh", "-c", "echo up; sleep 30"])
+        c.pump(lambda: b"up" in out.data, 5, "up")
+        c.call("signal", job="pty4", signal=1)
+        e = c.wait_done("pty4", out)
+        self.assertEqual(e["signal"], 1)
+
+    def test_bad_requests(self):
+        c = self.conn()
+        cin, cout, cerr = chans(3)
+        for pty in ({"rows": 0, "cols": 80}, {"rows": 24}, {"rows": 24, "cols": 70000},
+                    "xterm", {"rows": 24, "cols": 80, "term": 5},
+                    {"rows": 24, "cols": 80, "term": "a=b"}):
+            r = c.call("exec", job="badpty", argv=["true"], stdout=cout, pty=pty)
+            self.assertEqual(r.get("errno"), errno.EINVAL, pty)
+        # A pty has no separate stderr.
+        r = c.call("exec", job="badpty", argv=["true"], stdout=cout, stderr=cerr,
+                   pty={"rows": 24, "cols": 80})
+        self.assertEqual(r.get("errno"), errno.EINVAL)
+        self.assertEqual(c.call("resize", job="nosuch", rows=2, cols=2).get("errno"),
+                         errno.ENOENT)
+        e, _, _ = c.run("nopty", ["true"])
+        self.assertEqual(c.call("resize", job="nopty", rows=2, cols=2).get("errno"),
+                         errno.ENOTTY)
+        self.assertEqual(c.call("resize", job="nopty", rows=0, cols=2).get("errno"),
+                         errno.EINVAL)
 
 
 class FlowControl(AgentTest):

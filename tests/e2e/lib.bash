@@ -4,6 +4,8 @@
 ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
 TENKID=${TENKID:-$ROOT/build/tenkid}
 
+# Suites run side by side: each tenkid's SSH gateway takes a free port
+# (ssh/target names it) rather than all racing for 2222.
 start_tenkid() {
 	export TK=${TK:-$(mktemp -d /tmp/tenki-e2e.XXXXXX)}
 	chmod 711 "$TK"
@@ -11,7 +13,7 @@ start_tenkid() {
 	export T=$TK/mnt
 	$TENKID --mount "$T" --state "$TK/state" --foreground \
 		--boot-timeout 120 --images "${TENKI_IMAGES:-/var/cache/tenki/images}" \
-		--pool "${TENKI_POOL:-1}" ${TENKID_ARGS:-} >>"$TK/tenkid.log" 2>&1 &
+		--pool "${TENKI_POOL:-1}" --ssh 127.0.0.1:0 ${TENKID_ARGS:-} >>"$TK/tenkid.log" 2>&1 &
 	echo $! >"$TK/pid"
 	for _ in $(seq 100); do
 		mountpoint -q "$T" && break
