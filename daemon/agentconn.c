@@ -18,7 +18,6 @@
 #define MAX_PENDING   1024
 #define MAX_QUEUED    (16u * 1024 * 1024)
 #define RBUF_CAP      (PROTO_HDR_LEN + PROTO_MAX_FS)
-#define FS_TIMEOUT_MS 60000
 
 struct pending {
 	struct pending *next;
@@ -265,14 +264,14 @@ int agent_fs_request(struct session *s, uint32_t op, const void *args,
 		if (!p)
 			abort();
 		p->id = id;
-		p->deadline = mono_ms() + FS_TIMEOUT_MS;
+		p->deadline = mono_ms() + cfg.agent_timeout_ms;
 		p->fs_cb = cb;
 		p->arg = arg;
 		p->next = c->pend;
 		c->pend = p;
 		c->npend++;
 		if (!c->req_timer.armed || c->req_timer.when_ms > p->deadline)
-			timer_arm(&c->req_timer, FS_TIMEOUT_MS);
+			timer_arm(&c->req_timer, cfg.agent_timeout_ms);
 	}
 	proto_put_u64(hdr, id);
 	proto_put_u32(hdr + 8, op);

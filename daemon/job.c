@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #define KILL_GRACE_MS	2000
-#define EXEC_TIMEOUT_MS 30000
 #define MAX_JOBS	4096
 #define MAX_ARGS	4096
 #define OFFSETS_LEN	(5 * 8)
@@ -427,7 +426,7 @@ static void kill_late_start(struct job *j)
 	json_t *req = json_pack("{s:s, s:s, s:i}", "op", "signal", "job",
 				j->key, "signal", SIGKILL);
 
-	agent_request(j->s, req, late_kill_answered, NULL, EXEC_TIMEOUT_MS);
+	agent_request(j->s, req, late_kill_answered, NULL, cfg.agent_timeout_ms);
 }
 
 static void exec_answered(struct session *s, json_t *resp, int err,
@@ -504,7 +503,7 @@ static int job_start(struct job *j, json_t *argv)
 		      (json_int_t)j->timeout_ms, "stdin", (int)j->in_chan,
 		      "stdout", (int)j->out.chan, "stderr", (int)j->err.chan);
 	job_get(j);
-	if (agent_request(s, req, exec_answered, j, EXEC_TIMEOUT_MS) < 0) {
+	if (agent_request(s, req, exec_answered, j, cfg.agent_timeout_ms) < 0) {
 		job_put(j);
 		return job_refuse(j, EIO, "agent not reachable");
 	}
@@ -585,7 +584,7 @@ static void job_signal(struct job *j, int sig)
 				j->key, "signal", sig);
 
 	job_get(j);
-	if (agent_request(j->s, req, signal_answered, j, EXEC_TIMEOUT_MS) < 0)
+	if (agent_request(j->s, req, signal_answered, j, cfg.agent_timeout_ms) < 0)
 		job_put(j);
 }
 
@@ -706,7 +705,7 @@ static void job_maybe_forget(struct job *j)
 		return;
 	json_t *req = json_pack("{s:s, s:s}", "op", "forget", "job", j->key);
 	job_get(j);
-	if (agent_request(j->s, req, forget_answered, j, EXEC_TIMEOUT_MS) < 0) {
+	if (agent_request(j->s, req, forget_answered, j, cfg.agent_timeout_ms) < 0) {
 		job_put(j);
 		return;
 	}
@@ -724,7 +723,7 @@ int job_remove(struct job *j)
 		json_t *req =
 		    json_pack("{s:s, s:s}", "op", "forget", "job", j->key);
 		job_get(j);
-		if (agent_request(s, req, forget_answered, j, EXEC_TIMEOUT_MS) <
+		if (agent_request(s, req, forget_answered, j, cfg.agent_timeout_ms) <
 		    0)
 			job_put(j);
 	} else if (!j->forgotten && j->st != J_NEW) {

@@ -56,6 +56,7 @@ struct tenkid_config {
 	int accel;	       /* enum vmm_accel */
 	uint64_t output_cap;   /* bytes kept per job stream */
 	int64_t boot_timeout_ms;
+	int64_t agent_timeout_ms; /* a request the agent has not answered */
 	double overcommit;     /* memory promised to sessions / host memory */
 	bool golden;	       /* plain creates restore a golden state */
 	unsigned pool;	       /* sessions kept restored ahead of time */

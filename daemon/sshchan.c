@@ -39,7 +39,6 @@
 #define MAX_CHANS	64 /* per connection */
 #define MAX_ENV		64
 #define KILL_GRACE_MS	3000
-#define REQ_TIMEOUT_MS	30000
 #define CONNECT_WAIT_MS 15000
 
 /* sh -c: the guest's login shell, bash where the image has it. */
@@ -132,7 +131,7 @@ static void req_answered(struct session *s, json_t *resp, int err,
 static void sj_request(struct sshjob *j, json_t *req)
 {
 	j->pending++;
-	if (agent_request(j->s, req, req_answered, j, REQ_TIMEOUT_MS) < 0)
+	if (agent_request(j->s, req, req_answered, j, cfg.agent_timeout_ms) < 0)
 		j->pending--;
 }
 
@@ -294,7 +293,7 @@ int sshgw_on_exit(struct session *s, json_t *ev)
 		 * or the job was given up): the agent may drop it. */
 		agent_request(
 		    s, json_pack("{s:s, s:s}", "op", "forget", "job", key),
-		    forget_unknown, NULL, REQ_TIMEOUT_MS);
+		    forget_unknown, NULL, cfg.agent_timeout_ms);
 		return 0;
 	}
 	if (j->st == SJ_ENDED)
@@ -432,7 +431,7 @@ static int chan_start(struct sshchan *ch, const char *cmd, bool sftp)
 	else
 		json_object_set_new(req, "stderr", json_integer(erx));
 	j->pending++;
-	if (agent_request(s, req, exec_answered, j, REQ_TIMEOUT_MS) < 0) {
+	if (agent_request(s, req, exec_answered, j, cfg.agent_timeout_ms) < 0) {
 		j->pending--;
 		why = "the agent is not reachable";
 		goto fail;

@@ -30,8 +30,8 @@ static void usage(void)
 	    "usage: tenkid [--mount DIR] [--state DIR] [--libvirt URI]\n"
 	    "              [--accel auto|kvm|tcg] [--images DIR]\n"
 	    "              [--output-cap SIZE] [--boot-timeout DUR]\n"
-	    "              [--overcommit RATIO] [--golden on|off] [--pool N]\n"
-	    "              [--port-bind ADDR]\n"
+	    "              [--agent-timeout DUR] [--overcommit RATIO]\n"
+	    "              [--golden on|off] [--pool N] [--port-bind ADDR]\n"
 	    "              [--preview ADDR:PORT|off]\n"
 	    "              [--ssh ADDR:PORT|off] [--ssh-max-conns N]\n"
 	    "              [--ssh-max-per-session N] [--ssh-max-startups N]\n"
@@ -126,6 +126,7 @@ static void parse_args(int argc, char **argv)
 	    {"images", required_argument, NULL, 'i'},
 	    {"output-cap", required_argument, NULL, 'o'},
 	    {"boot-timeout", required_argument, NULL, 'b'},
+	    {"agent-timeout", required_argument, NULL, 'T'},
 	    {"overcommit", required_argument, NULL, 'O'},
 	    {"golden", required_argument, NULL, OPT_GOLDEN},
 	    {"pool", required_argument, NULL, OPT_POOL},
@@ -153,6 +154,7 @@ static void parse_args(int argc, char **argv)
 	cfg.accel = VMM_ACCEL_AUTO;
 	cfg.output_cap = 256ULL << 20;
 	cfg.boot_timeout_ms = 180 * 1000;
+	cfg.agent_timeout_ms = 120 * 1000;
 	cfg.overcommit = 1.5;
 	cfg.golden = true;
 	cfg.pool = 2;
@@ -184,6 +186,11 @@ static void parse_args(int argc, char **argv)
 			if (parse_duration(optarg, false, &secs) < 0)
 				usage();
 			cfg.boot_timeout_ms = secs * 1000;
+			break;
+		case 'T':
+			if (parse_duration(optarg, false, &secs) < 0)
+				usage();
+			cfg.agent_timeout_ms = secs * 1000;
 			break;
 		case 'O': {
 			char *end;

@@ -58,7 +58,7 @@ setup_file() {
 	export TK=$(mktemp -d /tmp/tenki-e2e.XXXXXX)
 	chmod 711 "$TK"
 	make_hostile_images
-	TENKI_IMAGES=$TK/images TENKID_ARGS="--boot-timeout 60 --output-cap 4M" start_tenkid
+	TENKI_IMAGES=$TK/images TENKID_ARGS="--boot-timeout 60 --agent-timeout 20s --output-cap 4M" start_tenkid
 	echo 'cpu=1 memory=512' >"$T/defaults"
 	mkdir "$T/sessions/good"
 	RSS0=$(tenkid_rss_kb)
