@@ -874,3 +874,176 @@ bool domxml_free_target(const char *xml, char *out)
 	}
 	return false;
 }
+
+/* ---- snapshots and restored copies ---- */
+
+char *domxml_snapshot(const char *mem, const char *new_disk)
+{
+	char *buf;
+	size_t len;
+	FILE *f;
+
+	if ((f = xml_open(&buf, &len)) == NULL)
+		return NULL;
+	fputs("<domainsnapshot>\n"
+	      "  <memory snapshot='external' file='",
+	      f);
+	put_escaped(f, mem);
+	fputs("'/>\n"
+	      "  <disks>\n"
+	      "    <disk name='vda' snapshot='external' type='file'>\n"
+	      "      <source file='",
+	      f);
+	put_escaped(f, new_disk);
+	fputs("'/>\n"
+	      "    </disk>\n"
+	      "  </disks>\n"
+	      "</domainsnapshot>\n",
+	      f);
+	return xml_close(f, &buf);
+}
+
+/* One replacement of [from, to) in the XML by text (escaped). */
+struct edit {
+	const char *from, *to;
+	const char *text;
+};
+
+#define MAX_EDITS 8
+
+/* The span of the value of attribute attr in the tag at p (inside its
+ * quotes), or false. */
+static bool attr_span(const char *p, const char *end, const char *attr,
+		      const char **from, const char **to)
+{
+	const char *e = tag_end(p, end);
+	size_t n = strlen(attr);
+	const char *a;
+
+	if (e == NULL)
+		return false;
+	for (a = p; (a = strstr(a, attr)) != NULL && a < e; a += n) {
+		if (!is_space(a[-1]) || a[n] != '=' ||
+		    (a[n + 1] != '\'' && a[n + 1] != '"'))
+			continue;
+		*from = a + n + 2;
+		*to = memchr(*from, a[n + 1], (size_t)(e - *from));
+		return *to != NULL;
+	}
+	return false;
+}
+
+/* The span of the text of the element <name> at p. */
+static bool text_span(const char *p, const char *end, const char **from,
+		      const char **to)
+{
+	const char *s = tag_end(p, end);
+
+	if (s == NULL || s[-2] == '/')
+		return false;
+	*from = s;
+	*to = memchr(s, '<', (size_t)(end - s));
+	return *to != NULL;
+}
+
+/* The <disk> whose <target dev='vda'>: the span of its source file. */
+static bool vda_source(const char *xml, const char *end, const char **from,
+		       const char **to)
+{
+	const char *p = xml, *close, *t, *src;
+
+	while ((p = find_elem(p, end, "disk")) != NULL) {
+		if ((close = elem_close(p, end, "disk")) == NULL)
+			return false;
+		t = find_elem(p, close, "target");
+		if (t != NULL && tag_attr_is(t, close, "dev", "vda")) {
+			src = find_elem(p, close, "source");
+			return src != NULL &&
+			       attr_span(src, close, "file", from, to);
+		}
+		p = close;
+	}
+	return false;
+}
+
+static int add_edit(struct edit *ed, int *n, const char *from, const char *to,
+		    const char *text)
+{
+	if (*n >= MAX_EDITS)
+		return -1;
+	ed[*n].from = from;
+	ed[*n].to = to;
+	ed[*n].text = text;
+	(*n)++;
+	return 0;
+}
+
+static int edit_cmp(const void *a, const void *b)
+{
+	const struct edit *x = a, *y = b;
+
+	return x->from < y->from ? -1 : x->from > y->from;
+}
+
+char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
+			   char *err)
+{
+	const char *end = xml + strlen(xml), *p, *from, *to;
+	struct edit ed[MAX_EDITS];
+	int n = 0, i;
+	char *buf;
+	size_t len;
+	FILE *f;
+
+	if (check_text("domain name", spec->domname, err) == -1 ||
+	    check_text("uuid", spec->uuid, err) == -1 ||
+	    check_text("disk path", spec->disk, err) == -1 ||
+	    check_text("console path", spec->console, err) == -1)
+		return NULL;
+	if ((p = find_elem(xml, end, "name")) == NULL ||
+	    !text_span(p, end, &from, &to) ||
+	    add_edit(ed, &n, from, to, spec->domname) < 0 ||
+	    (p = find_elem(xml, end, "uuid")) == NULL ||
+	    !text_span(p, end, &from, &to) ||
+	    add_edit(ed, &n, from, to, spec->uuid) < 0) {
+		seterr(err, "the saved domain XML has no name or uuid");
+		return NULL;
+	}
+	if (!vda_source(xml, end, &from, &to) ||
+	    add_edit(ed, &n, from, to, spec->disk) < 0) {
+		seterr(err, "the saved domain XML has no vda disk file");
+		return NULL;
+	}
+	for (p = xml; (p = find_elem(p, end, "log")) != NULL; p++) {
+		if (spec->console != NULL &&
+		    attr_span(p, end, "file", &from, &to) &&
+		    add_edit(ed, &n, from, to, spec->console) < 0) {
+			seterr(err, "the saved domain XML has too many logs");
+			return NULL;
+		}
+	}
+	/* In libvirt's XML each edit is in a different tag or text; odd
+	 * XML could make two overlap: refuse it. */
+	qsort(ed, (size_t)n, sizeof(ed[0]), edit_cmp);
+	for (i = 1; i < n; i++) {
+		if (ed[i].from < ed[i - 1].to) {
+			seterr(err, "the saved domain XML is malformed");
+			return NULL;
+		}
+	}
+	if ((f = xml_open(&buf, &len)) == NULL) {
+		seterr(err, "out of memory");
+		return NULL;
+	}
+	for (p = xml, i = 0; i < n; i++) {
+		fwrite(p, 1, (size_t)(ed[i].from - p), f);
+		put_escaped(f, ed[i].text);
+		p = ed[i].to;
+	}
+	fwrite(p, 1, (size_t)(end - p), f);
+	if (xml_close(f, &buf) == NULL) {
+		seterr(err, "out of memory");
+		return NULL;
+	}
+	return buf;
+}

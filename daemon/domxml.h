@@ -58,6 +58,20 @@ char *domxml_disk_target(const char *xml, const char *path);
 /* In a domain XML, the first of vdb..vdz no disk uses, into out[8];
  * false when all are taken. */
 bool domxml_free_target(const char *xml, char *out);
+/*
+ * A live external snapshot: memory into the save image mem, the disk vda
+ * switched to the overlay new_disk (made beforehand, on the current disk).
+ */
+char *domxml_snapshot(const char *mem, const char *new_disk);
+
+/*
+ * The XML saved in a save image, rewritten for a copy of the guest: the
+ * domain name and UUID, the vda disk's source file, the console log files
+ * (serial and console) from spec; everything else (the guest's ABI) kept.
+ * malloc'd, or NULL with err when xml lacks one of them.
+ */
+char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
+			   char *err);
 
 /* XML-escaped copy of s (& < > ' " replaced), malloc'd. */
 char *domxml_escape(const char *s);

@@ -58,6 +58,8 @@ struct tenkid_config {
 	int64_t boot_timeout_ms;
 	int64_t agent_timeout_ms; /* a request the agent has not answered */
 	double overcommit;     /* memory promised to sessions / host memory */
+	bool golden;	       /* plain creates restore a golden state */
+	unsigned pool;	       /* sessions kept restored ahead of time */
 	const char *port_bind; /* host listeners of ports/ (127.0.0.1) */
 	const char *preview;   /* the preview listener ADDR:PORT, or off */
 	bool foreground, debug;
@@ -103,6 +105,9 @@ struct session {
 	unsigned next_job;
 	uint32_t next_chan;
 	uint64_t expiry_gen;
+	unsigned disk_gen; /* live disk: disk.qcow2, then disk.N.qcow2 */
+	const char *boot;  /* "cold", "golden", "snapshot" or "pool" */
+	bool restore;	   /* the create restores restore.src */
 };
 
 /* Collections' and the root's err files. */
@@ -164,6 +169,16 @@ void session_agent_lost(struct session *s, const char *why);
  * attach and detach): wait until it is clear, and clear it. */
 void session_busy_wait(struct session *s);
 void session_busy_end(struct session *s);
+/* The libvirt domain name a session (or pooled guest) of this id gets. */
+void session_domname(const char *id, char *out, size_t n);
+/* The path of the session's disk layer gen (0: disk.qcow2). */
+void session_disk_path(const struct session *s, unsigned gen, char *out,
+		       size_t n);
+/* Wait until no lifecycle change is under way (drops model_lock while
+ * waiting); then op_begin/op_end bracket one, as pause and snapshot do. */
+void session_wait_idle(struct session *s);
+void session_op_begin(struct session *s);
+void session_op_end(struct session *s);
 
 /* Worker threads for slow work. */
 void spawn_worker(void *(*fn)(void *), void *arg);

@@ -62,6 +62,11 @@ void session_save(struct session *s)
 	}
 	if (s->reason)
 		json_object_set_new(o, "reason", json_string(s->reason));
+	json_object_set_new(o, "disk_gen", json_integer(s->disk_gen));
+	json_object_set_new(o, "boot", json_string(s->boot ? s->boot : "cold"));
+	if (s->spec.snapshot[0])
+		json_object_set_new(o, "snapshot",
+				    json_string(s->spec.snapshot));
 	char *txt = json_dumps(o, JSON_INDENT(1));
 	json_decref(o);
 	snprintf(path, sizeof(path), "%s/session.json", s->dir);
@@ -153,6 +158,14 @@ static struct session *load_one(const char *dir)
 	    (uint32_t)json_integer_value(json_object_get(o, "next_chan"));
 	if (json_object_get(o, "reason"))
 		s->reason = strdup(jstr(o, "reason"));
+	s->disk_gen =
+	    (unsigned)json_integer_value(json_object_get(o, "disk_gen"));
+	static const char *boots[] = {"cold", "golden", "snapshot", "pool"};
+	for (size_t i = 0; i < 4; i++)
+		if (strcmp(jstr(o, "boot"), boots[i]) == 0)
+			s->boot = boots[i];
+	snprintf(s->spec.snapshot, sizeof(s->spec.snapshot), "%s",
+		 jstr(o, "snapshot"));
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	snprintf(path, sizeof(path), "%s/err", dir);
 	errlog_init(&s->err, path);

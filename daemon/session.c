@@ -1,11 +1,14 @@
 /* Sessions: creation, the state machine, ctl verbs, removal. */
 #include "agent.h"
 #include "events.h"
+#include "golden.h"
+#include "pool.h"
 #include "evloop.h"
 #include "job.h"
 #include "log.h"
 #include "model.h"
 #include "persist.h"
+#include "snapshot.h"
 #include "sshgw.h"
 #include "ports.h"
 #include "vmm.h"
@@ -69,6 +72,15 @@ void spawn_worker(void *(*fn)(void *), void *arg)
 	if (pthread_create(&t, &a, fn, arg) != 0)
 		fatal("pthread_create");
 	pthread_attr_destroy(&a);
+}
+
+void session_disk_path(const struct session *s, unsigned gen, char *out,
+		       size_t n)
+{
+	if (gen == 0)
+		snprintf(out, n, "%s/disk.qcow2", s->dir);
+	else
+		snprintf(out, n, "%s/disk.%u.qcow2", s->dir, gen);
 }
 
 /* ---- references and lookup ----------------------------------------- */
@@ -268,6 +280,11 @@ static void dom_prefix_init(void)
 	snprintf(dom_prefix, sizeof(dom_prefix), "tenki-%08x-", h);
 }
 
+void session_domname(const char *id, char *out, size_t n)
+{
+	snprintf(out, n, "%s%.12s", dom_prefix, id + 24);
+}
+
 static void image_path(const struct session *s, const char *file, char *out,
 		       size_t n)
 {
@@ -291,6 +308,10 @@ static int check_capacity(const struct sess_spec *sp, char *why, size_t n)
 	for (struct session *s = sessions; s; s = s->next)
 		if (!session_final(s))
 			used += s->spec.memory_mb;
+	/* Pooled guests count; one of this shape becomes the session. */
+	used += pool_memory_mb();
+	if (pool_has(sp))
+		used -= sp->memory_mb;
 	if (cap && used + sp->memory_mb > cap) {
 		snprintf(
 		    why, n,
@@ -331,6 +352,37 @@ static void arm_boot_timeout(struct session *s)
 	timer_arm(&st->t, cfg.boot_timeout_ms);
 }
 
+/* A restore names a READY snapshot; cpu, memory and network, when given,
+ * may only repeat the saved guest's. */
+static int check_snapshot(const struct sess_spec *spec, struct snapshot **out)
+{
+	const char *name = spec->name;
+	struct snapshot *sn = snapshot_find(spec->snapshot);
+
+	if (!sn)
+		return refuse(&sessions_err, ENOENT, name, "no snapshot %s",
+			      spec->snapshot);
+	if (sn->state != SN_READY)
+		return refuse(&sessions_err, EINVAL, name,
+			      "snapshot %s is %s, not READY", sn->name,
+			      snap_state_name(sn->state));
+	if ((spec_given(spec, "cpu_cores") &&
+	     spec->cpu_cores != sn->cpu_cores) ||
+	    (spec_given(spec, "memory_mb") && spec->memory_mb != sn->memory_mb))
+		return refuse(&sessions_err, EINVAL, name,
+			      "snapshot %s was taken with cpu_cores=%u "
+			      "memory_mb=%u: a restore keeps them",
+			      sn->name, sn->cpu_cores, sn->memory_mb);
+	if (spec_given(spec, "allow_outbound") &&
+	    spec->allow_outbound != sn->network)
+		return refuse(&sessions_err, EINVAL, name,
+			      "snapshot %s was taken with allow_outbound=%s: "
+			      "a restore keeps it",
+			      sn->name, sn->network ? "true" : "false");
+	*out = sn;
+	return 0;
+}
+
 int session_create(const struct sess_spec *spec, struct session **out)
 {
 	char why[400], path[600];
@@ -338,10 +390,14 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	struct session *s;
 	const char *name = spec->name;
 
-	if (spec->snapshot[0] || spec->template_name[0] || spec->host[0])
+	struct snapshot *sn = NULL;
+	struct sess_spec eff;
+	int rc;
+
+	if (spec->template_name[0] || spec->host[0])
 		return refuse(&sessions_err, EINVAL,
 			      name[0] ? name : "sessions",
-			      "snapshot, template and host are not "
+			      "template and host are not "
 			      "available in this version of tenkid");
 	if (session_find(name))
 		return refuse(&sessions_err, EEXIST, name,
@@ -349,28 +405,54 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	int verr = volumes_check_spec(spec, why, sizeof(why));
 	if (verr < 0)
 		return refuse(&sessions_err, -verr, name, "%s", why);
+	/* A saved guest's machine has no disks for volumes (libvirt
+	 * refuses a restore that adds devices): attach them after. */
+	if (spec->snapshot[0] && spec->nvolumes)
+		return refuse(&sessions_err, EINVAL, name,
+			      "volumes cannot be given with snapshot=: "
+			      "create the session, then 'attach VOLUME PATH' "
+			      "in its ctl");
+	if (spec->snapshot[0] && (rc = check_snapshot(spec, &sn)) < 0)
+		return rc;
 	snprintf(path, sizeof(path), "%s/%s/rootfs.qcow2", cfg.image_dir,
-		 spec->image);
+		 sn ? sn->image : spec->image);
 	if (stat(path, &st) < 0)
 		return refuse(&sessions_err, ENOENT, name,
 			      "image %s not found (%s): run scripts/setup.sh",
-			      spec->image, path);
-	if (check_capacity(spec, why, sizeof(why)) < 0)
+			      sn ? sn->image : spec->image, path);
+	spec_copy(&eff, spec);
+	if (sn) {
+		/* The saved guest's shape, whatever the defaults say. */
+		eff.cpu_cores = sn->cpu_cores;
+		eff.memory_mb = sn->memory_mb;
+		eff.allow_outbound = sn->network;
+		snprintf(eff.image, sizeof(eff.image), "%s", sn->image);
+		snprintf(eff.snapshot, sizeof(eff.snapshot), "%s", sn->name);
+	}
+	if (check_capacity(&eff, why, sizeof(why)) < 0) {
+		spec_free(&eff);
 		return refuse(&sessions_err, ENOSPC, name, "%s", why);
+	}
 
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		abort();
 	s->refs = 1;
-	spec_copy(&s->spec, spec);
+	s->spec = eff;
 	snprintf(s->name, sizeof(s->name), "%s", name);
-	uuid_new(s->id);
+	/* Volumes given at create are disks of the machine from its boot:
+	 * such a session boots cold (a saved guest has no such disks). */
+	bool saved_ok = !sn && spec->nvolumes == 0;
+	struct pooled *pg = saved_ok && cfg.pool ? pool_take(&s->spec) : NULL;
+	if (pg)
+		snprintf(s->id, sizeof(s->id), "%s", pg->id);
+	else
+		uuid_new(s->id);
 	s->state = S_CREATING;
 	s->created_ms = now_ms();
 	if (spec->max_duration)
 		s->expires_ms = s->created_ms + spec->max_duration * 1000;
-	snprintf(s->domname, sizeof(s->domname), "%s%.12s", dom_prefix,
-		 s->id + 24);
+	session_domname(s->id, s->domname, sizeof(s->domname));
 	snprintf(s->dir, sizeof(s->dir), "%s/sessions/%s", cfg.state_dir,
 		 s->id);
 	struct buf env = {0};
@@ -388,15 +470,46 @@ int session_create(const struct sess_spec *spec, struct session **out)
 		return refuse(&sessions_err, EIO, name,
 			      "cannot make state directory: %s", strerror(e));
 	}
+	if (pg) {
+		s->boot = "pool";
+	} else if (sn) {
+		/* Hold the saved state: the snapshot may be deleted while
+		 * this session restores from it. */
+		if (snapshot_link_into(sn, s->dir) < 0) {
+			int e = errno;
+			remove_tree(s->dir);
+			session_put(s);
+			return refuse(&sessions_err, EIO, name,
+				      "cannot link snapshot %s: %s", sn->name,
+				      strerror(e));
+		}
+		s->next_chan = sn->next_chan;
+		s->restore = true;
+		s->boot = "snapshot";
+	} else if (saved_ok && golden_claim(&s->spec, s->dir) == 0) {
+		s->restore = true;
+		s->boot = "golden";
+	} else {
+		s->boot = "cold";
+	}
 	session_save(s);
 	session_link(s);
 	volumes_reserve(s);
 	event_emit("session", s->name, s->id, NULL, "CREATING");
+	*out = s;
+	session_get(s);
+	if (pg) {
+		/* Running already: its HELLO gives it this identity. */
+		if (agent_attach(s, pg->chan, why, sizeof(why)) < 0)
+			withdraw_failed_create(s, why);
+		else
+			arm_boot_timeout(s);
+		pool_free(pg);
+		return 0;
+	}
 	s->busy = true;
 	session_get(s);
 	spawn_worker(create_worker, s);
-	*out = s;
-	session_get(s);
 	return 0;
 }
 
@@ -405,7 +518,7 @@ static void build_vm_spec(struct session *s, struct vmm_vm_spec *v,
 {
 	image_path(s, "vmlinux", paths[0], 600);
 	image_path(s, "initrd.img", paths[1], 600);
-	snprintf(paths[2], 600, "%s/disk.qcow2", s->dir);
+	session_disk_path(s, s->disk_gen, paths[2], 600);
 	snprintf(paths[3], 600, "%s/console.log", s->dir);
 	snprintf(paths[4], 600, "%s/%s/cmdline", cfg.image_dir, s->spec.image);
 	size_t n;
@@ -438,8 +551,10 @@ static void *create_worker(void *arg)
 	struct vmm_vm_spec v;
 	struct vol_boot_disks disks;
 	char paths[5][600], cmdline[4096], err[VMM_ERRLEN], base[600];
-	char *chan = NULL;
+	char *chan = NULL, src[600], copy[600];
 	int64_t t0 = now_ms();
+	bool restore;
+	int rc;
 
 	pthread_mutex_lock(&model_lock);
 	build_vm_spec(s, &v, paths, cmdline, sizeof(cmdline));
@@ -447,19 +562,31 @@ static void *create_worker(void *arg)
 	v.disks = disks.d;
 	v.ndisks = disks.n;
 	image_path(s, "rootfs.qcow2", base, sizeof(base));
+	restore = s->restore;
+	snprintf(src, sizeof(src), "%s/restore.src", s->dir);
+	snprintf(copy, sizeof(copy), "%s/restore.save", s->dir);
+	if (restore)
+		snprintf(base, sizeof(base), "%s/base.qcow2", s->dir);
 	pthread_mutex_unlock(&model_lock);
 	/* rootfs.qcow2 is a link to the newest build: the overlay must name
 	 * the build itself, so a rebuild never changes a live disk's base. */
-	char *real = realpath(base, NULL);
+	char *real = restore ? NULL : realpath(base, NULL);
 	if (real) {
 		snprintf(base, sizeof(base), "%s", real);
 		free(real);
 	}
 
 	err[0] = '\0';
-	if (vmm_disk_create(vmm, base, v.disk, err) < 0 ||
-	    vmm_create(vmm, &v, err) < 0 ||
-	    !(chan = vmm_channel_path(vmm, s->domname, err))) {
+	rc = vmm_disk_create(vmm, base, v.disk, err);
+	int64_t t_disk = now_ms();
+	if (rc == 0)
+		rc = restore ? vmm_restore(vmm, src, copy, &v, err)
+			     : vmm_create(vmm, &v, err);
+	log_debug("session %s: disk %lld ms, VM %lld ms", s->name,
+		  (long long)(t_disk - t0), (long long)(now_ms() - t_disk));
+	if (restore)
+		unlink(src);
+	if (rc < 0 || !(chan = vmm_channel_path(vmm, s->domname, err))) {
 		pthread_mutex_lock(&model_lock);
 		s->busy = false;
 		withdraw_failed_create(s, err);
@@ -468,8 +595,8 @@ static void *create_worker(void *arg)
 	pthread_mutex_lock(&model_lock);
 	s->busy = false;
 	pthread_cond_broadcast(&busy_cond);
-	log_info("session %s: VM %s started in %lld ms", s->name, s->domname,
-		 (long long)(now_ms() - t0));
+	log_info("session %s: VM %s %s in %lld ms", s->name, s->domname,
+		 restore ? "restored" : "started", (long long)(now_ms() - t0));
 	if (s->gone || s->state != S_CREATING) {
 		/* Removed while booting: session_remove cleans up. */
 		goto out;
@@ -590,15 +717,21 @@ static void *lost_worker(void *arg)
 
 /* ---- closing and removal -------------------------------------------- */
 
+/* The domain, then every disk layer, newest first (a snapshot's or a
+ * restored session's link to a layer keeps its data). */
 static void close_vm(struct session *s)
 {
 	char err[VMM_ERRLEN], disk[600];
 
-	snprintf(disk, sizeof(disk), "%s/disk.qcow2", s->dir);
 	if (vmm_remove(vmm, s->domname, err) < 0)
 		log_warnx("session %s: %s", s->name, err);
-	if (vmm_disk_delete(vmm, disk, err) < 0)
-		log_warnx("session %s: %s", s->name, err);
+	for (unsigned g = s->disk_gen + 1; g-- > 0;) {
+		session_disk_path(s, g, disk, sizeof(disk));
+		if (vmm_disk_delete(vmm, disk, err) < 0)
+			log_warnx("session %s: %s", s->name, err);
+	}
+	snprintf(disk, sizeof(disk), "%s/base.qcow2", s->dir);
+	unlink(disk);
 }
 
 static void finish_close(struct session *s, const char *reason)
@@ -639,16 +772,31 @@ static void wait_not_busy(struct session *s)
 		pthread_cond_wait(&busy_cond, &model_lock);
 }
 
+void session_wait_idle(struct session *s)
+{
+	wait_not_busy(s);
+}
+
 void session_busy_wait(struct session *s)
 {
 	wait_not_busy(s);
 }
 
-void session_busy_end(struct session *s)
+void session_op_begin(struct session *s)
+{
+	s->busy = true;
+}
+
+void session_op_end(struct session *s)
 {
 	s->busy = false;
 	pthread_cond_broadcast(&busy_cond);
 	waitq_wake(&s->wq);
+}
+
+void session_busy_end(struct session *s)
+{
+	session_op_end(s);
 }
 
 /* model_lock held; drops it while libvirt works. */
@@ -690,18 +838,44 @@ int session_remove(struct session *s)
 
 /* ---- ctl ----------------------------------------------------------------- */
 
-enum verb { V_EXTEND, V_PAUSE, V_RESUME, V_CLOSE, V_VOLUME };
+enum verb { V_EXTEND, V_PAUSE, V_RESUME, V_CLOSE, V_VOLUME, V_SNAPSHOT };
 
 struct verb_call {
 	enum verb v;
 	int64_t secs;
 	struct vol_verb vol; /* attach, detach */
+	char name[NAME_MAX_LEN + 1];
 };
+
+#define VERBS                                                                  \
+	"extend DUR | pause | resume | close | snapshot NAME [ttl=DUR] | "     \
+	"attach VOLUME PATH [ro] | detach VOLUME"
+
+/* snapshot NAME [ttl=DUR] */
+static int parse_snapshot_verb(struct session *s, const char *line,
+			       struct verb_call *c)
+{
+	char verb[32], name[80] = "", opt[80] = "", extra[2];
+	int n = sscanf(line, "%31s %79s %79s %1s", verb, name, opt, extra);
+
+	c->v = V_SNAPSHOT;
+	c->secs = 0;
+	if (n < 2 || n > 3 || !valid_name(name))
+		return refuse(&s->err, EINVAL, s->name,
+			      "ctl: snapshot NAME [ttl=DUR]: NAME is "
+			      "[A-Za-z0-9][A-Za-z0-9_.-]{0,62}");
+	if (n == 3 && (strncmp(opt, "ttl=", 4) != 0 ||
+		       parse_duration(opt + 4, false, &c->secs) < 0))
+		return refuse(&s->err, EINVAL, s->name,
+			      "ctl: snapshot: '%s' is not ttl=DUR", opt);
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	return 0;
+}
 
 static int parse_verbs(struct session *s, const char *text, size_t len,
 		       struct verb_call *calls, int *ncalls)
 {
-	static const char *later[] = {"snapshot"};
+	static const char *later[] = {"template"};
 	char line[512];
 	const char *p = text, *end = text + len;
 
@@ -735,6 +909,10 @@ static int parse_verbs(struct session *s, const char *text, size_t len,
 						sizeof(why)) < 0)
 				return refuse(&s->err, EINVAL, s->name,
 					      "ctl: %s", why);
+		} else if (strcmp(verb, "snapshot") == 0) {
+			int rc = parse_snapshot_verb(s, line, c);
+			if (rc < 0)
+				return rc;
 		} else if (strcmp(verb, "extend") == 0 && n == 2) {
 			c->v = V_EXTEND;
 			if (parse_duration(arg, false, &c->secs) < 0)
@@ -758,16 +936,13 @@ static int parse_verbs(struct session *s, const char *text, size_t len,
 					    "this version of tenkid",
 					    verb);
 			return refuse(&s->err, EINVAL, s->name,
-				      "ctl: unknown verb '%.60s' (extend DUR | "
-				      "pause | resume | close | attach VOLUME "
-				      "PATH [ro] | detach VOLUME)",
+				      "ctl: unknown verb '%.60s' (" VERBS ")",
 				      line);
 		}
 	}
 	if (*ncalls == 0)
 		return refuse(&s->err, EINVAL, s->name,
-			      "ctl: no verb (extend DUR | pause | resume | "
-			      "close)");
+			      "ctl: no verb (" VERBS ")");
 	return 0;
 }
 
@@ -835,6 +1010,10 @@ int session_ctl(struct session *s, const char *text, size_t len)
 			break;
 		case V_VOLUME:
 			rc = volume_session_verb(s, &calls[i].vol);
+			break;
+		case V_SNAPSHOT:
+			rc = snapshot_take(s, calls[i].name, calls[i].secs,
+					   &s->err, s->name);
 			break;
 		case V_CLOSE:
 			wait_not_busy(s);
@@ -962,8 +1141,11 @@ static json_t *session_record(struct session *s)
 	json_object_set_new(o, "metadata",
 			    kv_object(s->spec.metadata, s->spec.nmetadata));
 	json_object_set_new(o, "image", json_string(s->spec.image));
-	json_object_set_new(o, "snapshot", json_null());
+	json_object_set_new(o, "snapshot",
+			    s->spec.snapshot[0] ? json_string(s->spec.snapshot)
+						: json_null());
 	json_object_set_new(o, "template", json_null());
+	json_object_set_new(o, "boot", json_string(s->boot ? s->boot : "cold"));
 	json_object_set_new(o, "volumes", volumes_session_json(s));
 	json_object_set_new(o, "ports", ports_json(s));
 	char *target = sshgw_target(s);
@@ -1010,6 +1192,7 @@ char *sessions_index(bool json)
 static void on_vm_stopped(const char *domname, const char *reason, void *opaque)
 {
 	pthread_mutex_lock(&model_lock);
+	pool_vm_stopped(domname);
 	for (struct session *s = sessions; s; s = s->next) {
 		if (strcmp(s->domname, domname) != 0)
 			continue;
@@ -1114,6 +1297,8 @@ void model_restore(void)
 {
 	struct session *loaded = persist_load_sessions();
 
+	snapshots_restore();
+	golden_init();
 	pthread_mutex_lock(&model_lock);
 	while (loaded) {
 		struct session *s = loaded;
@@ -1133,10 +1318,13 @@ void model_restore(void)
 	pthread_mutex_unlock(&model_lock);
 	sweep_orphans();
 	volumes_restore();
+	pool_init();
 }
 
 void model_shutdown(void)
 {
+	golden_shutdown();
+	pool_shutdown();
 	pthread_mutex_lock(&model_lock);
 	for (struct session *s = sessions; s; s = s->next)
 		agent_detach(s);

@@ -537,6 +537,14 @@ static int lookup_key(const char *k, size_t n, int *idx)
 	return -1;
 }
 
+bool spec_given(const struct sess_spec *sp, const char *key)
+{
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strcmp(keys[i].name, key) == 0)
+			return (sp->given & (1u << keys[i].id)) != 0;
+	return false;
+}
+
 static int note_given(struct sess_spec *sp, int idx, char *why)
 {
 	uint32_t bit = 1u << keys[idx].id;

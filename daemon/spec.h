@@ -88,6 +88,9 @@ struct vol_verb {
  * on the session side.  -1 with why on a bad line. */
 int spec_parse_vol_verb(const char *line, bool session_side,
 			struct vol_verb *vv, char *why, size_t whylen);
+/* Was key (a name of the table, e.g. "cpu_cores") given in the text last
+ * applied? */
+bool spec_given(const struct sess_spec *sp, const char *key);
 
 /* Helpers shared with the env file and ssh keys. */
 bool spec_valid_env_key(const char *k, size_t n);

@@ -29,8 +29,9 @@ static void usage(void)
 	    stderr,
 	    "usage: tenkid [--mount DIR] [--state DIR] [--libvirt URI]\n"
 	    "              [--accel auto|kvm|tcg] [--images DIR]\n"
-	    "              [--output-cap SIZE] [--boot-timeout DUR] [--agent-timeout DUR]\n"
-	    "              [--overcommit RATIO] [--port-bind ADDR]\n"
+	    "              [--output-cap SIZE] [--boot-timeout DUR]\n"
+	    "              [--agent-timeout DUR] [--overcommit RATIO]\n"
+	    "              [--golden on|off] [--pool N] [--port-bind ADDR]\n"
 	    "              [--preview ADDR:PORT|off]\n"
 	    "              [--ssh ADDR:PORT|off] [--ssh-max-conns N]\n"
 	    "              [--ssh-max-per-session N] [--ssh-max-startups N]\n"
@@ -63,6 +64,8 @@ enum {
 	OPT_SSH_TRIES,
 	OPT_SSH_GRACE,
 	OPT_SSH_IDLE,
+	OPT_GOLDEN,
+	OPT_POOL,
 };
 
 static int ssh_count(const char *s)
@@ -125,6 +128,8 @@ static void parse_args(int argc, char **argv)
 	    {"boot-timeout", required_argument, NULL, 'b'},
 	    {"agent-timeout", required_argument, NULL, 'T'},
 	    {"overcommit", required_argument, NULL, 'O'},
+	    {"golden", required_argument, NULL, OPT_GOLDEN},
+	    {"pool", required_argument, NULL, OPT_POOL},
 	    {"ssh", required_argument, NULL, OPT_SSH},
 	    {"ssh-max-conns", required_argument, NULL, OPT_SSH_CONNS},
 	    {"ssh-max-per-session", required_argument, NULL, OPT_SSH_PER},
@@ -151,6 +156,8 @@ static void parse_args(int argc, char **argv)
 	cfg.boot_timeout_ms = 180 * 1000;
 	cfg.agent_timeout_ms = 120 * 1000;
 	cfg.overcommit = 1.5;
+	cfg.golden = true;
+	cfg.pool = 2;
 	sshgw_defaults();
 	while ((c = getopt_long(argc, argv, "fd", opts, NULL)) != -1) {
 		if (ssh_option(c, optarg))
@@ -190,6 +197,17 @@ static void parse_args(int argc, char **argv)
 			cfg.overcommit = strtod(optarg, &end);
 			if (*end || cfg.overcommit <= 0 || cfg.overcommit > 100)
 				usage();
+			break;
+		}
+		case OPT_GOLDEN:
+			if (parse_bool(optarg, &cfg.golden) < 0)
+				usage();
+			break;
+		case OPT_POOL: {
+			uint64_t n;
+			if (parse_uint(optarg, 0, 64, &n) < 0)
+				usage();
+			cfg.pool = (unsigned)n;
 			break;
 		}
 		case 'A':

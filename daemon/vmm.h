@@ -104,6 +104,31 @@ int vmm_destroy(struct vmm_host *host, const char *domname, char *err);
  * metadata); a domain that does not exist is success. */
 int vmm_remove(struct vmm_host *host, const char *domname, char *err);
 
+/*
+ * Live capture of a running domain: its memory goes to the save image
+ * mem_path while the VM keeps running (paused only for the switch), and
+ * its disk vda switches to new_disk, an overlay the caller made with
+ * vmm_disk_create on the current disk, which nothing writes from then on.
+ */
+int vmm_snapshot(struct vmm_host *host, const char *domname,
+		 const char *mem_path, const char *new_disk, char *err);
+
+/* Save a running domain's memory to the save image path; the domain
+ * stops and is undefined (its disk is no longer written). */
+int vmm_save(struct vmm_host *host, const char *domname, const char *path,
+	     char *err);
+
+/*
+ * Start a copy of a saved guest (a vmm_snapshot memory image) as a new,
+ * running, transient domain named spec->domname with spec->uuid, disk
+ * spec->disk (an overlay on the saved disk) and console spec->console;
+ * the rest of spec must match the saved guest.  copy is a scratch path
+ * for the per-copy image (its header names the new domain), removed
+ * before returning.  On failure no domain remains.
+ */
+int vmm_restore(struct vmm_host *host, const char *image, const char *copy,
+		const struct vmm_vm_spec *spec, char *err);
+
 enum vmm_state vmm_state(struct vmm_host *host, const char *domname);
 
 /* Names of all defined domains whose name starts with prefix, as a

@@ -26,6 +26,7 @@
 
 #include "domxml.h"
 #include "log.h"
+#include "saveimage.h"
 
 #define DOMAIN_PREFIX "tenki-"
 #define POOL_PREFIX   "tenki-pool-"
@@ -1524,5 +1525,108 @@ int vmm_disk_attached(struct vmm_host *h, const char *domname, const char *path,
 out:
 	free(xml);
 	virConnectClose(c);
+	return rc;
+}
+
+/* ---- snapshots and restored copies ---- */
+
+int vmm_snapshot(struct vmm_host *h, const char *domname, const char *mem_path,
+		 const char *new_disk, char *err)
+{
+	virDomainSnapshotPtr snap;
+	virDomainPtr dom;
+	virConnectPtr c;
+	char *xml;
+	bool missing;
+	int rc = -1;
+
+	if ((xml = domxml_snapshot(mem_path, new_disk)) == NULL) {
+		seterr(err, "out of memory");
+		return -1;
+	}
+	if ((c = host_conn(h, err)) == NULL)
+		goto out_free;
+	if ((dom = dom_get(c, domname, &missing, err)) == NULL)
+		goto out;
+	/* No metadata: tenki keeps its own records, and libvirt could not
+	 * revert an external snapshot anyway. */
+	snap = virDomainSnapshotCreateXML(
+	    dom, xml,
+	    VIR_DOMAIN_SNAPSHOT_CREATE_LIVE |
+		VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT |
+		VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA);
+	if (snap == NULL) {
+		virt_err(err, "cannot snapshot %s", domname);
+	} else {
+		virDomainSnapshotFree(snap);
+		rc = 0;
+	}
+	virDomainFree(dom);
+out:
+	virConnectClose(c);
+out_free:
+	free(xml);
+	return rc;
+}
+
+int vmm_save(struct vmm_host *h, const char *domname, const char *path,
+	     char *err)
+{
+	virDomainPtr dom;
+	virConnectPtr c;
+	bool missing;
+	int rc = -1;
+
+	if ((c = host_conn(h, err)) == NULL)
+		return -1;
+	if ((dom = dom_get(c, domname, &missing, err)) == NULL)
+		goto out;
+	quiet_add(h, domname);
+	if (virDomainSaveFlags(dom, path, NULL, VIR_DOMAIN_SAVE_RUNNING) < 0) {
+		virt_err(err, "cannot save %s", domname);
+		quiet_del(h, domname);
+	} else if (dom_undefine(dom) < 0 &&
+		   virGetLastErrorCode() != VIR_ERR_NO_DOMAIN) {
+		virt_err(err, "cannot undefine %s", domname);
+	} else {
+		rc = 0;
+	}
+	virDomainFree(dom);
+out:
+	virConnectClose(c);
+	return rc;
+}
+
+static char *rewrite_saved(const char *xml, void *arg, char *err)
+{
+	return domxml_saved_rewrite(xml, arg, err);
+}
+
+int vmm_restore(struct vmm_host *h, const char *image, const char *copy,
+		const struct vmm_vm_spec *spec, char *err)
+{
+	virConnectPtr c;
+	int rc = -1;
+
+	if (saveimage_copy(image, copy, rewrite_saved, (void *)spec, err) < 0)
+		return -1;
+	if ((c = host_conn(h, err)) == NULL)
+		goto out;
+	/* A failed restore may still send a stop event: not news. */
+	quiet_add(h, spec->domname);
+	if (virDomainRestoreFlags(c, copy, NULL, VIR_DOMAIN_SAVE_RUNNING) < 0) {
+		virt_err(err, "cannot restore %s", spec->domname);
+		virConnectClose(c);
+		/* Nothing half-started may stay. */
+		char err2[VMM_ERRLEN];
+		if (vmm_remove(h, spec->domname, err2) < 0)
+			log_warnx("%s", err2);
+		goto out;
+	}
+	quiet_del(h, spec->domname);
+	virConnectClose(c);
+	rc = 0;
+out:
+	unlink(copy);
 	return rc;
 }

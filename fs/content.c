@@ -1,6 +1,7 @@
 /* Generated file contents. */
 #include "content.h"
 #include "job.h"
+#include "pool.h"
 #include "ports.h"
 #include "sshgw.h"
 
@@ -136,6 +137,8 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return dup_or_die(defaults_text ? defaults_text : "");
 	case F_ROOT_ERR:
 		return err_text(&root_err);
+	case F_POOL:
+		return pool_status_text();
 	case F_PREVIEW:
 		return ports_preview_text();
 	case F_SESSIONS_INDEX:
@@ -196,6 +199,16 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return volume_info_json(n->v);
 	case F_V_ERR:
 		return err_text(&n->v->err);
+	case F_SNAPSHOTS_ERR:
+		return err_text(&snapshots_err);
+	case F_SN_ID:
+		return with_newline(n->sn->id);
+	case F_SN_STATE:
+		return with_newline(snap_state_name(n->sn->state));
+	case F_SN_INFO:
+		return snapshot_info_json(n->sn);
+	case F_SN_ERR:
+		return err_text(&n->sn->err);
 	case F_S_SSH_TARGET: {
 		char *t = sshgw_target(s);
 		return t ? t : dup_or_die("");

@@ -15,6 +15,7 @@
 #include "ports.h"
 #include "proto.h"
 #include "tree.h"
+#include "pool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -101,6 +102,12 @@ static struct errlog *nearest_err(const struct node *n)
 	    (n->kind == N_FILE &&
 	     (n->fd->id == F_VOLUMES_NEW || n->fd->id == F_VOLUMES_ERR)))
 		return &volumes_err;
+	if (n->sn)
+		return &n->sn->err;
+	if (n->kind == N_SNAPSHOTS ||
+	    (n->kind == N_FILE &&
+	     (n->fd->id == F_SNAPSHOTS_NEW || n->fd->id == F_SNAPSHOTS_ERR)))
+		return &snapshots_err;
 	if (n->kind == N_SESSIONS ||
 	    (n->kind == N_FILE && n->fd->id >= F_SESSIONS_NEW &&
 	     n->fd->id <= F_SESSIONS_ERR))
@@ -732,6 +739,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		rc = session_remove(n.s);
 	else if (n.kind == N_VOLUME)
 		rc = volume_remove(n.v);
+	else if (n.kind == N_SNAPSHOT)
+		rc = snapshot_remove(n.sn);
 	else if (n.kind == N_JOB)
 		rc = job_remove(n.j);
 	else
@@ -1219,6 +1228,7 @@ static int apply_value(struct fh *fh, const char *label)
 				      "cannot save: %s", strerror(errno));
 		free(defaults_text);
 		defaults_text = strdup(t);
+		pool_kick(); /* the pool follows the defaults' shape */
 		return 0;
 	case F_S_ENV:
 		return session_set_env(n->s, t, len);
@@ -1331,6 +1341,16 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			break;
 		}
 		fh->pos = 0;
+		if (fh->n.fd->id == F_SNAPSHOTS_NEW) {
+			/* Blocks (without the lock) while the capture runs. */
+			rc = snapshot_create_spec(buf, size, fh->created,
+						  sizeof(fh->created));
+			if (rc < 0)
+				fuse_reply_err(req, -rc);
+			else
+				fuse_reply_write(req, size);
+			break;
+		}
 		if (fh->n.fd->id == F_VOLUMES_NEW)
 			create_volume(req, buf, size, NULL, fh);
 		else
@@ -1434,7 +1454,8 @@ static void op_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	if (gfs_owns(ino)) {
 		if (ph)
 			fuse_pollhandle_destroy(ph);
-		fuse_reply_poll(req, POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
+		fuse_reply_poll(req,
+				POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
 		return;
 	}
 

@@ -18,6 +18,7 @@ static const struct file_desc root_files[] = {
     {"defaults", F_DEFAULTS, K_VALUE, RW, LIMIT_SPEC},
     {"err", F_ROOT_ERR, K_TEXT, RO, 0},
     {"events", F_EVENTS, K_STREAM, RO, 0},
+    {"pool", F_POOL, K_TEXT, RO, 0},
     {"preview", F_PREVIEW, K_TEXT, RO, 0},
     {NULL, 0, 0, 0, 0},
 };
@@ -92,6 +93,20 @@ static const struct file_desc job_files[] = {
     {NULL, 0, 0, 0, 0},
 };
 
+static const struct file_desc snapshots_files[] = {
+    {"new", F_SNAPSHOTS_NEW, K_NEW, RW, LIMIT_SMALL},
+    {"err", F_SNAPSHOTS_ERR, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc snapshot_files[] = {
+    {"id", F_SN_ID, K_TEXT, RO, 0},
+    {"state", F_SN_STATE, K_TEXT, RO, 0},
+    {"info.json", F_SN_INFO, K_TEXT, RO, 0},
+    {"err", F_SN_ERR, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
+};
+
 static const struct file_desc *find_file(const struct file_desc *t,
 					 const char *name)
 {
@@ -109,9 +124,12 @@ void node_release(struct node *n)
 		session_put(n->s);
 	if (n->v)
 		volume_put(n->v);
+	if (n->sn)
+		snapshot_put(n->sn);
 	n->j = NULL;
 	n->s = NULL;
 	n->v = NULL;
+	n->sn = NULL;
 }
 
 void node_copy(struct node *dst, const struct node *src)
@@ -123,6 +141,38 @@ void node_copy(struct node *dst, const struct node *src)
 		job_get(dst->j);
 	if (dst->v)
 		volume_get(dst->v);
+	if (dst->sn)
+		snapshot_get(dst->sn);
+}
+
+/* snapshots/, snapshots/NAME, snapshots/NAME/FILE */
+static int resolve_snapshots(char comp[6][NAME_MAX_LEN + 2], int n,
+			     struct node *nd)
+{
+	struct snapshot *sn;
+
+	if (n == 1) {
+		nd->kind = N_SNAPSHOTS;
+		return 0;
+	}
+	if (n == 2 && (nd->fd = find_file(snapshots_files, comp[1]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	sn = snapshot_find(comp[1]);
+	if (!sn || strcmp(sn->name, comp[1]) != 0 || n > 3)
+		return -ENOENT;
+	snapshot_get(sn);
+	nd->sn = sn;
+	if (n == 2) {
+		nd->kind = N_SNAPSHOT;
+		return 0;
+	}
+	if ((nd->fd = find_file(snapshot_files, comp[2]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	return -ENOENT;
 }
 
 static bool meta_has(struct session *s, const char *k)
@@ -302,6 +352,12 @@ int node_resolve(const char *path, struct node *nd)
 	}
 	if (strcmp(comp[0], "volumes") == 0)
 		return resolve_volumes(comp, n, nd);
+	if (strcmp(comp[0], "snapshots") == 0) {
+		rc = resolve_snapshots(comp, n, nd);
+		if (rc < 0)
+			node_release(nd);
+		return rc;
+	}
 	if (n == 1 || strcmp(comp[0], "sessions") != 0)
 		return -ENOENT;
 	if (n == 2 && (nd->fd = find_file(sessions_files, comp[1]))) {
@@ -329,6 +385,7 @@ int node_list(const struct node *n, void (*add)(void *, const char *, bool),
 		list_files(root_files, add, ctx);
 		add(ctx, "sessions", true);
 		add(ctx, "volumes", true);
+		add(ctx, "snapshots", true);
 		return 0;
 	case N_VOLUMES:
 		list_files(volumes_files, add, ctx);
@@ -338,6 +395,14 @@ int node_list(const struct node *n, void (*add)(void *, const char *, bool),
 		return 0;
 	case N_VOLUME:
 		list_files(volume_files, add, ctx);
+		return 0;
+	case N_SNAPSHOTS:
+		list_files(snapshots_files, add, ctx);
+		for (struct snapshot *sn = snapshot_first(); sn; sn = sn->next)
+			add(ctx, sn->name, true);
+		return 0;
+	case N_SNAPSHOT:
+		list_files(snapshot_files, add, ctx);
 		return 0;
 	case N_SESSIONS:
 		list_files(sessions_files, add, ctx);

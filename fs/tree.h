@@ -13,6 +13,7 @@
 
 #include "model.h"
 #include "volume.h"
+#include "snapshot.h"
 
 enum file_id {
 	F_README,
@@ -21,6 +22,7 @@ enum file_id {
 	F_ROOT_ERR,
 	F_EVENTS,
 	F_PREVIEW,
+	F_POOL,
 	F_SESSIONS_NEW,
 	F_SESSIONS_INDEX,
 	F_SESSIONS_INDEX_JSON,
@@ -60,6 +62,12 @@ enum file_id {
 	F_V_INFO,
 	F_V_CTL,
 	F_V_ERR,
+	F_SNAPSHOTS_NEW,
+	F_SNAPSHOTS_ERR,
+	F_SN_ID,
+	F_SN_STATE,
+	F_SN_INFO,
+	F_SN_ERR,
 };
 
 /* How a file behaves. */
@@ -93,6 +101,8 @@ enum node_kind {
 	N_SSH_DIR,
 	N_VOLUMES,
 	N_VOLUME,
+	N_SNAPSHOTS,
+	N_SNAPSHOT,
 	N_PORTS_DIR,
 	N_FILE,
 };
@@ -103,6 +113,7 @@ struct node {
 	struct session *s;	    /* referenced when set */
 	struct job *j;		    /* referenced when set */
 	struct volume *v;	    /* referenced when set */
+	struct snapshot *sn;	    /* referenced when set */
 	char key[NAME_MAX_LEN + 1]; /* metadata key, or port number */
 };
 

@@ -283,6 +283,11 @@ static void add_entropy(const char *b64, size_t len)
 	fd = open("/dev/random", O_WRONLY | O_CLOEXEC);
 	if (fd < 0 || ioctl(fd, RNDADDENTROPY, info) < 0)
 		alog(L_WARN, "RNDADDENTROPY: %s", strerror(errno));
+	/* Copies restored from one saved guest share its generator state:
+	 * reseed now from the pool that just took the host's bytes, so each
+	 * copy's output differs from its first read on. */
+	else if (ioctl(fd, RNDRESEEDCRNG) < 0)
+		alog(L_WARN, "RNDRESEEDCRNG: %s", strerror(errno));
 	if (fd >= 0)
 		close(fd);
 out:

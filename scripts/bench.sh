@@ -2,8 +2,11 @@
 # make bench: each tenki figure beside a peer measured in the same run, on
 # the same image and the same machine.  Results go to build/bench/results.txt
 # (raw samples beside it); docs/bench.md says what is measured and how.
-#   boot:   mkdir sessions/X -> READY   vs  virsh create of the same domain
-#           XML -> the agent's first answer
+#   create: mkdir -> READY from the warm pool, from the golden state (pool
+#           off), and by a cold boot (both off), plus the time of a live
+#           snapshot, side by side (scripts/bench/create.sh)
+#   boot:   mkdir sessions/X -> READY (cold boot)  vs  virsh create of the
+#           same domain XML -> the agent's first answer
 #   exec:   `true` through exec/ (clone, cmd, exit)   vs  ssh into the same
 #           guest, over a ControlMaster and on a new connection each time
 #   stream: 200 MiB of job stdout   vs  the same command's output over ssh
@@ -18,7 +21,8 @@
 # Knobs: BENCH_RUNS (boot, default 5), BENCH_EXEC_RUNS (30),
 # BENCH_STREAM_RUNS (2), BENCH_STREAM_MIB (200), BENCH_FILE_MIB (256),
 # BENCH_SMALL_FILES (5000), BENCH_SKIP_FILES=1, BENCH_WRK_SECS (10),
-# BENCH_WRK_RUNS (2), BENCH_WRK_CONNS (8); TENKID (build/tenkid).
+# BENCH_WRK_RUNS (2), BENCH_WRK_CONNS (8), BENCH_CREATE_RUNS (5),
+# BENCH_SKIP_CREATE=1; TENKID (build/tenkid).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TENKID=${TENKID:-build/tenkid}
@@ -89,10 +93,16 @@ secs() { awk -v us="$1" 'BEGIN {printf "%.1f", us / 1e6}'; }
 say() { echo "== [$(( $(date +%s) - bench_t0 )) s] $*"; }
 
 IMAGES=${TENKI_IMAGES:-/var/cache/tenki/images}
+cruns=${BENCH_CREATE_RUNS:-5}
+if [ -z "${BENCH_SKIP_CREATE:-}" ]; then
+	say "create: warm pool, golden state, cold boot, snapshot ($cruns runs each)"
+	TENKID=$TENKID TENKI_IMAGES=$IMAGES scripts/bench/create.sh "$out" "$cruns"
+fi
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pport=$(freeport)
+# The figures below compare a cold boot with virsh's: no golden, no pool.
 $TENKID --mount "$T" --state "$tk/state" --images "$IMAGES" --foreground \
-	--preview "127.0.0.1:$pport" >"$tk/tenkid.log" 2>&1 &
+	--golden off --pool 0 --preview "127.0.0.1:$pport" >"$tk/tenkid.log" 2>&1 &
 echo $! >"$tk/pid"
 for _ in $(seq 100); do mountpoint -q "$T" && break; sleep 0.1; done
 mountpoint -q "$T" && [ -r "$T/version" ] || { cat "$tk/tenkid.log"; echo "tenkid did not mount"; exit 1; }
@@ -419,6 +429,16 @@ row() { printf '%-46s %11s %11s   %s\n' "$@"; }
 	echo "tenki bench $(date -u +%FT%TZ) on $(uname -n), $(nproc) cores, accel $(sed -n 's/.*libvirt .* (\(.*\))$/\1/p' "$tk/tenkid.log" | head -1), tenki $rev"
 	echo "guest: 1 vCPU, 512 MiB, image sandbox; ssh peers: OpenSSH sshd in the same guest via a slirp port forward, cipher ${cipher:-?}"
 	row "figure" tenki peer "peer"
+	if [ -s "$out/create_pool.txt" ]; then
+		c_pool=$(median <"$out/create_pool.txt")
+		c_gold=$(median <"$out/create_golden.txt")
+		c_cold=$(median <"$out/create_cold.txt")
+		c_snap=$(median <"$out/create_snapshot.txt")
+		row "mkdir -> READY from the warm pool, med of $cruns" "$c_pool ms" "$c_cold ms" "cold boot, same image (--golden off)"
+		row "mkdir -> READY from golden (pool off), med" "$c_gold ms" "$c_cold ms" "cold boot, same image (--golden off)"
+		row "  golden restore speed-up over cold boot" "$(awk -v a="$c_cold" -v b="$c_gold" 'BEGIN {printf "%.1fx", a / b}')" "" ""
+		row "live snapshot of a running session, med" "$c_snap ms" "" "(ctl snapshot NAME, returns when READY)"
+	fi
 	row "create to usable (mkdir -> READY), med of $runs" "$b_tk ms" "$b_vs ms" "virsh create same XML -> agent HELLO"
 	row "exec true round trip, median of $xruns" "$x_tk_med ms" "$x_cm_med ms" "ssh true over a ControlMaster"
 	row "exec true round trip, p90 of $xruns" "$x_tk_p90 ms" "$x_cm_p90 ms" "ssh true over a ControlMaster"

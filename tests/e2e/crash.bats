@@ -21,6 +21,7 @@ no_orphans() {
 	[ "$(domains | wc -l)" -eq "$n" ]
 	for d in "$TK"/state/sessions/*/; do
 		[ -d "$d" ] || continue
+		[ -e "$d/pooled" ] && continue # a warm-pool guest, no session's
 		id=$(basename "$d")
 		grep -lqx "$id" "$T"/sessions/*/id || { echo "orphan state dir $id"; return 1; }
 	done

@@ -51,7 +51,7 @@ teardown_file() { cleanup_tenkid; }
 	grep -q "key cpu: '17' is not a whole number in 1..16" "$T/sessions/err"
 	grep -q "unknown key 'colour'" "$T/sessions/err"
 	[ "$(domains | wc -l)" -eq 1 ]
-	[ "$(ls "$TK/state/sessions" | wc -l)" -eq 1 ]
+	[ "$(state_sessions)" -eq 1 ]
 }
 
 @test "read-only files refuse writes with EACCES; unknown files cannot be made" {
@@ -81,5 +81,5 @@ teardown_file() { cleanup_tenkid; }
 	grep -q "image nosuchimage not found" "$T/sessions/err"
 	[ ! -e "$T/sessions/noimg" ]
 	[ "$(domains | wc -l)" -eq 1 ]
-	[ "$(ls "$TK/state/sessions" | wc -l)" -eq 1 ]
+	[ "$(state_sessions)" -eq 1 ]
 }

@@ -173,7 +173,7 @@ start_job() {
 	done
 	good_answers
 	[ "$(domains | wc -l)" -eq 1 ]
-	[ "$(ls "$TK/state/sessions" | wc -l)" -eq 1 ]
+	[ "$(state_sessions)" -eq 1 ]
 	fds=$(tenkid_fds)
 	echo "fds: before $(cat "$TK/fds0"), after $fds"
 	ls -l "/proc/$(cat "$TK/pid")/fd"

@@ -13,7 +13,7 @@ start_tenkid() {
 	export T=$TK/mnt
 	$TENKID --mount "$T" --state "$TK/state" --foreground \
 		--boot-timeout 120 --images "${TENKI_IMAGES:-/var/cache/tenki/images}" \
-		--ssh 127.0.0.1:0 ${TENKID_ARGS:-} >>"$TK/tenkid.log" 2>&1 &
+		--pool "${TENKI_POOL:-1}" --ssh 127.0.0.1:0 ${TENKID_ARGS:-} >>"$TK/tenkid.log" 2>&1 &
 	echo $! >"$TK/pid"
 	for _ in $(seq 100); do
 		mountpoint -q "$T" && break
@@ -49,9 +49,32 @@ for b in sys.argv[1].encode():
 print("tenki-%08x-" % h)' "$TK/state"
 }
 
-# The libvirt domains of this test's state directory.
-domains() {
+# Every libvirt domain of this test's state directory, pooled ones too.
+all_domains() {
 	virsh -q -c qemu:///system list --all --name | grep "^$(state_tag)" || true
+}
+
+# The libvirt domains of this test's sessions.  Guests waiting in the warm
+# pool are not sessions' (yet): their state directory (named by the id the
+# domain name ends with) holds a file "pooled" until a session takes them.
+domains() {
+	local tag d
+	tag=$(state_tag)
+	for d in $(virsh -q -c qemu:///system list --all --name | grep "^$tag"); do
+		compgen -G "$TK/state/sessions/*${d#"$tag"}/pooled" >/dev/null && continue
+		echo "$d"
+	done
+	return 0
+}
+
+# How many session directories the state directory holds (a pooled
+# guest's, marked by its file "pooled", is no session's yet).
+state_sessions() {
+	local n=0 d
+	for d in "$TK"/state/sessions/*/; do
+		[ -d "$d" ] && [ ! -e "$d/pooled" ] && n=$((n + 1))
+	done
+	echo "$n"
 }
 
 # The libvirt storage pool of this test's volumes.
@@ -64,7 +87,7 @@ cleanup_tenkid() {
 		done
 	fi
 	stop_tenkid
-	for d in $(domains); do
+	for d in $(all_domains); do
 		virsh -q -c qemu:///system destroy "$d" >/dev/null 2>&1
 		virsh -q -c qemu:///system undefine "$d" >/dev/null 2>&1
 	done

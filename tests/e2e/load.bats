@@ -71,5 +71,5 @@ work() {
 	[ "$fds" -le "$fds0" ]
 	[ "$rss" -le $((rss0 + 16384)) ]
 	[ "$(domains | wc -l)" -eq 0 ]
-	[ "$(ls "$TK/state/sessions" | wc -l)" -eq 0 ]
+	[ "$(state_sessions)" -eq 0 ]
 }

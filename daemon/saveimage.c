@@ -1,0 +1,197 @@
+/* Copies of qemu save images with a new domain XML; see saveimage.h. */
+#include "saveimage.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmm.h"
+
+#define MAGIC	   "LibvirtQemudSave"
+#define MAGIC_LEN  16
+#define OFF_VER	   16
+#define OFF_LEN	   20
+#define OFF_COOKIE 32
+
+static void seterr(char *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void seterr(char *err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, VMM_ERRLEN, fmt, ap);
+	va_end(ap);
+}
+
+/* The header's integers are in the byte order of the host that saved
+ * it, which is this one (images never move between hosts). */
+static uint32_t get_u32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, sizeof(v));
+}
+
+int saveimage_parse(const uint8_t *buf, size_t len, const char **xml,
+		    size_t *data_len, char *err)
+{
+	uint32_t dl, cookie;
+	const uint8_t *data;
+
+	if (len < SAVEIMAGE_HDR_LEN || memcmp(buf, MAGIC, MAGIC_LEN) != 0) {
+		seterr(err, "not a libvirt qemu save image");
+		return -1;
+	}
+	if (get_u32(buf + OFF_VER) != 2) {
+		seterr(err, "save image version %u, not 2",
+		       get_u32(buf + OFF_VER));
+		return -1;
+	}
+	dl = get_u32(buf + OFF_LEN);
+	cookie = get_u32(buf + OFF_COOKIE);
+	if (dl == 0 || dl > SAVEIMAGE_DATA_MAX ||
+	    len - SAVEIMAGE_HDR_LEN < dl) {
+		seterr(err, "save image data length %u out of range", dl);
+		return -1;
+	}
+	if (cookie >= dl) {
+		seterr(err, "save image cookie offset %u beyond its data",
+		       cookie);
+		return -1;
+	}
+	data = buf + SAVEIMAGE_HDR_LEN;
+	/* The XML ends at its NUL, before the cookie when there is one;
+	 * the cookie ends at its own NUL before data_len. */
+	if (memchr(data, '\0', cookie ? cookie : dl) == NULL ||
+	    (cookie && memchr(data + cookie, '\0', dl - cookie) == NULL)) {
+		seterr(err, "save image XML or cookie not terminated");
+		return -1;
+	}
+	*xml = (const char *)data;
+	*data_len = dl;
+	return 0;
+}
+
+int saveimage_relayout(const uint8_t *old, size_t data_len, const char *newxml,
+		       uint8_t *out, char *err)
+{
+	uint32_t cookie = get_u32(old + OFF_COOKIE);
+	const char *ck =
+	    cookie ? (const char *)old + SAVEIMAGE_HDR_LEN + cookie : NULL;
+	size_t xl = strlen(newxml) + 1, cl = ck ? strlen(ck) + 1 : 0;
+	uint8_t *data = out + SAVEIMAGE_HDR_LEN;
+
+	if (xl + cl > data_len) {
+		seterr(err,
+		       "the new domain XML (%zu bytes) does not fit the save "
+		       "image's %zu",
+		       xl, data_len - cl);
+		return -1;
+	}
+	memcpy(out, old, SAVEIMAGE_HDR_LEN);
+	memset(data, 0, data_len);
+	memcpy(data, newxml, xl);
+	if (ck) {
+		/* Keep the cookie where it was if the XML still ends before
+		 * it (libvirt's own layout), else right after the XML. */
+		size_t at = xl <= cookie ? cookie : xl;
+		memcpy(data + at, ck, cl);
+		put_u32(out + OFF_COOKIE, (uint32_t)at);
+	}
+	return 0;
+}
+
+/* The rest of the file, from off to the end, by the kernel. */
+static int copy_rest(int in, int out, off_t off, off_t size, char *err)
+{
+	off_t ioff = off, ooff = off;
+
+	while (ioff < size) {
+		ssize_t n = copy_file_range(in, &ioff, out, &ooff,
+					    (size_t)(size - ioff), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			seterr(err, "copying the save image: %s",
+			       n < 0 ? strerror(errno) : "short file");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int saveimage_copy(const char *src, const char *dst, saveimage_rewrite_fn fn,
+		   void *arg, char *err)
+{
+	uint8_t first[SAVEIMAGE_HDR_LEN], *buf = NULL, *out = NULL;
+	int in = -1, fd = -1, rc = -1;
+	const char *xml;
+	char *newxml = NULL;
+	size_t dl, total;
+	struct stat st;
+
+	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0 || fstat(in, &st) < 0) {
+		seterr(err, "%s: %s", src, strerror(errno));
+		goto out;
+	}
+	if (pread(in, first, sizeof(first), 0) != (ssize_t)sizeof(first)) {
+		seterr(err, "%s: short save image", src);
+		goto out;
+	}
+	dl = get_u32(first + OFF_LEN);
+	if (dl == 0 || dl > SAVEIMAGE_DATA_MAX) {
+		seterr(err, "%s: save image data length %zu out of range", src,
+		       dl);
+		goto out;
+	}
+	total = SAVEIMAGE_HDR_LEN + dl;
+	if ((off_t)total > st.st_size || !(buf = malloc(total)) ||
+	    !(out = malloc(total)) ||
+	    pread(in, buf, total, 0) != (ssize_t)total) {
+		seterr(err, "%s: cannot read its header", src);
+		goto out;
+	}
+	if (saveimage_parse(buf, total, &xml, &dl, err) < 0)
+		goto out;
+	if (!(newxml = fn(xml, arg, err)))
+		goto out;
+	if (saveimage_relayout(buf, dl, newxml, out, err) < 0)
+		goto out;
+	fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		seterr(err, "%s: %s", dst, strerror(errno));
+		goto out;
+	}
+	if (pwrite(fd, out, total, 0) != (ssize_t)total) {
+		seterr(err, "%s: %s", dst, strerror(errno));
+		goto out;
+	}
+	if (copy_rest(in, fd, (off_t)total, st.st_size, err) < 0)
+		goto out;
+	rc = 0;
+out:
+	if (fd >= 0) {
+		close(fd);
+		if (rc < 0)
+			unlink(dst);
+	}
+	if (in >= 0)
+		close(in);
+	free(newxml);
+	free(buf);
+	free(out);
+	return rc;
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Creation figures for make bench, side by side in one run, same image and
+# shape (1 vCPU, 512 MiB): a cold boot (tenkid --golden off --pool 0), a
+# restore of the golden state (--pool 0, golden built first), a mkdir that
+# takes a guest from the warm pool (--pool 2, the pool refilled before each
+# run), and the time of a live snapshot of a running session.
+# Usage: create.sh OUTDIR RUNS; writes create_{cold,golden,pool,snapshot}.txt
+# (ms, one sample a line) into OUTDIR.  TENKID, TENKI_IMAGES as bench.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=$1
+runs=$2
+TENKID=${TENKID:-build/tenkid}
+IMAGES=${TENKI_IMAGES:-/var/cache/tenki/images}
+virsh="virsh -q -c qemu:///system"
+tk=$(mktemp -d /tmp/tenki-bench-create.XXXXXX)
+chmod 711 "$tk"
+T=$tk/mnt
+
+domtag() {
+	python3 -c '
+import sys
+h = 2166136261
+for b in sys.argv[1].encode():
+    h = ((h ^ b) * 16777619) & 0xffffffff
+print("tenki-%08x-" % h, "tenki-g%08x-" % h)' "$1"
+}
+
+stop() {
+	set +e
+	if mountpoint -q "$T"; then
+		for s in "$T"/sessions/*/; do [ -d "$s" ] && timeout 60 rmdir "$s" 2>/dev/null; done
+		for s in "$T"/snapshots/*/; do [ -d "$s" ] && rmdir "$s" 2>/dev/null; done
+	fi
+	[ -f "$tk/pid" ] && kill "$(cat "$tk/pid")" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$(cat "$tk/pid" 2>/dev/null)" 2>/dev/null || break; sleep 0.1; done
+	mountpoint -q "$T" && { fusermount3 -u "$T" 2>/dev/null || fusermount3 -uz "$T"; }
+	if [ -d "$tk/state" ]; then
+		for tag in $(domtag "$tk/state"); do
+			for d in $($virsh list --all --name | grep "^$tag"); do
+				$virsh destroy "$d" >/dev/null 2>&1
+				$virsh undefine "$d" >/dev/null 2>&1
+			done
+		done
+	fi
+	rm -rf --one-file-system "$tk/state" "$tk/mnt" "$tk/pid"
+	set -e
+}
+trap 'stop; rm -rf --one-file-system "$tk"' EXIT
+
+start() { # tenkid options...
+	mkdir -p "$T" "$tk/state"
+	$TENKID --mount "$T" --state "$tk/state" --images "$IMAGES" --foreground "$@" >>"$tk/tenkid.log" 2>&1 &
+	echo $! >"$tk/pid"
+	for _ in $(seq 100); do mountpoint -q "$T" && break; sleep 0.1; done
+	mountpoint -q "$T" || { cat "$tk/tenkid.log"; exit 1; }
+	echo 'cpu=1 memory=512' >"$T/defaults"
+}
+
+ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+boot_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["boot"])' "$T/sessions/$1/info.json"; }
+wait_line() { # file regex seconds
+	for _ in $(seq $(($3 * 2))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.5; done
+	echo "timed out waiting for '$2' in $1" >&2
+	return 1
+}
+
+measure() { # name file expected-boot
+	local t0
+	t0=$(date +%s%N)
+	mkdir "$T/sessions/$1"
+	ms_since "$t0" >>"$2"
+	[ "$(boot_of "$1")" = "$3" ] || { echo "$1 booted $(boot_of "$1"), not $3" >&2; exit 1; }
+}
+
+# 1. cold boots
+start --golden off --pool 0
+: >"$out/create_cold.txt"
+for i in $(seq "$runs"); do
+	measure c$i "$out/create_cold.txt" cold
+	rmdir "$T/sessions/c$i"
+done
+stop
+
+# 2. golden restores (the first mkdir boots cold and builds the state)
+start --pool 0
+mkdir "$T/sessions/first"
+wait_line "$tk/tenkid.log" "golden state .* ready" 300
+: >"$out/create_golden.txt"
+for i in $(seq "$runs"); do
+	measure g$i "$out/create_golden.txt" golden
+	rmdir "$T/sessions/g$i"
+done
+# snapshot time, of a running session
+: >"$out/create_snapshot.txt"
+for i in $(seq "$runs"); do
+	t0=$(date +%s%N)
+	echo "snapshot s$i" >"$T/sessions/first/ctl"
+	ms_since "$t0" >>"$out/create_snapshot.txt"
+	rmdir "$T/snapshots/s$i"
+done
+stop
+
+# 3. the warm pool
+start --pool 2
+: >"$out/create_pool.txt"
+for i in $(seq "$runs"); do
+	wait_line "$T/pool" "^ready 2$" 300
+	measure p$i "$out/create_pool.txt" pool
+	rmdir "$T/sessions/p$i"
+done
+stop
