@@ -69,7 +69,7 @@ image: $(B)/tenki-agent
 	scripts/build-image.sh --agent $(B)/tenki-agent
 
 unit: $(UNIT_BINS)
-	scripts/run-unit.sh $(UNIT_BINS)
+	TENKI_TESTS=unit scripts/run-tests.sh
 
 # make test first runs the set-up check (installs only what is missing,
 # starts libvirt if nothing runs it; never starts a tenkid), so a fresh

@@ -527,12 +527,16 @@ static void preview_start(void)
 	head_timer.cb = head_sweep;
 	if (strcmp(spec, "off") == 0)
 		return;
+	/* Port 0: one the host picks (the preview file names it). */
+	char *pend;
+	long lp = colon ? strtol(colon + 1, &pend, 10) : -1;
 	if (!colon || (size_t)(colon - spec) >= sizeof(addr) ||
-	    (port = atoi(colon + 1)) <= 0 || port > 65535) {
+	    colon[1] == '\0' || *pend != '\0' || lp < 0 || lp > 65535) {
 		log_warnx("--preview %s: ADDR:PORT expected; preview off",
 			  spec);
 		return;
 	}
+	port = (int)lp;
 	memcpy(addr, spec, (size_t)(colon - spec));
 	addr[colon - spec] = '\0';
 	if (addr[0] == '[' && addr[strlen(addr) - 1] == ']') {

@@ -13,7 +13,7 @@ start_tenkid() {
 	export T=$TK/mnt
 	$TENKID --mount "$T" --state "$TK/state" --foreground \
 		--boot-timeout 120 --images "${TENKI_IMAGES:-/var/cache/tenki/images}" \
-		--pool "${TENKI_POOL:-1}" --ssh 127.0.0.1:0 ${TENKID_ARGS:-} >>"$TK/tenkid.log" 2>&1 &
+		--pool "${TENKI_POOL:-1}" --ssh 127.0.0.1:0 --preview 127.0.0.1:0 ${TENKID_ARGS:-} >>"$TK/tenkid.log" 2>&1 &
 	echo $! >"$TK/pid"
 	for _ in $(seq 100); do
 		mountpoint -q "$T" && break
