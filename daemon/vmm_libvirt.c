@@ -646,12 +646,9 @@ static virStoragePoolPtr pool_get(virConnectPtr c, const char *dir, bool *made,
 			virStoragePoolFree(pool);
 			return NULL;
 		}
-		/* One of ours left by a crash: bring it up to date and let
-		 * pool_done remove it. */
-		if (strncmp(virStoragePoolGetName(pool), POOL_PREFIX,
-			    strlen(POOL_PREFIX)) == 0 &&
-		    virStoragePoolRefresh(pool, 0) == 0)
-			*made = true;
+		/* Another tenkid's transient pool (or one a crash left) is
+		 * used, never destroyed: its maker may be using it.  A
+		 * leftover goes with libvirtd's next restart. */
 		return pool;
 	}
 	snprintf(name, sizeof(name), POOL_PREFIX "%016llx",
@@ -662,6 +659,8 @@ static virStoragePoolPtr pool_get(virConnectPtr c, const char *dir, bool *made,
 	}
 	pool = virStoragePoolCreateXML(c, xml, 0);
 	free(xml);
+	if (pool == NULL && (pool = pool_find(c, dir)) != NULL)
+		return pool; /* another tenkid made it meanwhile */
 	if (pool == NULL) {
 		virt_err(err, "cannot open %s as a storage pool", dir);
 		return NULL;
@@ -800,13 +799,20 @@ int vmm_disk_create(struct vmm_host *h, const char *base, const char *path,
 	if ((c = host_conn(h, err)) == NULL)
 		return -1;
 	pthread_mutex_lock(&h->disk_lock);
-	if (image_info(c, base, &fmt, &size, err) == -1)
-		goto out;
-	if (overlay_make(h, c, base, fmt, size, path, err) == -1)
-		goto out;
-	log_debug("%s: overlay on %s (%s, %llu bytes)", path, base, fmt, size);
-	rc = 0;
-out:
+	/* Other tenkids on this host make and drop transient pools over the
+	 * same image directory: a pool can go away under us; try again. */
+	for (int attempt = 0; attempt < 3 && rc == -1; attempt++) {
+		if (attempt > 0)
+			usleep(200 * 1000);
+		free(fmt);
+		fmt = NULL;
+		if (image_info(c, base, &fmt, &size, err) == -1 ||
+		    overlay_make(h, c, base, fmt, size, path, err) == -1)
+			continue;
+		log_debug("%s: overlay on %s (%s, %llu bytes)", path, base, fmt,
+			  size);
+		rc = 0;
+	}
 	pthread_mutex_unlock(&h->disk_lock);
 	free(fmt);
 	virConnectClose(c);

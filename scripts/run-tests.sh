@@ -59,7 +59,7 @@ run_fuzz() {
 		count fuzz 1
 		return
 	fi
-	make -s -C tests/fuzz run SECONDS="${TENKI_FUZZ_SECONDS:-10}"
+	make -s -C tests/fuzz run SECONDS="${TENKI_FUZZ_SECONDS:-5}"
 	count fuzz $?
 }
 
@@ -76,8 +76,9 @@ run_suite() {
 # Suites run TENKI_E2E_JOBS at a time (default 3: most of a suite's time is
 # spent waiting on guests, and each suite has its own tenkid, mount and
 # state directory).  Suites that disturb the whole machine (crash.bats
-# restarts libvirtd) run alone, after the others.
-SERIAL_SUITES=" crash "
+# restarts libvirtd) or need much of it (each SDK suite boots the seed's
+# 4 vCPU, 8 GiB example) run one at a time, after the others.
+SERIAL_SUITES=" crash sdk-go sdk-python sdk-typescript "
 run_e2e() {
 	command -v bats >/dev/null || { echo "e2e: bats missing"; count e2e 1; return; }
 	local jobs=${TENKI_E2E_JOBS:-3} files=() f n rc secs ok bad running=0

@@ -58,8 +58,11 @@ start() {
 		return 0
 	fi
 	say "starting $name under tenki-subreaper (log $LOGDIR/$name.log)"
+	# The daemon must not keep our caller's stdio (a test harness waits
+	# for its pipes to close).
 	"$SUBREAPER" --pidfile "$RUNDIR/$name.pid" --log "$LOGDIR/$name.log" \
-		-- "$@" || die "$name did not start; see $LOGDIR/$name.log"
+		-- "$@" </dev/null >>"$LOGDIR/$name.log" 2>&1 ||
+		die "$name did not start; see $LOGDIR/$name.log"
 }
 
 start virtlogd virtlogd

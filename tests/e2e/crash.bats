@@ -86,7 +86,7 @@ no_orphans() {
 	boot=$(tk_exec k1 'cat /proc/sys/kernel/random/boot_id')
 	pkill -TERM -x libvirtd
 	for _ in $(seq 100); do pgrep -x libvirtd >/dev/null || break; sleep 0.1; done
-	"$ROOT/scripts/start-libvirt.sh" >/dev/null
+	"$ROOT/scripts/start-libvirt.sh" </dev/null >/dev/null 2>&1
 	# The VM never stopped; its agent channel is a direct socket.
 	[ "$(tk_exec k1 'cat /proc/sys/kernel/random/boot_id')" = "$boot" ]
 	mkdir "$T/sessions/after"
