@@ -452,7 +452,8 @@ static void test_disks(void **state)
 	assert_int_equal(tenki_pools(), 0);
 }
 
-/* A transient pool of ours left behind by a crash is used, then removed. */
+/* A transient pool over the directory, ours left by a crash or another
+ * tenkid's in use, is used and left alone (its maker may need it). */
 static void test_disks_leftover_pool(void **state)
 {
 	struct vmm_host *h = *state;
@@ -474,6 +475,13 @@ static void test_disks_leftover_pool(void **state)
 	assert_int_equal(vmm_disk_create(h, "/default-pool/base.qcow2",
 					 "/tenki-left/s5.qcow2", err),
 			 0);
+	assert_int_equal(tenki_pools(), 1);
+	assert_non_null(c = virConnectOpen(URI));
+	assert_non_null(pool =
+			    virStoragePoolLookupByName(c, "tenki-pool-left"));
+	assert_int_equal(virStoragePoolDestroy(pool), 0);
+	virStoragePoolFree(pool);
+	virConnectClose(c);
 	assert_int_equal(tenki_pools(), 0);
 }
 
