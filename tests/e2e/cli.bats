@@ -499,7 +499,9 @@ last_job() { ls "$T/sessions/$1/exec" | grep -v '^clone$' | sort -n | tail -1; }
 		tenki sandbox ssh-keys set --session cli --keys-file "$WORK/sshhome/.ssh/id_ed25519.pub"
 		run timeout 60 ssh -F "$HOME/.ssh/config" -o BatchMode=yes \
 			-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-			-i "$HOME/.ssh/id_ed25519" "sbx-$SID" 'echo through-alias'
+			-o LogLevel=ERROR -i "$HOME/.ssh/id_ed25519" "sbx-$SID" \
+			'echo through-alias'
+		echo "ssh: status $status, output: $output"
 		[ "$status" -eq 0 ] && [ "$output" = through-alias ]
 	fi
 	run tenki sandbox ssh config uninstall
