@@ -124,6 +124,12 @@ static void detach(int rfd)
 		close(nullfd);
 	if (logfd > 2)
 		close(logfd);
+	/* Nor any other descriptor of the caller's (a test harness waits
+	 * until every copy of its output pipe is closed); rfd stays until
+	 * the readiness report. */
+	if (rfd > 3)
+		close_range(3, (unsigned)rfd - 1, 0);
+	close_range(rfd >= 3 ? (unsigned)rfd + 1 : 3, ~0U, 0);
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	if (chdir("/") < 0)
 		fail(rfd, "chdir /: %s", strerror(errno));
