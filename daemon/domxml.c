@@ -17,10 +17,9 @@ _Static_assert(DOMXML_SPARE_PORTS >= VMM_HOTPLUG_DISKS,
 #define MEMORY_MIN_MB 512
 #define MEMORY_MAX_MB 65536
 
-static void seterr(char *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void seterr(char *err, const char *fmt, ...)
+/* vmm.h: the one way the vmm layer (this file, vmm_libvirt.c,
+ * saveimage.c) writes a reason into err[VMM_ERRLEN]. */
+void vmm_seterr(char *err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -106,7 +105,8 @@ static int check_text(const char *what, const char *s, char *err)
 		return 0;
 	for (; *s != '\0'; s++) {
 		if ((unsigned char)*s < 0x20) {
-			seterr(err, "%s contains a control character", what);
+			vmm_seterr(err, "%s contains a control character",
+				   what);
 			return -1;
 		}
 	}
@@ -117,21 +117,22 @@ static int check_spec(const struct vmm_vm_spec *spec, enum vmm_accel accel,
 		      char *err)
 {
 	if (accel != VMM_ACCEL_KVM && accel != VMM_ACCEL_TCG) {
-		seterr(err, "no accelerator chosen");
+		vmm_seterr(err, "no accelerator chosen");
 		return -1;
 	}
 	if (spec->domname == NULL || spec->domname[0] == '\0') {
-		seterr(err, "the domain has no name");
+		vmm_seterr(err, "the domain has no name");
 		return -1;
 	}
 	if (spec->vcpus < 1 || spec->vcpus > VCPUS_MAX) {
-		seterr(err, "%u vcpus: must be 1..%d", spec->vcpus, VCPUS_MAX);
+		vmm_seterr(err, "%u vcpus: must be 1..%d", spec->vcpus,
+			   VCPUS_MAX);
 		return -1;
 	}
 	if (spec->memory_mb < MEMORY_MIN_MB ||
 	    spec->memory_mb > MEMORY_MAX_MB) {
-		seterr(err, "%u MiB of memory: must be %d..%d", spec->memory_mb,
-		       MEMORY_MIN_MB, MEMORY_MAX_MB);
+		vmm_seterr(err, "%u MiB of memory: must be %d..%d",
+			   spec->memory_mb, MEMORY_MIN_MB, MEMORY_MAX_MB);
 		return -1;
 	}
 	if (check_text("domain name", spec->domname, err) == -1 ||
@@ -144,8 +145,8 @@ static int check_spec(const struct vmm_vm_spec *spec, enum vmm_accel accel,
 	    check_text("console path", spec->console, err) == -1)
 		return -1;
 	if (spec->ndisks > VMM_MAX_DISKS) {
-		seterr(err, "%u volumes: at most %d", spec->ndisks,
-		       VMM_MAX_DISKS);
+		vmm_seterr(err, "%u volumes: at most %d", spec->ndisks,
+			   VMM_MAX_DISKS);
 		return -1;
 	}
 	for (unsigned i = 0; i < spec->ndisks; i++)
@@ -340,7 +341,7 @@ char *domxml_build(const struct vmm_vm_spec *spec, enum vmm_accel accel,
 	if (check_spec(spec, accel, err) == -1)
 		return NULL;
 	if ((f = xml_open(&buf, &len)) == NULL) {
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		return NULL;
 	}
 	put_head(f, spec, accel);
@@ -350,7 +351,7 @@ char *domxml_build(const struct vmm_vm_spec *spec, enum vmm_accel accel,
 	put_seclabel(f);
 	fputs("</domain>\n", f);
 	if (xml_close(f, &buf) == NULL) {
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		return NULL;
 	}
 	return buf;
@@ -1006,19 +1007,20 @@ char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
 	    (p = find_elem(xml, end, "uuid")) == NULL ||
 	    !text_span(p, end, &from, &to) ||
 	    add_edit(ed, &n, from, to, spec->uuid) < 0) {
-		seterr(err, "the saved domain XML has no name or uuid");
+		vmm_seterr(err, "the saved domain XML has no name or uuid");
 		return NULL;
 	}
 	if (!vda_source(xml, end, &from, &to) ||
 	    add_edit(ed, &n, from, to, spec->disk) < 0) {
-		seterr(err, "the saved domain XML has no vda disk file");
+		vmm_seterr(err, "the saved domain XML has no vda disk file");
 		return NULL;
 	}
 	for (p = xml; (p = find_elem(p, end, "log")) != NULL; p++) {
 		if (spec->console != NULL &&
 		    attr_span(p, end, "file", &from, &to) &&
 		    add_edit(ed, &n, from, to, spec->console) < 0) {
-			seterr(err, "the saved domain XML has too many logs");
+			vmm_seterr(err,
+				   "the saved domain XML has too many logs");
 			return NULL;
 		}
 	}
@@ -1027,12 +1029,12 @@ char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
 	qsort(ed, (size_t)n, sizeof(ed[0]), edit_cmp);
 	for (i = 1; i < n; i++) {
 		if (ed[i].from < ed[i - 1].to) {
-			seterr(err, "the saved domain XML is malformed");
+			vmm_seterr(err, "the saved domain XML is malformed");
 			return NULL;
 		}
 	}
 	if ((f = xml_open(&buf, &len)) == NULL) {
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		return NULL;
 	}
 	for (p = xml, i = 0; i < n; i++) {
@@ -1042,7 +1044,7 @@ char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
 	}
 	fwrite(p, 1, (size_t)(end - p), f);
 	if (xml_close(f, &buf) == NULL) {
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		return NULL;
 	}
 	return buf;

@@ -18,18 +18,6 @@
 #define OFF_LEN	   20
 #define OFF_COOKIE 32
 
-static void seterr(char *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void seterr(char *err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, VMM_ERRLEN, fmt, ap);
-	va_end(ap);
-}
-
 /* The header's integers are in the byte order of the host that saved
  * it, which is this one (images never move between hosts). */
 static uint32_t get_u32(const uint8_t *p)
@@ -52,24 +40,24 @@ int saveimage_parse(const uint8_t *buf, size_t len, const char **xml,
 	const uint8_t *data;
 
 	if (len < SAVEIMAGE_HDR_LEN || memcmp(buf, MAGIC, MAGIC_LEN) != 0) {
-		seterr(err, "not a libvirt qemu save image");
+		vmm_seterr(err, "not a libvirt qemu save image");
 		return -1;
 	}
 	if (get_u32(buf + OFF_VER) != 2) {
-		seterr(err, "save image version %u, not 2",
-		       get_u32(buf + OFF_VER));
+		vmm_seterr(err, "save image version %u, not 2",
+			   get_u32(buf + OFF_VER));
 		return -1;
 	}
 	dl = get_u32(buf + OFF_LEN);
 	cookie = get_u32(buf + OFF_COOKIE);
 	if (dl == 0 || dl > SAVEIMAGE_DATA_MAX ||
 	    len - SAVEIMAGE_HDR_LEN < dl) {
-		seterr(err, "save image data length %u out of range", dl);
+		vmm_seterr(err, "save image data length %u out of range", dl);
 		return -1;
 	}
 	if (cookie >= dl) {
-		seterr(err, "save image cookie offset %u beyond its data",
-		       cookie);
+		vmm_seterr(err, "save image cookie offset %u beyond its data",
+			   cookie);
 		return -1;
 	}
 	data = buf + SAVEIMAGE_HDR_LEN;
@@ -77,7 +65,7 @@ int saveimage_parse(const uint8_t *buf, size_t len, const char **xml,
 	 * the cookie ends at its own NUL before data_len. */
 	if (memchr(data, '\0', cookie ? cookie : dl) == NULL ||
 	    (cookie && memchr(data + cookie, '\0', dl - cookie) == NULL)) {
-		seterr(err, "save image XML or cookie not terminated");
+		vmm_seterr(err, "save image XML or cookie not terminated");
 		return -1;
 	}
 	*xml = (const char *)data;
@@ -95,10 +83,11 @@ int saveimage_relayout(const uint8_t *old, size_t data_len, const char *newxml,
 	uint8_t *data = out + SAVEIMAGE_HDR_LEN;
 
 	if (xl + cl > data_len) {
-		seterr(err,
-		       "the new domain XML (%zu bytes) does not fit the save "
-		       "image's %zu",
-		       xl, data_len - cl);
+		vmm_seterr(
+		    err,
+		    "the new domain XML (%zu bytes) does not fit the save "
+		    "image's %zu",
+		    xl, data_len - cl);
 		return -1;
 	}
 	memcpy(out, old, SAVEIMAGE_HDR_LEN);
@@ -125,8 +114,8 @@ static int copy_rest(int in, int out, off_t off, off_t size, char *err)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			seterr(err, "copying the save image: %s",
-			       n < 0 ? strerror(errno) : "short file");
+			vmm_seterr(err, "copying the save image: %s",
+				   n < 0 ? strerror(errno) : "short file");
 			return -1;
 		}
 	}
@@ -144,24 +133,24 @@ int saveimage_copy(const char *src, const char *dst, saveimage_rewrite_fn fn,
 	struct stat st;
 
 	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0 || fstat(in, &st) < 0) {
-		seterr(err, "%s: %s", src, strerror(errno));
+		vmm_seterr(err, "%s: %s", src, strerror(errno));
 		goto out;
 	}
 	if (pread(in, first, sizeof(first), 0) != (ssize_t)sizeof(first)) {
-		seterr(err, "%s: short save image", src);
+		vmm_seterr(err, "%s: short save image", src);
 		goto out;
 	}
 	dl = get_u32(first + OFF_LEN);
 	if (dl == 0 || dl > SAVEIMAGE_DATA_MAX) {
-		seterr(err, "%s: save image data length %zu out of range", src,
-		       dl);
+		vmm_seterr(err, "%s: save image data length %zu out of range",
+			   src, dl);
 		goto out;
 	}
 	total = SAVEIMAGE_HDR_LEN + dl;
 	if ((off_t)total > st.st_size || !(buf = malloc(total)) ||
 	    !(out = malloc(total)) ||
 	    pread(in, buf, total, 0) != (ssize_t)total) {
-		seterr(err, "%s: cannot read its header", src);
+		vmm_seterr(err, "%s: cannot read its header", src);
 		goto out;
 	}
 	if (saveimage_parse(buf, total, &xml, &dl, err) < 0)
@@ -172,11 +161,11 @@ int saveimage_copy(const char *src, const char *dst, saveimage_rewrite_fn fn,
 		goto out;
 	fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
-		seterr(err, "%s: %s", dst, strerror(errno));
+		vmm_seterr(err, "%s: %s", dst, strerror(errno));
 		goto out;
 	}
 	if (pwrite(fd, out, total, 0) != (ssize_t)total) {
-		seterr(err, "%s: %s", dst, strerror(errno));
+		vmm_seterr(err, "%s: %s", dst, strerror(errno));
 		goto out;
 	}
 	if (copy_rest(in, fd, (off_t)total, st.st_size, err) < 0)

@@ -18,6 +18,10 @@
 
 #define VMM_ERRLEN 512
 
+/* Write a reason into err[VMM_ERRLEN] (the vmm backend's helper). */
+void vmm_seterr(char *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 struct vmm_host;
 
 enum vmm_accel {

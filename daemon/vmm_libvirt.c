@@ -69,18 +69,6 @@ struct vmm_host {
 
 /* ---- errors ---- */
 
-static void seterr(char *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void seterr(char *err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, VMM_ERRLEN, fmt, ap);
-	va_end(ap);
-}
-
 /* err is "what: libvirt's last error", on one line (libvirt quotes qemu's
  * stderr, newlines and all). */
 static void virt_err(char *err, const char *fmt, ...)
@@ -500,13 +488,13 @@ struct vmm_host *vmm_open(const char *uri, enum vmm_accel accel, char *err)
 
 	pthread_once(&libvirt_once, libvirt_init);
 	if (!libvirt_ready) {
-		seterr(err, "libvirt's event loop could not be started");
+		vmm_seterr(err, "libvirt's event loop could not be started");
 		return NULL;
 	}
 	if ((h = calloc(1, sizeof(*h))) == NULL ||
 	    (h->uri = strdup(uri)) == NULL) {
 		free(h);
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		return NULL;
 	}
 	h->refs = 1;
@@ -569,7 +557,7 @@ static int split_path(const char *path, char **dir, char **file, char *err)
 
 	*dir = *file = NULL;
 	if (path[0] != '/' || slash == NULL || slash[1] == '\0') {
-		seterr(err, "%s: not an absolute file path", path);
+		vmm_seterr(err, "%s: not an absolute file path", path);
 		return -1;
 	}
 	*dir = slash == path ? strdup("/") : strndup(path, slash - path);
@@ -577,7 +565,7 @@ static int split_path(const char *path, char **dir, char **file, char *err)
 	if (*dir == NULL || *file == NULL) {
 		free(*dir);
 		free(*file);
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		return -1;
 	}
 	return 0;
@@ -654,7 +642,7 @@ static virStoragePoolPtr pool_get(virConnectPtr c, const char *dir, bool *made,
 	snprintf(name, sizeof(name), POOL_PREFIX "%016llx",
 		 (unsigned long long)hash_path(dir));
 	if ((xml = domxml_pool(name, dir)) == NULL) {
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		return NULL;
 	}
 	pool = virStoragePoolCreateXML(c, xml, 0);
@@ -727,8 +715,8 @@ static int image_info(virConnectPtr c, const char *path, char **fmt,
 	*fmt = domxml_vol_format(xml);
 	if (*fmt == NULL ||
 	    (strcmp(*fmt, "qcow2") != 0 && strcmp(*fmt, "raw") != 0)) {
-		seterr(err, "base image %s is %s, not qcow2 or raw", path,
-		       *fmt != NULL ? *fmt : "of no known format");
+		vmm_seterr(err, "base image %s is %s, not qcow2 or raw", path,
+			   *fmt != NULL ? *fmt : "of no known format");
 		free(*fmt);
 		*fmt = NULL;
 		goto out;
@@ -762,7 +750,7 @@ static int overlay_make(struct vmm_host *h, virConnectPtr c, const char *base,
 	xml =
 	    domxml_overlay_vol(file, size, base, fmt, h->qemu_uid, h->qemu_gid);
 	if (xml == NULL) {
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		goto out;
 	}
 	/* libvirt deletes what it made when the build fails. */
@@ -877,7 +865,7 @@ static virDomainPtr dom_get(virConnectPtr c, const char *name, bool *missing,
 		return dom;
 	*missing = virGetLastErrorCode() == VIR_ERR_NO_DOMAIN;
 	if (*missing)
-		seterr(err, "no domain %s", name);
+		vmm_seterr(err, "no domain %s", name);
 	else
 		virt_err(err, "cannot look up %s", name);
 	return NULL;
@@ -941,7 +929,7 @@ int vmm_create(struct vmm_host *h, const struct vmm_vm_spec *spec, char *err)
 		goto out_free;
 	/* Defining over an existing name would replace its definition. */
 	if ((dom = dom_get(c, spec->domname, &missing, err)) != NULL) {
-		seterr(err, "domain %s already exists", spec->domname);
+		vmm_seterr(err, "domain %s already exists", spec->domname);
 		goto out;
 	}
 	if (!missing)
@@ -985,7 +973,7 @@ char *vmm_channel_path(struct vmm_host *h, const char *domname, char *err)
 	if ((dom = dom_get(c, domname, &missing, err)) == NULL)
 		goto out;
 	if (virDomainIsActive(dom) != 1) {
-		seterr(err, "%s is not running", domname);
+		vmm_seterr(err, "%s is not running", domname);
 		goto out;
 	}
 	if ((xml = virDomainGetXMLDesc(dom, 0)) == NULL) {
@@ -993,8 +981,8 @@ char *vmm_channel_path(struct vmm_host *h, const char *domname, char *err)
 		goto out;
 	}
 	if ((path = domxml_channel_path(xml, DOMXML_AGENT_CHANNEL)) == NULL)
-		seterr(err, "%s has no %s socket", domname,
-		       DOMXML_AGENT_CHANNEL);
+		vmm_seterr(err, "%s has no %s socket", domname,
+			   DOMXML_AGENT_CHANNEL);
 out:
 	free(xml);
 	if (dom != NULL)
@@ -1155,7 +1143,7 @@ char **vmm_list(struct vmm_host *h, const char *prefix, char *err)
 		goto out;
 	}
 	if ((names = calloc((size_t)n + 1, sizeof(*names))) == NULL) {
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
@@ -1166,7 +1154,7 @@ char **vmm_list(struct vmm_host *h, const char *prefix, char *err)
 		if ((names[k++] = strdup(name)) == NULL) {
 			vmm_free_names(names);
 			names = NULL;
-			seterr(err, "out of memory");
+			vmm_seterr(err, "out of memory");
 			goto out;
 		}
 	}
@@ -1228,7 +1216,7 @@ int vmm_pool_ensure(struct vmm_host *h, const char *name, const char *dir,
 	pthread_mutex_lock(&h->disk_lock);
 	if ((pool = virStoragePoolLookupByName(c, name)) == NULL) {
 		if ((xml = domxml_pool(name, dir)) == NULL) {
-			seterr(err, "out of memory");
+			vmm_seterr(err, "out of memory");
 			goto out;
 		}
 		if ((pool = virStoragePoolDefineXML(c, xml, 0)) == NULL) {
@@ -1243,7 +1231,7 @@ int vmm_pool_ensure(struct vmm_host *h, const char *name, const char *dir,
 	if ((xdesc = virStoragePoolGetXMLDesc(pool, 0)) == NULL ||
 	    (path = domxml_pool_path(xdesc)) == NULL ||
 	    strcmp(path, dir) != 0) {
-		seterr(err, "storage pool %s is not over %s", name, dir);
+		vmm_seterr(err, "storage pool %s is not over %s", name, dir);
 		goto out;
 	}
 	if (virStoragePoolIsActive(pool) != 1 &&
@@ -1282,7 +1270,7 @@ int vmm_vol_create(struct vmm_host *h, const char *poolname, const char *name,
 		goto out;
 	if ((xml = domxml_raw_vol(name, bytes, h->qemu_uid, h->qemu_gid)) ==
 	    NULL) {
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		goto out;
 	}
 	if ((vol = virStorageVolCreateXML(pool, xml, 0)) == NULL) {
@@ -1389,7 +1377,7 @@ static virDomainPtr live_dom(virConnectPtr c, const char *domname, char **xml,
 	if ((dom = dom_get(c, domname, &missing, err)) == NULL)
 		return NULL;
 	if (virDomainIsActive(dom) != 1) {
-		seterr(err, "%s is not running", domname);
+		vmm_seterr(err, "%s is not running", domname);
 		virDomainFree(dom);
 		return NULL;
 	}
@@ -1421,11 +1409,11 @@ int vmm_attach_disk(struct vmm_host *h, const char *domname,
 	if ((dom = live_dom(c, domname, &xml, err)) == NULL)
 		goto out;
 	if (!domxml_free_target(xml, target)) {
-		seterr(err, "%s has no free disk name left", domname);
+		vmm_seterr(err, "%s has no free disk name left", domname);
 		goto out_dom;
 	}
 	if ((dxml = domxml_disk(disk, target)) == NULL) {
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		goto out_dom;
 	}
 	if (virDomainAttachDeviceFlags(dom, dxml, affect_flags(dom)) < 0) {
@@ -1469,7 +1457,7 @@ int vmm_detach_disk(struct vmm_host *h, const char *domname, const char *path,
 	}
 	d.serial = "";
 	if ((dxml = domxml_disk(&d, target)) == NULL) {
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		goto out_dom;
 	}
 	if (virDomainDetachDeviceFlags(dom, dxml, affect_flags(dom)) < 0) {
@@ -1490,8 +1478,8 @@ int vmm_detach_disk(struct vmm_host *h, const char *domname, const char *path,
 		}
 		usleep(50 * 1000);
 	}
-	seterr(err, "%s did not release %s within %d s", domname, path,
-	       DETACH_WAIT_MS / 1000);
+	vmm_seterr(err, "%s did not release %s within %d s", domname, path,
+		   DETACH_WAIT_MS / 1000);
 out_dom:
 	virDomainFree(dom);
 out:
@@ -1547,7 +1535,7 @@ int vmm_snapshot(struct vmm_host *h, const char *domname, const char *mem_path,
 	int rc = -1;
 
 	if ((xml = domxml_snapshot(mem_path, new_disk)) == NULL) {
-		seterr(err, "out of memory");
+		vmm_seterr(err, "out of memory");
 		return -1;
 	}
 	if ((c = host_conn(h, err)) == NULL)
