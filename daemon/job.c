@@ -458,7 +458,7 @@ static void exec_answered(struct session *s, json_t *resp, int err,
 	job_put(j);
 }
 
-static void append_env(json_t *env, const char *text)
+void job_append_env(json_t *env, const char *text)
 {
 	const char *p = text;
 
@@ -494,8 +494,8 @@ static int job_start(struct job *j, json_t *argv)
 	j->out.chan = ++s->next_chan;
 	j->err.chan = ++s->next_chan;
 	json_t *env = json_array();
-	append_env(env, s->env_text);
-	append_env(env, j->env_text);
+	job_append_env(env, s->env_text);
+	job_append_env(env, j->env_text);
 	json_t *req =
 	    json_pack("{s:s, s:s, s:O, s:o, s:s, s:I, s:i, s:i, s:i}", "op",
 		      "exec", "job", j->key, "argv", argv, "env", env, "cwd",

@@ -96,6 +96,10 @@ ssize_t job_stdin_write(struct job *j, const char *p, size_t n);
 void job_stdin_open(struct job *j);
 void job_stdin_close(struct job *j);
 
+/* Append the KEY=VALUE lines of text (an env file) to the JSON array env
+ * of an exec request; blank lines are skipped.  Also used by sshchan.c. */
+void job_append_env(json_t *env, const char *text);
+
 enum job_view { V_STDOUT, V_STDERR, V_OUTPUT };
 /* Read from a stream at off: >0 bytes, 0 at the end, -EAGAIN when more
  * may come (wait on j->wq). */

@@ -17,6 +17,7 @@
  */
 #include "agent.h"
 #include "evloop.h"
+#include "job.h"
 #include "log.h"
 #include "model.h"
 #include "sshconn.h"
@@ -345,19 +346,6 @@ void sshgw_on_hello(struct session *s, json_t *agent_jobs)
 /* ---- starting jobs (connection thread) ------------------------------------
  */
 
-static void append_env(json_t *env, const char *text)
-{
-	const char *p = text;
-
-	while (p && *p) {
-		const char *nl = strchr(p, '\n');
-		size_t l = nl ? (size_t)(nl - p) : strlen(p);
-		if (l)
-			json_array_append_new(env, json_stringn(p, l));
-		p = nl ? nl + 1 : NULL;
-	}
-}
-
 static void close_fd(int *fd)
 {
 	if (*fd >= 0)
@@ -417,7 +405,7 @@ static int chan_start(struct sshchan *ch, const char *cmd, bool sftp)
 		er[1] = -1;
 	}
 	env = json_array();
-	append_env(env, s->env_text);
+	job_append_env(env, s->env_text);
 	for (int i = 0; i < ch->nenv; i++)
 		json_array_append_new(env, json_string(ch->env[i]));
 	req = json_pack("{s:s, s:s, s:O, s:o, s:s, s:i, s:i}", "op", "exec",
