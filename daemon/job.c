@@ -17,10 +17,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define KILL_GRACE_MS	2000
-#define MAX_JOBS	4096
-#define MAX_ARGS	4096
-#define OFFSETS_LEN	(5 * 8)
+#define KILL_GRACE_MS 2000
+#define MAX_JOBS      4096
+#define MAX_ARGS      4096
+#define OFFSETS_LEN   (5 * 8)
 
 static const char *state_names[] = {"new",    "starting", "running", "exited",
 				    "killed", "timeout",  "failed"};
@@ -426,7 +426,8 @@ static void kill_late_start(struct job *j)
 	json_t *req = json_pack("{s:s, s:s, s:i}", "op", "signal", "job",
 				j->key, "signal", SIGKILL);
 
-	agent_request(j->s, req, late_kill_answered, NULL, cfg.agent_timeout_ms);
+	agent_request(j->s, req, late_kill_answered, NULL,
+		      cfg.agent_timeout_ms);
 }
 
 static void exec_answered(struct session *s, json_t *resp, int err,
@@ -584,7 +585,8 @@ static void job_signal(struct job *j, int sig)
 				j->key, "signal", sig);
 
 	job_get(j);
-	if (agent_request(j->s, req, signal_answered, j, cfg.agent_timeout_ms) < 0)
+	if (agent_request(j->s, req, signal_answered, j, cfg.agent_timeout_ms) <
+	    0)
 		job_put(j);
 }
 
@@ -705,7 +707,8 @@ static void job_maybe_forget(struct job *j)
 		return;
 	json_t *req = json_pack("{s:s, s:s}", "op", "forget", "job", j->key);
 	job_get(j);
-	if (agent_request(j->s, req, forget_answered, j, cfg.agent_timeout_ms) < 0) {
+	if (agent_request(j->s, req, forget_answered, j, cfg.agent_timeout_ms) <
+	    0) {
 		job_put(j);
 		return;
 	}
@@ -723,8 +726,8 @@ int job_remove(struct job *j)
 		json_t *req =
 		    json_pack("{s:s, s:s}", "op", "forget", "job", j->key);
 		job_get(j);
-		if (agent_request(s, req, forget_answered, j, cfg.agent_timeout_ms) <
-		    0)
+		if (agent_request(s, req, forget_answered, j,
+				  cfg.agent_timeout_ms) < 0)
 			job_put(j);
 	} else if (!j->forgotten && j->st != J_NEW) {
 		job_maybe_forget(j);
@@ -1138,16 +1141,6 @@ int job_exit_code(struct job *j)
 	return job_ended(j) ? j->exit_code : -1;
 }
 
-static json_t *time_or_null(int64_t ms)
-{
-	char t[32];
-
-	if (!ms)
-		return json_null();
-	fmt_time(ms, t);
-	return json_string(t);
-}
-
 char *job_info_json(struct job *j)
 {
 	json_t *o = json_object();
@@ -1156,8 +1149,8 @@ char *job_info_json(struct job *j)
 	json_object_set_new(o, "state", json_string(job_state_name(j->st)));
 	json_object_set_new(o, "pid",
 			    j->pid ? json_integer(j->pid) : json_null());
-	json_object_set_new(o, "started_at", time_or_null(j->started_ms));
-	json_object_set_new(o, "ended_at", time_or_null(j->ended_ms));
+	json_object_set_new(o, "started_at", json_time(j->started_ms));
+	json_object_set_new(o, "ended_at", json_time(j->ended_ms));
 	json_object_set_new(o, "duration_ms",
 			    j->ended_ms && j->started_ms
 				? json_integer(j->ended_ms - j->started_ms)

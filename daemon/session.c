@@ -1076,16 +1076,6 @@ int session_set_keys(struct session *s, const char *text, size_t len)
 
 /* ---- records ----------------------------------------------------------- */
 
-static json_t *time_or_null(int64_t ms)
-{
-	char t[32];
-
-	if (!ms)
-		return json_null();
-	fmt_time(ms, t);
-	return json_string(t);
-}
-
 static json_t *kv_object(char **list, size_t n)
 {
 	json_t *o = json_object();
@@ -1135,8 +1125,8 @@ static json_t *session_record(struct session *s)
 			    json_boolean(s->spec.allow_inbound));
 	json_object_set_new(o, "allow_outbound",
 			    json_boolean(s->spec.allow_outbound));
-	json_object_set_new(o, "created_at", time_or_null(s->created_ms));
-	json_object_set_new(o, "expires_at", time_or_null(s->expires_ms));
+	json_object_set_new(o, "created_at", json_time(s->created_ms));
+	json_object_set_new(o, "expires_at", json_time(s->expires_ms));
 	json_object_set_new(o, "env", env_object(s->env_text));
 	json_object_set_new(o, "metadata",
 			    kv_object(s->spec.metadata, s->spec.nmetadata));

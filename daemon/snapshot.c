@@ -133,16 +133,6 @@ static void snap_set_state(struct snapshot *sn, enum snap_state st)
 	waitq_wake(&sn->wq);
 }
 
-static json_t *time_or_null(int64_t ms)
-{
-	char t[32];
-
-	if (!ms)
-		return json_null();
-	fmt_time(ms, t);
-	return json_string(t);
-}
-
 char *snapshot_info_json(struct snapshot *sn)
 {
 	json_t *o = json_object();
@@ -153,8 +143,8 @@ char *snapshot_info_json(struct snapshot *sn)
 			    json_string(snap_state_name(sn->state)));
 	json_object_set_new(o, "source_session", json_string(sn->source));
 	json_object_set_new(o, "source_session_id", json_string(sn->source_id));
-	json_object_set_new(o, "created_at", time_or_null(sn->created_ms));
-	json_object_set_new(o, "expires_at", time_or_null(sn->expires_ms));
+	json_object_set_new(o, "created_at", json_time(sn->created_ms));
+	json_object_set_new(o, "expires_at", json_time(sn->expires_ms));
 	json_object_set_new(o, "size_bytes",
 			    json_integer((json_int_t)sn->size_bytes));
 	json_object_set_new(o, "cpu_cores", json_integer(sn->cpu_cores));

@@ -410,3 +410,13 @@ char *json_dump_line(json_t *o, size_t flags)
 	res[n + 1] = '\0';
 	return res;
 }
+
+json_t *json_time(int64_t ms)
+{
+	char t[32];
+
+	if (!ms)
+		return json_null();
+	fmt_time(ms, t);
+	return json_string(t);
+}

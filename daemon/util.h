@@ -45,6 +45,8 @@ int mkdir_p(const char *path, unsigned mode);
 /* rm -rf that does not follow symlinks; missing is success. */
 int remove_tree(const char *path);
 
+/* A time for a record: RFC 3339 (fmt_time), or null when ms is 0. */
+json_t *json_time(int64_t ms);
 /* Dump o (and drop the reference) as text ending in a newline. */
 char *json_dump_line(json_t *o, size_t flags);
 
