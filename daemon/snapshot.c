@@ -329,115 +329,19 @@ int snapshot_take(struct session *s, const char *name, int64_t ttl_secs,
 	return 0;
 }
 
-/* name=S session=NAME [ttl=DUR], or the same as a JSON object. */
-static int parse_spec(const char *text, size_t len, char *name, char *sess,
-		      int64_t *ttl, char *why, size_t whylen)
-{
-	char buf[1024], *save = NULL, *w;
-	bool seen[3] = {false, false, false};
-
-	*ttl = 0;
-	name[0] = sess[0] = '\0';
-	if (len >= sizeof(buf) || memchr(text, '\0', len)) {
-		snprintf(why, whylen, "spec too long or not text");
-		return -1;
-	}
-	while (len && (text[len - 1] == '\n' || text[len - 1] == ' '))
-		len--;
-	if (len && text[0] == '{') {
-		json_error_t je;
-		json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-		const char *k;
-		json_t *v;
-		int rc = 0;
-		if (!o || !json_is_object(o)) {
-			snprintf(why, whylen, "not a JSON object");
-			json_decref(o);
-			return -1;
-		}
-		json_object_foreach(o, k, v)
-		{
-			if (strcmp(k, "ttl") == 0 && json_is_integer(v) &&
-			    json_integer_value(v) > 0) {
-				*ttl = json_integer_value(v);
-				continue;
-			}
-			if (!json_is_string(v)) {
-				snprintf(why, whylen, "key %s: not a string",
-					 k);
-				rc = -1;
-				break;
-			}
-			const char *sv = json_string_value(v);
-			if (strcmp(k, "name") == 0)
-				snprintf(name, NAME_MAX_LEN + 1, "%s", sv);
-			else if (strcmp(k, "session") == 0)
-				snprintf(sess, NAME_MAX_LEN + 1, "%s", sv);
-			else if (strcmp(k, "ttl") == 0 &&
-				 parse_duration(sv, false, ttl) == 0)
-				;
-			else {
-				snprintf(why, whylen,
-					 "key %s: unknown or bad value "
-					 "(name, session, ttl)",
-					 k);
-				rc = -1;
-				break;
-			}
-		}
-		json_decref(o);
-		return rc;
-	}
-	memcpy(buf, text, len);
-	buf[len] = '\0';
-	for (w = strtok_r(buf, " \t\n", &save); w;
-	     w = strtok_r(NULL, " \t\n", &save)) {
-		char *eq = strchr(w, '=');
-		int k = -1;
-		if (eq) {
-			*eq = '\0';
-			k = strcmp(w, "name") == 0	? 0
-			    : strcmp(w, "session") == 0 ? 1
-			    : strcmp(w, "ttl") == 0	? 2
-							: -1;
-		}
-		if (k < 0) {
-			snprintf(why, whylen,
-				 "'%.60s': not one of name=S session=NAME "
-				 "ttl=DUR",
-				 w);
-			return -1;
-		}
-		if (seen[k]) {
-			snprintf(why, whylen, "key %s: given twice", w);
-			return -1;
-		}
-		seen[k] = true;
-		if (k == 2 && parse_duration(eq + 1, false, ttl) < 0) {
-			snprintf(why, whylen,
-				 "ttl '%.40s': not a duration (90, 90s, 30m, "
-				 "2h, 1h30m, 1d)",
-				 eq + 1);
-			return -1;
-		}
-		if (k < 2)
-			snprintf(k ? sess : name, NAME_MAX_LEN + 1, "%s",
-				 eq + 1);
-	}
-	return 0;
-}
-
 int snapshot_create_spec(const char *text, size_t len, char *created,
 			 size_t created_len)
 {
-	char name[NAME_MAX_LEN + 1], sess[NAME_MAX_LEN + 1], why[300];
+	char why[SPEC_WHY_LEN];
+	struct snap_spec ss;
 	struct session *s;
-	int64_t ttl;
 	int rc;
 
-	if (parse_spec(text, len, name, sess, &ttl, why, sizeof(why)) < 0)
+	if (snapspec_parse(&ss, text, len, why) < 0)
 		return refuse(&snapshots_err, EINVAL, "snapshots/new", "%s",
 			      why);
+	char *name = ss.name, *sess = ss.session;
+	int64_t ttl = ss.ttl;
 	if (!sess[0])
 		return refuse(&snapshots_err, EINVAL, "snapshots/new",
 			      "session=NAME is required");
@@ -445,7 +349,7 @@ int snapshot_create_spec(const char *text, size_t len, char *created,
 		char id[UUID_LEN + 1];
 		do {
 			uuid_new(id);
-			snprintf(name, sizeof(name), "snap-%.8s", id);
+			snprintf(name, sizeof(ss.name), "snap-%.8s", id);
 		} while (snapshot_find(name));
 	}
 	if (!(s = session_find(sess)))

@@ -889,30 +889,15 @@ int spec_parse_env_lines(const char *text, size_t len, char ***out, size_t *n,
 	return 0;
 }
 
-/* ---- volume specs --------------------------------------------------------
+/* ---- small specs: volumes/new, snapshots/new ------------------------------
  */
 
-static int volspec_key(struct vol_spec *vs, const char *k, const char *val,
-		       bool *seen, char *why)
-{
-	int i = strcmp(k, "name") == 0 ? 0 : strcmp(k, "size") == 0 ? 1 : -1;
+/* A spec of a few keys, as words key=value (shell quoting) or one JSON
+ * object of strings and integers: each pair goes to fn as text. */
+typedef int (*pair_fn)(const char *key, const char *val, void *arg, char *why);
 
-	if (i < 0) {
-		why_set(why, "unknown key '%.60s' (name, size)", k);
-		return -1;
-	}
-	if (seen[i]) {
-		why_set(why, "key %s: given twice", k);
-		return -1;
-	}
-	seen[i] = true;
-	if (i == 0)
-		return set_name_field(vs->name, sizeof(vs->name), k, val, why);
-	return spec_volume_size(k, val, &vs->size, why);
-}
-
-static int volspec_json(struct vol_spec *vs, const char *text, size_t len,
-			bool *seen, char *why)
+static int pairs_json(const char *text, size_t len, pair_fn fn, void *arg,
+		      char *why)
 {
 	json_error_t jerr;
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -938,7 +923,7 @@ static int volspec_json(struct vol_spec *vs, const char *text, size_t len,
 			goto out;
 		}
 		if (json_scalar_text(v, key, val, sizeof(val), why) < 0 ||
-		    volspec_key(vs, key, val, seen, why) < 0)
+		    fn(key, val, arg, why) < 0)
 			goto out;
 	}
 	rc = 0;
@@ -947,14 +932,13 @@ out:
 	return rc;
 }
 
-int volspec_parse(struct vol_spec *vs, const char *text, size_t len, char *why)
+static int parse_pairs(const char *text, size_t len, pair_fn fn, void *arg,
+		       char *why)
 {
 	const char *p = text, *end = text + len;
 	struct buf w = {0};
-	bool seen[2] = {false, false};
 	int rc = 0, r;
 
-	memset(vs, 0, sizeof(*vs));
 	why[0] = '\0';
 	if (len > SPEC_MAX_TEXT) {
 		why_set(why, "spec longer than %d bytes", SPEC_MAX_TEXT);
@@ -963,7 +947,7 @@ int volspec_parse(struct vol_spec *vs, const char *text, size_t len, char *why)
 	while (p < end && isspace((unsigned char)*p))
 		p++;
 	if (p < end && (*p == '{' || *p == '['))
-		return volspec_json(vs, text, len, seen, why);
+		return pairs_json(text, len, fn, arg, why);
 	while ((r = next_word(&p, end, &w, why)) > 0) {
 		char *eq = memchr(w.data, '=', w.len);
 		if (memchr(w.data, '\0', w.len)) {
@@ -977,7 +961,7 @@ int volspec_parse(struct vol_spec *vs, const char *text, size_t len, char *why)
 			break;
 		}
 		*eq = '\0';
-		if (volspec_key(vs, w.data, eq + 1, seen, why) < 0) {
+		if (fn(w.data, eq + 1, arg, why) < 0) {
 			rc = -1;
 			break;
 		}
@@ -986,6 +970,96 @@ int volspec_parse(struct vol_spec *vs, const char *text, size_t len, char *why)
 		rc = -1;
 	buf_free(&w);
 	return rc;
+}
+
+/* The index of k in keys (n of them), once: -1 with why otherwise. */
+static int pair_key(const char *k, const char *const *names, size_t n,
+		    bool *seen, const char *usage, char *why)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(k, names[i]) != 0)
+			continue;
+		if (seen[i]) {
+			why_set(why, "key %s: given twice", k);
+			return -1;
+		}
+		seen[i] = true;
+		return (int)i;
+	}
+	why_set(why, "unknown key '%.60s' (%s)", k, usage);
+	return -1;
+}
+
+struct volspec_ctx {
+	struct vol_spec *vs;
+	bool seen[2];
+};
+
+static int volspec_key(const char *k, const char *val, void *arg, char *why)
+{
+	static const char *const vkeys[] = {"name", "size"};
+	struct volspec_ctx *c = arg;
+	int i = pair_key(k, vkeys, 2, c->seen, "name, size", why);
+
+	if (i < 0)
+		return -1;
+	if (i == 0)
+		return set_name_field(c->vs->name, sizeof(c->vs->name), k, val,
+				      why);
+	return spec_volume_size(k, val, &c->vs->size, why);
+}
+
+int volspec_parse(struct vol_spec *vs, const char *text, size_t len, char *why)
+{
+	struct volspec_ctx c = {vs, {false, false}};
+
+	memset(vs, 0, sizeof(*vs));
+	return parse_pairs(text, len, volspec_key, &c, why);
+}
+
+struct snapspec_ctx {
+	struct snap_spec *ss;
+	bool seen[3];
+};
+
+static int snapspec_key(const char *k, const char *val, void *arg, char *why)
+{
+	static const char *const skeys[] = {"name", "session", "ttl"};
+	struct snapspec_ctx *c = arg;
+	int i =
+	    pair_key(k, skeys, 3, c->seen, "name=S session=NAME ttl=DUR", why);
+
+	if (i < 0)
+		return -1;
+	if (i == 0)
+		return set_name_field(c->ss->name, sizeof(c->ss->name), k, val,
+				      why);
+	if (i == 1) {
+		/* A name or an id; one that names nothing is ENOENT later. */
+		if (strlen(val) >= sizeof(c->ss->session)) {
+			why_set(why, "key session: '%.60s' is too long", val);
+			return -1;
+		}
+		snprintf(c->ss->session, sizeof(c->ss->session), "%s", val);
+		return 0;
+	}
+	if (parse_duration(val, false, &c->ss->ttl) < 0) {
+		why_set(why,
+			"ttl '%.40s': not a duration (90, 90s, 30m, 2h, "
+			"1h30m, 1d)",
+			val);
+		return -1;
+	}
+	return 0;
+}
+
+int snapspec_parse(struct snap_spec *ss, const char *text, size_t len,
+		   char *why)
+{
+	struct snapspec_ctx c = {ss, {false, false, false}};
+
+	memset(ss, 0, sizeof(*ss));
+	return parse_pairs(text, len, snapspec_key, &c, why);
 }
 
 /* ---- volume attach verbs and mount paths ------------------------------------

@@ -68,6 +68,19 @@ struct vol_spec {
 
 /* Parse text into *vs (zeroed first); -1 with why on error. */
 int volspec_parse(struct vol_spec *vs, const char *text, size_t len, char *why);
+
+/* A snapshot spec (snapshots/new): name=S session=NAME [ttl=DUR], words
+ * or JSON; name may be absent (tenkid picks one), session is a session's
+ * name or id. */
+struct snap_spec {
+	char name[64];
+	char session[64];
+	int64_t ttl; /* seconds, 0: none */
+};
+
+/* Parse text into *ss (zeroed first); -1 with why on error. */
+int snapspec_parse(struct snap_spec *ss, const char *text, size_t len,
+		   char *why);
 /* A volume size: a size in 1M..100G, rounded up to whole MiB. */
 int spec_volume_size(const char *key, const char *val, uint64_t *bytes,
 		     char *why);

@@ -17,12 +17,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t n;
 
 	struct vol_spec vs;
+	struct snap_spec ss;
 	struct vol_verb vv;
 
 	spec_init(&sp);
 	spec_apply(&sp, (const char *)data, size, why);
 	spec_free(&sp);
 	volspec_parse(&vs, (const char *)data, size, why);
+	snapspec_parse(&ss, (const char *)data, size, why);
 	char *line = strndup((const char *)data, size < 600 ? size : 600);
 	if (line) {
 		spec_parse_vol_verb(line, true, &vv, why, sizeof(why));

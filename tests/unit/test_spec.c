@@ -186,6 +186,37 @@ static void test_ssh_key(void **state)
 					why));
 }
 
+static void test_snapspec(void **state)
+{
+	struct snap_spec ss;
+	char why[SPEC_WHY_LEN];
+	const char *t;
+
+	t = "name=s1 session=demo ttl=1h";
+	assert_int_equal(snapspec_parse(&ss, t, strlen(t), why), 0);
+	assert_string_equal(ss.name, "s1");
+	assert_string_equal(ss.session, "demo");
+	assert_int_equal(ss.ttl, 3600);
+	t = "{\"session\": \"demo\", \"ttl\": 90}";
+	assert_int_equal(snapspec_parse(&ss, t, strlen(t), why), 0);
+	assert_string_equal(ss.name, "");
+	assert_int_equal(ss.ttl, 90);
+	const char *bad[] = {
+	    "name=-x session=a",
+	    "session=a ttl=soon",
+	    "session=a session=b",
+	    "colour=blue",
+	    "{\"session\": true}",
+	    "name=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaaaaaaaaaaaaaa session=a"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		why[0] = '\0';
+		assert_int_equal(
+		    snapspec_parse(&ss, bad[i], strlen(bad[i]), why), -1);
+		assert_true(why[0] != '\0');
+	}
+}
+
 static void test_env_lines(void **state)
 {
 	char why[SPEC_WHY_LEN];
@@ -209,6 +240,7 @@ int main(void)
 	    cmocka_unit_test(test_names),     cmocka_unit_test(test_spec_words),
 	    cmocka_unit_test(test_spec_json), cmocka_unit_test(test_spec_bad),
 	    cmocka_unit_test(test_ssh_key),   cmocka_unit_test(test_env_lines),
+	    cmocka_unit_test(test_snapspec),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
