@@ -165,17 +165,14 @@ void session_fail(struct session *s, const char *fmt, ...)
 void session_agent_ready(struct session *s);
 void session_agent_lost(struct session *s, const char *why);
 
-/* A session's busy flag orders lifecycle changes (close, pause, volume
- * attach and detach): wait until it is clear, and clear it. */
-void session_busy_wait(struct session *s);
-void session_busy_end(struct session *s);
 /* The libvirt domain name a session (or pooled guest) of this id gets. */
 void session_domname(const char *id, char *out, size_t n);
 /* The path of the session's disk layer gen (0: disk.qcow2). */
 void session_disk_path(const struct session *s, unsigned gen, char *out,
 		       size_t n);
 /* Wait until no lifecycle change is under way (drops model_lock while
- * waiting); then op_begin/op_end bracket one, as pause and snapshot do. */
+ * waiting); then op_begin/op_end bracket one, as pause, snapshot and
+ * volume attach/detach do. */
 void session_wait_idle(struct session *s);
 void session_op_begin(struct session *s);
 void session_op_end(struct session *s);

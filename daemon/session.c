@@ -777,11 +777,6 @@ void session_wait_idle(struct session *s)
 	wait_not_busy(s);
 }
 
-void session_busy_wait(struct session *s)
-{
-	wait_not_busy(s);
-}
-
 void session_op_begin(struct session *s)
 {
 	s->busy = true;
@@ -792,11 +787,6 @@ void session_op_end(struct session *s)
 	s->busy = false;
 	pthread_cond_broadcast(&busy_cond);
 	waitq_wake(&s->wq);
-}
-
-void session_busy_end(struct session *s)
-{
-	session_op_end(s);
 }
 
 /* model_lock held; drops it while libvirt works. */

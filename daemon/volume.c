@@ -749,7 +749,7 @@ static int do_attach(struct volume *v, struct session *s, const char *path,
 	struct call c;
 	int e, rc;
 
-	session_busy_wait(s);
+	session_wait_idle(s);
 	wait_vol(v);
 	if (v->gone)
 		return refuse(log, ENOENT, obj, "volume %s was deleted",
@@ -764,7 +764,7 @@ static int do_attach(struct volume *v, struct session *s, const char *path,
 
 	const char *old = vol_state_name(v);
 	struct vol_att *a = att_add(v, s, path, ro);
-	s->busy = true;
+	session_op_begin(s);
 	v->busy = true;
 	/* Recorded before libvirt acts: after a crash in between, the
 	 * restart asks libvirt whether the disk is there. */
@@ -796,13 +796,13 @@ static int do_attach(struct volume *v, struct session *s, const char *path,
 	log_info("volume %s: attached to %s at %s (%s)", v->name, s->name, path,
 		 ro ? "ro" : "rw");
 	vol_done(v);
-	session_busy_end(s);
+	session_op_end(s);
 	return 0;
 undo:
 	att_del(v, a);
 	volume_save(v);
 	vol_done(v);
-	session_busy_end(s);
+	session_op_end(s);
 	state_changed(v, "ATTACHED");
 	return refuse(log, e, obj, "%s", why);
 }
@@ -815,7 +815,7 @@ static int do_detach(struct volume *v, struct session *s, struct errlog *log,
 	struct call c;
 	int e, rc;
 
-	session_busy_wait(s);
+	session_wait_idle(s);
 	wait_vol(v);
 	if (!(a = att_of(v, s->id)))
 		return refuse(log, ENOENT, obj,
@@ -824,11 +824,11 @@ static int do_detach(struct volume *v, struct session *s, struct errlog *log,
 	if (!session_usable(s))
 		return refuse(log, EBUSY, obj, "detach: session %s is %s",
 			      s->name, sess_state_name(s->state));
-	s->busy = true;
+	session_op_begin(s);
 	v->busy = true;
 	if ((e = guest_umount(s, v, a->path, UMOUNT_TIMEOUT_MS, &c)) != 0) {
 		vol_done(v);
-		session_busy_end(s);
+		session_op_end(s);
 		if (e == EBUSY)
 			return refuse(log, EBUSY, obj,
 				      "detach: %s is in use in session %s: "
@@ -843,7 +843,7 @@ static int do_detach(struct volume *v, struct session *s, struct errlog *log,
 	rc = vmm_detach_disk(vmm, s->domname, dpath, err);
 	pthread_mutex_lock(&model_lock);
 	vol_done(v);
-	session_busy_end(s);
+	session_op_end(s);
 	if (rc < 0)
 		return refuse(log, EIO, obj, "detach: %s", err);
 	log_info("volume %s: detached from %s", v->name, s->name);
