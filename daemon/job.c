@@ -972,11 +972,29 @@ int job_on_ack(struct session *s, uint32_t chan, uint64_t off)
 	return 0;
 }
 
+int job_exit_status(json_t *ev, int *exit_code, int *signo)
+{
+	json_t *code = json_object_get(ev, "exit_code");
+	json_t *sig = json_object_get(ev, "signal");
+
+	if (json_is_integer(code) && json_integer_value(code) >= 0 &&
+	    json_integer_value(code) <= 255) {
+		*exit_code = (int)json_integer_value(code);
+		*signo = 0;
+		return 0;
+	}
+	if (json_is_integer(sig) && json_integer_value(sig) > 0 &&
+	    json_integer_value(sig) < 65) {
+		*signo = (int)json_integer_value(sig);
+		*exit_code = 128 + *signo;
+		return 0;
+	}
+	return -1;
+}
+
 int job_on_exit(struct session *s, json_t *ev)
 {
 	const char *key = json_string_value(json_object_get(ev, "job"));
-	json_t *code = json_object_get(ev, "exit_code");
-	json_t *sig = json_object_get(ev, "signal");
 	struct job *j;
 
 	if (!key)
@@ -990,20 +1008,14 @@ int job_on_exit(struct session *s, json_t *ev)
 		return 0; /* removed meanwhile */
 	if (job_ended(j))
 		return 0; /* repeated after a reconnect */
+	int exit_code, signo;
+	if (job_exit_status(ev, &exit_code, &signo) < 0)
+		return -1;
 	j->timed_out = json_is_true(json_object_get(ev, "timed_out"));
 	enum job_state old = j->st;
-	if (json_is_integer(code) && json_integer_value(code) >= 0 &&
-	    json_integer_value(code) <= 255) {
-		j->exit_code = (int)json_integer_value(code);
-		j->st = J_EXITED;
-	} else if (json_is_integer(sig) && json_integer_value(sig) > 0 &&
-		   json_integer_value(sig) < 65) {
-		j->sig = (int)json_integer_value(sig);
-		j->exit_code = 128 + j->sig;
-		j->st = J_KILLED;
-	} else {
-		return -1;
-	}
+	j->exit_code = exit_code;
+	j->sig = signo;
+	j->st = signo ? J_KILLED : J_EXITED;
 	if (j->timed_out) {
 		j->st = J_TIMEOUT;
 		j->exit_code = 124;

@@ -96,6 +96,11 @@ ssize_t job_stdin_write(struct job *j, const char *p, size_t n);
 void job_stdin_open(struct job *j);
 void job_stdin_close(struct job *j);
 
+/* The outcome of an agent's exit event: exit_code and signal 0, or
+ * 128+signal and the signal; -1 when the event carries neither validly.
+ * Also used by sshchan.c. */
+int job_exit_status(json_t *ev, int *exit_code, int *signo);
+
 /* Append the KEY=VALUE lines of text (an env file) to the JSON array env
  * of an exec request; blank lines are skipped.  Also used by sshchan.c. */
 void job_append_env(json_t *env, const char *text);

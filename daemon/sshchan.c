@@ -280,8 +280,6 @@ static void forget_unknown(struct session *s, json_t *resp, int err,
 int sshgw_on_exit(struct session *s, json_t *ev)
 {
 	const char *key = json_string_value(json_object_get(ev, "job"));
-	json_t *code = json_object_get(ev, "exit_code");
-	json_t *sig = json_object_get(ev, "signal");
 	struct sshjob *j;
 
 	if (!key)
@@ -299,17 +297,8 @@ int sshgw_on_exit(struct session *s, json_t *ev)
 	}
 	if (j->st == SJ_ENDED)
 		return 0; /* repeated after a reconnect */
-	if (json_is_integer(code) && json_integer_value(code) >= 0 &&
-	    json_integer_value(code) <= 255) {
-		j->exit_code = (int)json_integer_value(code);
-		j->sig = 0;
-	} else if (json_is_integer(sig) && json_integer_value(sig) > 0 &&
-		   json_integer_value(sig) < 65) {
-		j->sig = (int)json_integer_value(sig);
-		j->exit_code = 128 + j->sig;
-	} else {
+	if (job_exit_status(ev, &j->exit_code, &j->sig) < 0)
 		return -1;
-	}
 	j->st = SJ_ENDED;
 	timer_cancel(&j->kill_timer);
 	sj_wake(j);
