@@ -6,9 +6,10 @@ load lib
 setup_file() {
 	start_tenkid
 	mkdir "$T/sessions/a"
-	# A file and a background counter that outlives its job.
+	# A file and a background counter that outlives its job (replaced by
+	# rename, so a reader never sees it truncated and empty).
 	tk_exec a 'echo hello >/home/tenki/f
-nohup sh -c "i=0; while :; do i=\$((i+1)); echo \$i >/home/tenki/counter; sleep 0.2; done" >/dev/null 2>&1 &
+nohup sh -c "i=0; while :; do i=\$((i+1)); echo \$i >/home/tenki/counter.new; mv /home/tenki/counter.new /home/tenki/counter; sleep 0.2; done" >/dev/null 2>&1 &
 echo started' >/dev/null
 	for _ in $(seq 50); do [ -s "$T/sessions/a/files/counter" ] && break; sleep 0.2; done
 }
