@@ -151,6 +151,8 @@ bool session_final(const struct session *s);
 /* Has the creation failed (the session was withdrawn)? */
 bool session_failed_create(const struct session *s);
 
+/* KEY=VALUE lines as a JSON object (info.json's env). */
+json_t *env_object(const char *text);
 /* Records (callers free). */
 char *session_info_json(struct session *s);
 char *sessions_index(bool json);

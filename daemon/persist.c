@@ -67,6 +67,11 @@ void session_save(struct session *s)
 	if (s->spec.snapshot[0])
 		json_object_set_new(o, "snapshot",
 				    json_string(s->spec.snapshot));
+	if (s->spec.template_name[0])
+		json_object_set_new(o, "template",
+				    json_string(s->spec.template_name));
+	if (s->spec.internal)
+		json_object_set_new(o, "internal", json_true());
 	char *txt = json_dumps(o, JSON_INDENT(1));
 	json_decref(o);
 	snprintf(path, sizeof(path), "%s/session.json", s->dir);
@@ -160,12 +165,16 @@ static struct session *load_one(const char *dir)
 		s->reason = strdup(jstr(o, "reason"));
 	s->disk_gen =
 	    (unsigned)json_integer_value(json_object_get(o, "disk_gen"));
-	static const char *boots[] = {"cold", "golden", "snapshot", "pool"};
-	for (size_t i = 0; i < 4; i++)
+	static const char *boots[] = {"cold", "golden", "snapshot", "pool",
+				      "template"};
+	for (size_t i = 0; i < 5; i++)
 		if (strcmp(jstr(o, "boot"), boots[i]) == 0)
 			s->boot = boots[i];
 	snprintf(s->spec.snapshot, sizeof(s->spec.snapshot), "%s",
 		 jstr(o, "snapshot"));
+	snprintf(s->spec.template_name, sizeof(s->spec.template_name), "%s",
+		 jstr(o, "template"));
+	s->spec.internal = json_is_true(json_object_get(o, "internal"));
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	snprintf(path, sizeof(path), "%s/err", dir);
 	errlog_init(&s->err, path);

@@ -11,6 +11,7 @@
 #include "snapshot.h"
 #include "sshgw.h"
 #include "ports.h"
+#include "template.h"
 #include "vmm.h"
 #include "volume.h"
 
@@ -391,14 +392,19 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	const char *name = spec->name;
 
 	struct snapshot *sn = NULL;
+	struct tpl_restore tr = {0};
+	bool tpl = spec->template_name[0] != '\0';
 	struct sess_spec eff;
 	int rc;
 
-	if (spec->template_name[0] || spec->host[0])
+	if (spec->host[0])
 		return refuse(&sessions_err, EINVAL,
 			      name[0] ? name : "sessions",
-			      "template and host are not "
-			      "available in this version of tenkid");
+			      "host is not available in this version of "
+			      "tenkid");
+	if (tpl && spec->snapshot[0])
+		return refuse(&sessions_err, EINVAL, name,
+			      "snapshot= and template= exclude each other");
 	if (session_find(name))
 		return refuse(&sessions_err, EEXIST, name,
 			      "a session named %s exists", name);
@@ -412,15 +418,27 @@ int session_create(const struct sess_spec *spec, struct session **out)
 			      "volumes cannot be given with snapshot=: "
 			      "create the session, then 'attach VOLUME PATH' "
 			      "in its ctl");
+	if (tpl && spec->nvolumes)
+		return refuse(&sessions_err, EINVAL, name,
+			      "volumes cannot be given with template=: "
+			      "create the session, then 'attach VOLUME PATH' "
+			      "in its ctl");
 	if (spec->snapshot[0] && (rc = check_snapshot(spec, &sn)) < 0)
 		return rc;
+	if (tpl && (rc = template_resolve(spec, &tr)) < 0)
+		return rc;
+	const char *image = sn ? sn->image : tpl ? tr.image : spec->image;
 	snprintf(path, sizeof(path), "%s/%s/rootfs.qcow2", cfg.image_dir,
-		 sn ? sn->image : spec->image);
-	if (stat(path, &st) < 0)
+		 image);
+	if (stat(path, &st) < 0) {
+		template_restore_free(&tr);
 		return refuse(&sessions_err, ENOENT, name,
 			      "image %s not found (%s): run scripts/setup.sh",
-			      sn ? sn->image : spec->image, path);
+			      image, path);
+	}
 	spec_copy(&eff, spec);
+	if (tpl)
+		template_apply(&eff, &tr);
 	if (sn) {
 		/* The saved guest's shape, whatever the defaults say. */
 		eff.cpu_cores = sn->cpu_cores;
@@ -431,6 +449,7 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	}
 	if (check_capacity(&eff, why, sizeof(why)) < 0) {
 		spec_free(&eff);
+		template_restore_free(&tr);
 		return refuse(&sessions_err, ENOSPC, name, "%s", why);
 	}
 
@@ -441,8 +460,10 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	s->spec = eff;
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	/* Volumes given at create are disks of the machine from its boot:
-	 * such a session boots cold (a saved guest has no such disks). */
-	bool saved_ok = !sn && spec->nvolumes == 0;
+	 * such a session boots cold (a saved guest has no such disks).  A
+	 * template's build session boots cold too: its captured disk layer
+	 * must back onto the image, not onto a file of its own dir. */
+	bool saved_ok = !sn && !tpl && spec->nvolumes == 0 && !spec->internal;
 	struct pooled *pg = saved_ok && cfg.pool ? pool_take(&s->spec) : NULL;
 	if (pg)
 		snprintf(s->id, sizeof(s->id), "%s", pg->id);
@@ -456,8 +477,8 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	snprintf(s->dir, sizeof(s->dir), "%s/sessions/%s", cfg.state_dir,
 		 s->id);
 	struct buf env = {0};
-	for (size_t i = 0; i < spec->nenv; i++)
-		buf_printf(&env, "%s\n", spec->env[i]);
+	for (size_t i = 0; i < s->spec.nenv; i++)
+		buf_printf(&env, "%s\n", s->spec.env[i]);
 	buf_add(&env, "", 0);
 	s->env_text = env.data;
 	waitq_init(&s->wq);
@@ -467,6 +488,7 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	if (mkdir_p(s->dir, 0711) < 0) {
 		int e = errno;
 		session_put(s);
+		template_restore_free(&tr);
 		return refuse(&sessions_err, EIO, name,
 			      "cannot make state directory: %s", strerror(e));
 	}
@@ -486,12 +508,27 @@ int session_create(const struct sess_spec *spec, struct session **out)
 		s->next_chan = sn->next_chan;
 		s->restore = true;
 		s->boot = "snapshot";
+	} else if (tpl) {
+		/* Hold the build's files: a rebuild may remove it. */
+		if (template_link_into(&tr, s->dir) < 0) {
+			int e = errno;
+			remove_tree(s->dir);
+			session_put(s);
+			template_restore_free(&tr);
+			return refuse(&sessions_err, EIO, name,
+				      "cannot link template %s: %s",
+				      spec->template_name, strerror(e));
+		}
+		s->next_chan = tr.next_chan;
+		s->restore = true;
+		s->boot = "template";
 	} else if (saved_ok && golden_claim(&s->spec, s->dir) == 0) {
 		s->restore = true;
 		s->boot = "golden";
 	} else {
 		s->boot = "cold";
 	}
+	template_restore_free(&tr);
 	session_save(s);
 	session_link(s);
 	volumes_reserve(s);
@@ -1081,7 +1118,7 @@ static json_t *kv_object(char **list, size_t n)
 	return o;
 }
 
-static json_t *env_object(const char *text)
+json_t *env_object(const char *text)
 {
 	json_t *o = json_object();
 	const char *p = text;
@@ -1124,7 +1161,10 @@ static json_t *session_record(struct session *s)
 	json_object_set_new(o, "snapshot",
 			    s->spec.snapshot[0] ? json_string(s->spec.snapshot)
 						: json_null());
-	json_object_set_new(o, "template", json_null());
+	json_object_set_new(o, "template",
+			    s->spec.template_name[0]
+				? json_string(s->spec.template_name)
+				: json_null());
 	json_object_set_new(o, "boot", json_string(s->boot ? s->boot : "cold"));
 	json_object_set_new(o, "volumes", volumes_session_json(s));
 	json_object_set_new(o, "ports", ports_json(s));
@@ -1151,13 +1191,16 @@ char *sessions_index(bool json)
 	if (json) {
 		json_t *a = json_array();
 		for (struct session *s = sessions; s; s = s->next)
-			json_array_append_new(a, session_record(s));
+			if (!s->spec.internal)
+				json_array_append_new(a, session_record(s));
 		return json_dump_line(a, JSON_INDENT(1));
 	}
 	struct buf b = {0};
 	buf_add(&b, "", 0);
 	for (struct session *s = sessions; s; s = s->next) {
 		char exp[32] = "never";
+		if (s->spec.internal)
+			continue;
 		if (s->expires_ms)
 			fmt_time(s->expires_ms, exp);
 		buf_printf(&b, "%s %s %s %u %u %s\n", s->name, s->id,
@@ -1297,6 +1340,7 @@ void model_restore(void)
 	}
 	pthread_mutex_unlock(&model_lock);
 	sweep_orphans();
+	templates_restore();
 	volumes_restore();
 	pool_init();
 }

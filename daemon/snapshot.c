@@ -230,10 +230,43 @@ static uint64_t file_bytes(const char *path)
 	return stat(path, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
 }
 
+int snapshot_capture(struct session *s, const char *disk, const char *mem,
+		     char *err)
+{
+	char cur[600], next[600];
+	int rc;
+
+	/* The frozen layer keeps the session's name (its new overlay's
+	 * backing file) and gains the capture's. */
+	session_disk_path(s, s->disk_gen, cur, sizeof(cur));
+	session_disk_path(s, s->disk_gen + 1, next, sizeof(next));
+	session_op_begin(s);
+	pthread_mutex_unlock(&model_lock);
+	if (link(cur, disk) < 0) {
+		snprintf(err, VMM_ERRLEN, "link %s: %s", disk, strerror(errno));
+		rc = -1;
+	} else if ((rc = vmm_disk_create(vmm, cur, next, err)) == 0 &&
+		   (rc = vmm_snapshot(vmm, s->domname, mem, next, err)) < 0) {
+		char e2[VMM_ERRLEN];
+		if (vmm_disk_delete(vmm, next, e2) < 0)
+			log_warnx("session %s: %s", s->name, e2);
+	}
+	pthread_mutex_lock(&model_lock);
+	session_op_end(s);
+	if (rc < 0) {
+		unlink(disk);
+		unlink(mem);
+		return -1;
+	}
+	s->disk_gen++;
+	session_save(s);
+	return 0;
+}
+
 int snapshot_take(struct session *s, const char *name, int64_t ttl_secs,
 		  struct errlog *log, const char *object)
 {
-	char cur[600], next[600], disk[600], mem[600], errpath[600];
+	char disk[600], mem[600], errpath[600];
 	char err[VMM_ERRLEN] = "";
 	struct snapshot *sn;
 	int rc;
@@ -284,32 +317,13 @@ int snapshot_take(struct session *s, const char *name, int64_t ttl_secs,
 	snap_link(sn);
 	event_emit("snapshot", sn->name, sn->id, NULL, "CREATING");
 
-	/* The frozen layer keeps the session's name (its new overlay's
-	 * backing file) and gains the snapshot's. */
-	session_disk_path(s, s->disk_gen, cur, sizeof(cur));
-	session_disk_path(s, s->disk_gen + 1, next, sizeof(next));
 	snap_path(sn, "disk.qcow2", disk, sizeof(disk));
 	snap_path(sn, "mem.save", mem, sizeof(mem));
-	session_op_begin(s);
 	snapshot_get(sn);
-	pthread_mutex_unlock(&model_lock);
 	int64_t t0 = now_ms();
-	if (link(cur, disk) < 0) {
-		snprintf(err, sizeof(err), "link %s: %s", disk,
-			 strerror(errno));
-		rc = -1;
-	} else if ((rc = vmm_disk_create(vmm, cur, next, err)) == 0 &&
-		   (rc = vmm_snapshot(vmm, s->domname, mem, next, err)) < 0) {
-		char e2[VMM_ERRLEN];
-		if (vmm_disk_delete(vmm, next, e2) < 0)
-			log_warnx("snapshot %s: %s", name, e2);
-	}
+	rc = snapshot_capture(s, disk, mem, err);
 	int64_t took = now_ms() - t0;
-	pthread_mutex_lock(&model_lock);
-	session_op_end(s);
 	if (rc < 0) {
-		unlink(disk);
-		unlink(mem);
 		sn->reason = strdup(err);
 		errlog_add(&sn->err, sn->name, err);
 		snap_set_state(sn, SN_FAILED);
@@ -318,8 +332,6 @@ int snapshot_take(struct session *s, const char *name, int64_t ttl_secs,
 		return refuse(log, EIO, object, "snapshot %s failed: %s", name,
 			      err);
 	}
-	s->disk_gen++;
-	session_save(s);
 	sn->size_bytes = file_bytes(mem) + file_bytes(disk);
 	log_info("snapshot %s of %s taken in %lld ms (%llu bytes)", name,
 		 s->name, (long long)took, (unsigned long long)sn->size_bytes);

@@ -69,6 +69,15 @@ void snapshot_put(struct snapshot *sn);
  */
 int snapshot_take(struct session *s, const char *name, int64_t ttl_secs,
 		  struct errlog *log, const char *object);
+/*
+ * The capture itself, for snapshot_take and template builds: s's memory
+ * into mem (a save image) and its current disk layer linked as disk; s
+ * keeps running on a new overlay.  Call after session_wait_idle with s
+ * usable; drops model_lock while libvirt works.  0, or -1 with
+ * err[VMM_ERRLEN] (nothing left at disk or mem).
+ */
+int snapshot_capture(struct session *s, const char *disk, const char *mem,
+		     char *err);
 /* A spec written to snapshots/new: name=S session=NAME [ttl=DUR]. */
 int snapshot_create_spec(const char *text, size_t len, char *created,
 			 size_t created_len);

@@ -896,14 +896,41 @@ int spec_parse_env_lines(const char *text, size_t len, char ***out, size_t *n,
  * object of strings and integers: each pair goes to fn as text. */
 typedef int (*pair_fn)(const char *key, const char *val, void *arg, char *why);
 
+/* A JSON object value, where kv_objects allows it: one "K=V" pair per
+ * member, as the words form repeats env=K=V. */
+static int pairs_json_object(const char *key, json_t *obj, pair_fn fn,
+			     void *arg, char *why)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(obj, k, v)
+	{
+		char *kv;
+		if (!json_is_string(v) ||
+		    strlen(json_string_value(v)) != json_string_length(v)) {
+			why_set(why, "key %.60s: %.60s: expected a string", key,
+				k);
+			return -1;
+		}
+		if (asprintf(&kv, "%s=%s", k, json_string_value(v)) < 0)
+			abort();
+		int rc = fn(key, kv, arg, why);
+		free(kv);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int pairs_json(const char *text, size_t len, pair_fn fn, void *arg,
-		      char *why)
+		      bool kv_objects, char *why)
 {
 	json_error_t jerr;
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	const char *key;
 	json_t *v;
-	char val[64];
+	char *val = NULL;
 	int rc = -1;
 
 	if (!root) {
@@ -917,23 +944,34 @@ static int pairs_json(const char *text, size_t len, pair_fn fn, void *arg,
 	}
 	json_object_foreach(root, key, v)
 	{
+		if (kv_objects && json_is_object(v)) {
+			if (pairs_json_object(key, v, fn, arg, why) < 0)
+				goto out;
+			continue;
+		}
 		if (json_is_boolean(v) ||
 		    (!json_is_string(v) && !json_is_integer(v))) {
 			why_set(why, "key %.60s: wrong JSON type", key);
 			goto out;
 		}
-		if (json_scalar_text(v, key, val, sizeof(val), why) < 0 ||
+		/* Values are whole: a setup script is longer than a name. */
+		size_t cap =
+		    (json_is_string(v) ? json_string_length(v) : 0) + 32;
+		free(val);
+		val = xcalloc(cap, 1);
+		if (json_scalar_text(v, key, val, cap, why) < 0 ||
 		    fn(key, val, arg, why) < 0)
 			goto out;
 	}
 	rc = 0;
 out:
+	free(val);
 	json_decref(root);
 	return rc;
 }
 
 static int parse_pairs(const char *text, size_t len, pair_fn fn, void *arg,
-		       char *why)
+		       bool kv_objects, char *why)
 {
 	const char *p = text, *end = text + len;
 	struct buf w = {0};
@@ -947,7 +985,7 @@ static int parse_pairs(const char *text, size_t len, pair_fn fn, void *arg,
 	while (p < end && isspace((unsigned char)*p))
 		p++;
 	if (p < end && (*p == '{' || *p == '['))
-		return pairs_json(text, len, fn, arg, why);
+		return pairs_json(text, len, fn, arg, kv_objects, why);
 	while ((r = next_word(&p, end, &w, why)) > 0) {
 		char *eq = memchr(w.data, '=', w.len);
 		if (memchr(w.data, '\0', w.len)) {
@@ -1014,7 +1052,7 @@ int volspec_parse(struct vol_spec *vs, const char *text, size_t len, char *why)
 	struct volspec_ctx c = {vs, {false, false}};
 
 	memset(vs, 0, sizeof(*vs));
-	return parse_pairs(text, len, volspec_key, &c, why);
+	return parse_pairs(text, len, volspec_key, &c, false, why);
 }
 
 struct snapspec_ctx {
@@ -1059,7 +1097,84 @@ int snapspec_parse(struct snap_spec *ss, const char *text, size_t len,
 	struct snapspec_ctx c = {ss, {false, false, false}};
 
 	memset(ss, 0, sizeof(*ss));
-	return parse_pairs(text, len, snapspec_key, &c, why);
+	return parse_pairs(text, len, snapspec_key, &c, false, why);
+}
+
+/* ---- templates/new ------------------------------------------------------ */
+
+void tplspec_init(struct tpl_spec *ts)
+{
+	memset(ts, 0, sizeof(*ts));
+	spec_init(&ts->shape);
+}
+
+void tplspec_free(struct tpl_spec *ts)
+{
+	for (int i = 0; i < TPL_NTEXT; i++)
+		free(ts->text[i]);
+	spec_free(&ts->shape);
+	memset(ts, 0, sizeof(*ts));
+}
+
+struct tplspec_ctx {
+	struct tpl_spec *ts;
+	bool seen[9];
+};
+
+static int tplspec_key(const char *k, const char *val, void *arg, char *why)
+{
+	/* The order of the texts first (enum tpl_text), then the rest. */
+	static const char *const tkeys[] = {
+	    "setup_script", "start_cmd", "ready_cmd", "name",	   "cpu_cores",
+	    "cpu",	    "memory_mb", "memory",    "base_image"};
+	static const enum key_id shape[] = {K_NAME,   K_CPU,	K_CPU,
+					    K_MEMORY, K_MEMORY, K_IMAGE};
+	struct tplspec_ctx *c = arg;
+	struct tpl_spec *ts = c->ts;
+	int i;
+
+	if (strcmp(k, "env") == 0) /* repeatable, as in session specs */
+		return set_key(&ts->shape, K_ENV, k, val, why);
+	i = pair_key(k, tkeys, 9, c->seen,
+		     "name, setup_script, start_cmd, ready_cmd, env, "
+		     "cpu_cores, memory_mb, base_image",
+		     why);
+	if (i < 0)
+		return -1;
+	if (i < TPL_NTEXT) {
+		if (strlen(val) > TPL_TEXT_MAX) {
+			why_set(why, "key %s: longer than %d bytes", k,
+				TPL_TEXT_MAX);
+			return -1;
+		}
+		ts->text[i] = xstrndup(val, strlen(val));
+		return 0;
+	}
+	if ((k[0] == 'c' && (c->seen[4] && c->seen[5])) ||
+	    (k[0] == 'm' && (c->seen[6] && c->seen[7]))) {
+		why_set(why, "key %s: given twice", k);
+		return -1;
+	}
+	ts->given |= 1u << (i - TPL_NTEXT);
+	return set_key(&ts->shape, shape[i - TPL_NTEXT], k, val, why);
+}
+
+bool tplspec_given(const struct tpl_spec *ts, const char *key)
+{
+	if (strcmp(key, "cpu_cores") == 0)
+		return ts->given & (3u << 1);
+	if (strcmp(key, "memory_mb") == 0)
+		return ts->given & (3u << 3);
+	if (strcmp(key, "base_image") == 0)
+		return ts->given & (1u << 5);
+	return false;
+}
+
+int tplspec_parse(struct tpl_spec *ts, const char *text, size_t len, char *why)
+{
+	struct tplspec_ctx c = {.ts = ts};
+
+	return parse_pairs(text, len, tplspec_key, &c, true, why);
 }
 
 /* ---- volume attach verbs and mount paths ------------------------------------

@@ -44,6 +44,9 @@ struct sess_spec {
 	int64_t wait_timeout; /* seconds; 0 means do not wait */
 	uint64_t volume_size; /* bytes: mkdir volumes/NAME (defaults only) */
 	uint32_t given;	      /* bit per scalar key seen in this text */
+	/* Set by tenkid, never parsed: a template's build session, hidden
+	 * from sessions/ and its index. */
+	bool internal;
 };
 
 /* The table's defaults (SPEC.md). */
@@ -81,6 +84,28 @@ struct snap_spec {
 /* Parse text into *ss (zeroed first); -1 with why on error. */
 int snapspec_parse(struct snap_spec *ss, const char *text, size_t len,
 		   char *why);
+/*
+ * A template spec (templates/new): name=T, the texts setup_script,
+ * start_cmd and ready_cmd, env=K=V (repeatable; JSON: an object), and
+ * cpu_cores, memory_mb and base_image checked as a session spec's keys
+ * (into shape, whose name is the template's).  Words or JSON.
+ */
+enum tpl_text { TPL_SETUP, TPL_START, TPL_READY, TPL_NTEXT };
+#define TPL_TEXT_MAX (1024 * 1024)
+
+struct tpl_spec {
+	char *text[TPL_NTEXT]; /* NULL: not given */
+	struct sess_spec shape;
+	uint32_t given;
+};
+
+void tplspec_init(struct tpl_spec *ts);
+void tplspec_free(struct tpl_spec *ts);
+/* Parse text on top of *ts (from tplspec_init); -1 with why on error. */
+int tplspec_parse(struct tpl_spec *ts, const char *text, size_t len, char *why);
+/* Was "cpu_cores", "memory_mb" or "base_image" given? */
+bool tplspec_given(const struct tpl_spec *ts, const char *key);
+
 /* A volume size: a size in 1M..100G, rounded up to whole MiB. */
 int spec_volume_size(const char *key, const char *val, uint64_t *bytes,
 		     char *why);

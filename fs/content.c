@@ -209,6 +209,31 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return snapshot_info_json(n->sn);
 	case F_SN_ERR:
 		return err_text(&n->sn->err);
+	case F_TEMPLATES_ERR:
+		return err_text(&templates_err);
+	case F_T_ID:
+		return with_newline(n->t->id);
+	case F_T_INFO:
+		return template_info_json(n->t);
+	case F_T_SETUP:
+	case F_T_START:
+	case F_T_READY:
+	case F_T_ENV:
+	case F_T_CPU:
+	case F_T_MEM:
+	case F_T_IMAGE:
+		return template_value_text(
+		    n->t, (enum tpl_file)(n->fd->id - F_T_SETUP));
+	case F_T_ERR:
+		return err_text(&n->t->err);
+	case F_T_STATE:
+		return with_newline(template_state_name(n->t));
+	case F_B_STATE:
+		return with_newline(tbuild_state_name(n->b));
+	case F_B_INFO:
+		return tbuild_info_json(n->b);
+	case F_IMG_INFO:
+		return image_info_json(n->key);
 	case F_S_SSH_TARGET: {
 		char *t = sshgw_target(s);
 		return t ? t : dup_or_die("");

@@ -104,6 +104,12 @@ static struct errlog *nearest_err(const struct node *n)
 		return &volumes_err;
 	if (n->sn)
 		return &n->sn->err;
+	if (n->t)
+		return &n->t->err;
+	if (n->kind == N_TEMPLATES ||
+	    (n->kind == N_FILE &&
+	     (n->fd->id == F_TEMPLATES_NEW || n->fd->id == F_TEMPLATES_ERR)))
+		return &templates_err;
 	if (n->kind == N_SNAPSHOTS ||
 	    (n->kind == N_FILE &&
 	     (n->fd->id == F_SNAPSHOTS_NEW || n->fd->id == F_SNAPSHOTS_ERR)))
@@ -659,6 +665,20 @@ out:
 	fuse_reply_err(req, -rc);
 }
 
+/* The entry of a directory made now. */
+static void reply_entry(fuse_req_t req, const char *path)
+{
+	struct fuse_entry_param e = {0};
+	struct node n;
+
+	if (node_resolve(path, &n) == 0) {
+		fill_attr(&n, path, &e.attr);
+		node_release(&n);
+	}
+	e.ino = ino_ref(path);
+	fuse_reply_entry(req, &e);
+}
+
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
@@ -696,20 +716,17 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		} else {
 			create_volume(req, name, strlen(name), path, NULL);
 		}
+	} else if (n.kind == N_TEMPLATES) {
+		if ((rc = template_create(name)) < 0)
+			fuse_reply_err(req, -rc);
+		else
+			reply_entry(req, path);
 	} else if (n.kind == N_EXEC_DIR) {
 		rc = job_create(n.s, name, &j);
-		if (rc < 0) {
+		if (rc < 0)
 			fuse_reply_err(req, -rc);
-		} else {
-			struct fuse_entry_param e = {0};
-			struct node jn;
-			if (node_resolve(path, &jn) == 0) {
-				fill_attr(&jn, path, &e.attr);
-				node_release(&jn);
-			}
-			e.ino = ino_ref(path);
-			fuse_reply_entry(req, &e);
-		}
+		else
+			reply_entry(req, path);
 	} else {
 		rc = refuse(nearest_err(&n), EPERM, node_label(&n, ppath),
 			    "mkdir is not possible here");
@@ -741,6 +758,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		rc = volume_remove(n.v);
 	else if (n.kind == N_SNAPSHOT)
 		rc = snapshot_remove(n.sn);
+	else if (n.kind == N_TEMPLATE)
+		rc = template_remove(n.t);
 	else if (n.kind == N_JOB)
 		rc = job_remove(n.j);
 	else
@@ -945,6 +964,31 @@ static bool fh_generate(struct fh *fh, bool *ready, int *err)
 	return true;
 }
 
+/* A live output stream: an exec job's, or a template build's log. */
+static ssize_t stream_read(struct fh *fh, char *buf, size_t size)
+{
+	enum file_id id = fh->n.fd->id;
+
+	if (id == F_T_LOG || id == F_B_LOG)
+		return fh->n.b ? tbuild_log_read(fh->n.b, buf, size, fh->pos)
+			       : 0; /* no build yet: an empty log */
+	return job_read(fh->n.j,
+			id == F_J_STDOUT   ? V_STDOUT
+			: id == F_J_STDERR ? V_STDERR
+					   : V_OUTPUT,
+			buf, size, fh->pos);
+}
+
+/* Where a blocked reader or poller of fh waits. */
+static struct waitq *stream_wq(struct fh *fh)
+{
+	return fh->n.fd->id == F_EVENTS ? &events_wq
+	       : fh->n.b		? &fh->n.b->wq
+	       : fh->n.t		? &fh->n.t->wq
+	       : fh->n.j		? &fh->n.j->wq
+					: &fh->n.s->wq;
+}
+
 static bool try_read(struct pending *p)
 {
 	struct fh *fh = p->fh;
@@ -978,10 +1022,7 @@ static bool try_read(struct pending *p)
 		free(buf);
 		return true;
 	}
-	enum job_view v = fh->n.fd->id == F_J_STDOUT   ? V_STDOUT
-			  : fh->n.fd->id == F_J_STDERR ? V_STDERR
-						       : V_OUTPUT;
-	ssize_t n = job_read(fh->n.j, v, buf, p->size, fh->pos);
+	ssize_t n = stream_read(fh, buf, p->size);
 	if (n == -EAGAIN) {
 		free(buf);
 		return false;
@@ -998,10 +1039,7 @@ static bool try_read(struct pending *p)
 
 static void read_blocking(fuse_req_t req, struct fh *fh, size_t size)
 {
-	struct waitq *q = fh->n.fd->id == F_EVENTS ? &events_wq
-			  : fh->n.j		   ? &fh->n.j->wq
-						   : &fh->n.s->wq;
-	struct pending *p = pending_new(req, P_READ, q);
+	struct pending *p = pending_new(req, P_READ, stream_wq(fh));
 
 	p->fh = fh;
 	p->size = size;
@@ -1147,6 +1185,16 @@ static int check_value_write(struct fh *fh, const char *label)
 		uint64_t bytes;
 		return volume_check_size(n->v, t, len, &bytes);
 	}
+	case F_T_SETUP:
+	case F_T_START:
+	case F_T_READY:
+	case F_T_ENV:
+	case F_T_CPU:
+	case F_T_MEM:
+	case F_T_IMAGE:
+		return template_check_value(
+		    n->t, (enum tpl_file)(n->fd->id - F_T_SETUP), t, len,
+		    label);
 	case F_J_CWD:
 		if (!job_valid_cwd(t, len))
 			return refuse(nearest_err(n), EINVAL, label,
@@ -1238,6 +1286,16 @@ static int apply_value(struct fh *fh, const char *label)
 		return volume_set_size(n->v, t, len);
 	case F_J_ENV:
 		return job_set_env(n->j, t, len);
+	case F_T_SETUP:
+	case F_T_START:
+	case F_T_READY:
+	case F_T_ENV:
+	case F_T_CPU:
+	case F_T_MEM:
+	case F_T_IMAGE:
+		return template_set_value(
+		    n->t, (enum tpl_file)(n->fd->id - F_T_SETUP), t, len,
+		    label);
 	case F_J_CWD:
 		return job_set_cwd(n->j, t, len);
 	case F_J_TIMEOUT:
@@ -1320,6 +1378,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 				    fh->n.fd->max_write);
 		} else if (fh->n.v) {
 			rc = volume_ctl(fh->n.v, buf, size);
+		} else if (fh->n.t) {
+			rc = template_ctl(fh->n.t, buf, size);
 		} else if (fh->n.fd->id == F_S_PORT) {
 			rc = ports_write(fh->n.s, fh->n.key, buf, size);
 		} else if (fh->n.j) {
@@ -1344,6 +1404,15 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		if (fh->n.fd->id == F_SNAPSHOTS_NEW) {
 			/* Blocks (without the lock) while the capture runs. */
 			rc = snapshot_create_spec(buf, size, fh->created,
+						  sizeof(fh->created));
+			if (rc < 0)
+				fuse_reply_err(req, -rc);
+			else
+				fuse_reply_write(req, size);
+			break;
+		}
+		if (fh->n.fd->id == F_TEMPLATES_NEW) {
+			rc = template_create_spec(buf, size, fh->created,
 						  sizeof(fh->created));
 			if (rc < 0)
 				fuse_reply_err(req, -rc);
@@ -1429,11 +1498,7 @@ static unsigned poll_events(struct fh *fh)
 	case K_STREAM: {
 		if (n->fd->id == F_EVENTS)
 			return fh->ev_seq < events_next() ? POLLIN : 0;
-		enum job_view v = n->fd->id == F_J_STDOUT   ? V_STDOUT
-				  : n->fd->id == F_J_STDERR ? V_STDERR
-							    : V_OUTPUT;
-		return job_read(n->j, v, &c, 1, fh->pos) == -EAGAIN ? 0
-								    : POLLIN;
+		return stream_read(fh, &c, 1) == -EAGAIN ? 0 : POLLIN;
 	}
 	case K_STDIN:
 		return n->j->in_queued - n->j->in_acked < PROTO_WINDOW ? POLLOUT
@@ -1472,10 +1537,7 @@ static void op_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		} else {
 			waitq_del(&fh->pw);
 			fh->pw.wake = poll_wake;
-			waitq_add(fh->n.fd->id == F_EVENTS ? &events_wq
-				  : fh->n.j		   ? &fh->n.j->wq
-							   : &fh->n.s->wq,
-				  &fh->pw);
+			waitq_add(stream_wq(fh), &fh->pw);
 		}
 	}
 	unlock();

@@ -4,6 +4,7 @@
 #include "ports.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #define RO	    0444
@@ -107,6 +108,41 @@ static const struct file_desc snapshot_files[] = {
     {NULL, 0, 0, 0, 0},
 };
 
+static const struct file_desc templates_files[] = {
+    {"new", F_TEMPLATES_NEW, K_NEW, RW, LIMIT_SPEC},
+    {"err", F_TEMPLATES_ERR, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc template_files[] = {
+    {"id", F_T_ID, K_TEXT, RO, 0},
+    {"info.json", F_T_INFO, K_TEXT, RO, 0},
+    {"setup_script", F_T_SETUP, K_VALUE, RW, TPL_TEXT_MAX},
+    {"start_cmd", F_T_START, K_VALUE, RW, LIMIT_SPEC},
+    {"ready_cmd", F_T_READY, K_VALUE, RW, LIMIT_SPEC},
+    {"env", F_T_ENV, K_VALUE, RW, LIMIT_SPEC},
+    {"cpu_cores", F_T_CPU, K_VALUE, RW, LIMIT_SMALL},
+    {"memory_mb", F_T_MEM, K_VALUE, RW, LIMIT_SMALL},
+    {"base_image", F_T_IMAGE, K_VALUE, RW, LIMIT_SMALL},
+    {"ctl", F_T_CTL, K_CTL, WO, LIMIT_SMALL},
+    {"err", F_T_ERR, K_TEXT, RO, 0},
+    {"state", F_T_STATE, K_TEXT, RO, 0},
+    {"log", F_T_LOG, K_STREAM, RO, 0},
+    {NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc build_files[] = {
+    {"state", F_B_STATE, K_TEXT, RO, 0},
+    {"log", F_B_LOG, K_STREAM, RO, 0},
+    {"info.json", F_B_INFO, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc image_files[] = {
+    {"info.json", F_IMG_INFO, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
+};
+
 static const struct file_desc *find_file(const struct file_desc *t,
 					 const char *name)
 {
@@ -126,6 +162,12 @@ void node_release(struct node *n)
 		volume_put(n->v);
 	if (n->sn)
 		snapshot_put(n->sn);
+	if (n->b)
+		tbuild_put(n->b);
+	if (n->t)
+		template_put(n->t);
+	n->b = NULL;
+	n->t = NULL;
 	n->j = NULL;
 	n->s = NULL;
 	n->v = NULL;
@@ -143,6 +185,89 @@ void node_copy(struct node *dst, const struct node *src)
 		volume_get(dst->v);
 	if (dst->sn)
 		snapshot_get(dst->sn);
+	if (dst->t)
+		template_get(dst->t);
+	if (dst->b)
+		tbuild_get(dst->b);
+}
+
+static void node_set_build(struct node *nd, struct tbuild *b)
+{
+	if (b)
+		tbuild_get(b);
+	nd->b = b;
+}
+
+/* templates/, templates/NAME[/FILE], templates/NAME/builds/N[/FILE] */
+static int resolve_templates(char comp[6][NAME_MAX_LEN + 2], int n,
+			     struct node *nd)
+{
+	struct template *t;
+
+	if (n == 1) {
+		nd->kind = N_TEMPLATES;
+		return 0;
+	}
+	if (n == 2 && (nd->fd = find_file(templates_files, comp[1]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	t = template_find(comp[1]);
+	if (!t || strcmp(t->name, comp[1]) != 0)
+		return -ENOENT;
+	template_get(t);
+	nd->t = t;
+	if (n == 2) {
+		nd->kind = N_TEMPLATE;
+		return 0;
+	}
+	if (n == 3 && (nd->fd = find_file(template_files, comp[2]))) {
+		nd->kind = N_FILE;
+		if (nd->fd->id == F_T_LOG)
+			node_set_build(nd, template_latest(t));
+		return 0;
+	}
+	if (strcmp(comp[2], "builds") != 0 || n > 5)
+		return -ENOENT;
+	if (n == 3) {
+		nd->kind = N_BUILDS;
+		return 0;
+	}
+	struct tbuild *b = template_build_find(t, comp[3]);
+	if (!b)
+		return -ENOENT;
+	node_set_build(nd, b);
+	if (n == 4) {
+		nd->kind = N_BUILD;
+		return 0;
+	}
+	if ((nd->fd = find_file(build_files, comp[4]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+/* images/, images/NAME, images/NAME/info.json */
+static int resolve_images(char comp[6][NAME_MAX_LEN + 2], int n,
+			  struct node *nd)
+{
+	if (n == 1) {
+		nd->kind = N_IMAGES;
+		return 0;
+	}
+	if (n > 3 || !image_exists(comp[1]))
+		return -ENOENT;
+	snprintf(nd->key, sizeof(nd->key), "%s", comp[1]);
+	if (n == 2) {
+		nd->kind = N_IMAGE;
+		return 0;
+	}
+	if ((nd->fd = find_file(image_files, comp[2]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	return -ENOENT;
 }
 
 /* snapshots/, snapshots/NAME, snapshots/NAME/FILE */
@@ -231,7 +356,8 @@ static int resolve_session(char comp[6][NAME_MAX_LEN + 2], int n,
 {
 	struct session *s = session_find(comp[1]);
 
-	if (!s || strcmp(s->name, comp[1]) != 0)
+	/* A template's build session is tenkid's own: not in the tree. */
+	if (!s || s->spec.internal || strcmp(s->name, comp[1]) != 0)
 		return -ENOENT;
 	session_get(s);
 	nd->s = s;
@@ -352,8 +478,12 @@ int node_resolve(const char *path, struct node *nd)
 	}
 	if (strcmp(comp[0], "volumes") == 0)
 		return resolve_volumes(comp, n, nd);
-	if (strcmp(comp[0], "snapshots") == 0) {
-		rc = resolve_snapshots(comp, n, nd);
+	if (strcmp(comp[0], "snapshots") == 0 ||
+	    strcmp(comp[0], "templates") == 0 ||
+	    strcmp(comp[0], "images") == 0) {
+		rc = comp[0][0] == 's'	 ? resolve_snapshots(comp, n, nd)
+		     : comp[0][0] == 't' ? resolve_templates(comp, n, nd)
+					 : resolve_images(comp, n, nd);
 		if (rc < 0)
 			node_release(nd);
 		return rc;
@@ -386,6 +516,33 @@ int node_list(const struct node *n, void (*add)(void *, const char *, bool),
 		add(ctx, "sessions", true);
 		add(ctx, "volumes", true);
 		add(ctx, "snapshots", true);
+		add(ctx, "templates", true);
+		add(ctx, "images", true);
+		return 0;
+	case N_TEMPLATES:
+		list_files(templates_files, add, ctx);
+		for (struct template *t = template_first(); t; t = t->next)
+			add(ctx, t->name, true);
+		return 0;
+	case N_TEMPLATE:
+		list_files(template_files, add, ctx);
+		add(ctx, "builds", true);
+		return 0;
+	case N_BUILDS:
+		for (struct tbuild *b = n->t->builds; b; b = b->next) {
+			char num[16];
+			snprintf(num, sizeof(num), "%u", b->n);
+			add(ctx, num, true);
+		}
+		return 0;
+	case N_BUILD:
+		list_files(build_files, add, ctx);
+		return 0;
+	case N_IMAGES:
+		images_list(add, ctx);
+		return 0;
+	case N_IMAGE:
+		list_files(image_files, add, ctx);
 		return 0;
 	case N_VOLUMES:
 		list_files(volumes_files, add, ctx);
@@ -407,7 +564,8 @@ int node_list(const struct node *n, void (*add)(void *, const char *, bool),
 	case N_SESSIONS:
 		list_files(sessions_files, add, ctx);
 		for (struct session *s = session_first(); s; s = s->next)
-			add(ctx, s->name, true);
+			if (!s->spec.internal)
+				add(ctx, s->name, true);
 		return 0;
 	case N_SESSION:
 		list_files(session_files, add, ctx);

@@ -14,6 +14,7 @@
 #include "model.h"
 #include "volume.h"
 #include "snapshot.h"
+#include "template.h"
 
 enum file_id {
 	F_README,
@@ -68,6 +69,25 @@ enum file_id {
 	F_SN_STATE,
 	F_SN_INFO,
 	F_SN_ERR,
+	F_TEMPLATES_NEW,
+	F_TEMPLATES_ERR,
+	F_T_ID,
+	F_T_INFO,
+	F_T_SETUP, /* F_T_SETUP..F_T_IMAGE: the order of enum tpl_file */
+	F_T_START,
+	F_T_READY,
+	F_T_ENV,
+	F_T_CPU,
+	F_T_MEM,
+	F_T_IMAGE,
+	F_T_CTL,
+	F_T_ERR,
+	F_T_STATE,
+	F_T_LOG,
+	F_B_STATE,
+	F_B_LOG,
+	F_B_INFO,
+	F_IMG_INFO,
 };
 
 /* How a file behaves. */
@@ -104,6 +124,12 @@ enum node_kind {
 	N_SNAPSHOTS,
 	N_SNAPSHOT,
 	N_PORTS_DIR,
+	N_TEMPLATES,
+	N_TEMPLATE,
+	N_BUILDS,
+	N_BUILD,
+	N_IMAGES,
+	N_IMAGE,
 	N_FILE,
 };
 
@@ -114,7 +140,10 @@ struct node {
 	struct job *j;		    /* referenced when set */
 	struct volume *v;	    /* referenced when set */
 	struct snapshot *sn;	    /* referenced when set */
-	char key[NAME_MAX_LEN + 1]; /* metadata key, or port number */
+	struct template *t;	    /* referenced when set */
+	struct tbuild *b;	    /* referenced when set; a template's log
+				       and state: its latest build, if any */
+	char key[NAME_MAX_LEN + 1]; /* metadata key, port number, image */
 };
 
 /* Resolve a path ("" is the root); model_lock held.  Takes references
