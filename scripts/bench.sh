@@ -5,6 +5,9 @@
 #   create: mkdir -> READY from the warm pool, from the golden state (pool
 #           off), and by a cold boot (both off), plus the time of a live
 #           snapshot, side by side (scripts/bench/create.sh)
+#   template: a template build (apt-get of one package, start command,
+#           ready check, capture) and mkdir -> READY of sessions made from
+#           it (scripts/bench/template.sh)
 #   boot:   mkdir sessions/X -> READY (cold boot)  vs  virsh create of the
 #           same domain XML -> the agent's first answer
 #   exec:   `true` through exec/ (clone, cmd, exit)   vs  ssh into the same
@@ -22,7 +25,7 @@
 # BENCH_STREAM_RUNS (2), BENCH_STREAM_MIB (200), BENCH_FILE_MIB (256),
 # BENCH_SMALL_FILES (5000), BENCH_SKIP_FILES=1, BENCH_WRK_SECS (10),
 # BENCH_WRK_RUNS (2), BENCH_WRK_CONNS (8), BENCH_CREATE_RUNS (5),
-# BENCH_SKIP_CREATE=1; TENKID (build/tenkid).
+# BENCH_SKIP_CREATE=1, BENCH_SKIP_TEMPLATE=1; TENKID (build/tenkid).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TENKID=${TENKID:-build/tenkid}
@@ -97,6 +100,10 @@ cruns=${BENCH_CREATE_RUNS:-5}
 if [ -z "${BENCH_SKIP_CREATE:-}" ]; then
 	say "create: warm pool, golden state, cold boot, snapshot ($cruns runs each)"
 	TENKID=$TENKID TENKI_IMAGES=$IMAGES scripts/bench/create.sh "$out" "$cruns"
+fi
+if [ -z "${BENCH_SKIP_TEMPLATE:-}" ]; then
+	say "template: one build, then $cruns sessions from it"
+	TENKID=$TENKID TENKI_IMAGES=$IMAGES scripts/bench/template.sh "$out" "$cruns"
 fi
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pport=$(freeport)
@@ -438,6 +445,10 @@ row() { printf '%-46s %11s %11s   %s\n' "$@"; }
 		row "mkdir -> READY from golden (pool off), med" "$c_gold ms" "$c_cold ms" "cold boot, same image (--golden off)"
 		row "  golden restore speed-up over cold boot" "$(awk -v a="$c_cold" -v b="$c_gold" 'BEGIN {printf "%.1fx", a / b}')" "" ""
 		row "live snapshot of a running session, med" "$c_snap ms" "" "(ctl snapshot NAME, returns when READY)"
+	fi
+	if [ -s "$out/create_template.txt" ]; then
+		row "template build (apt-get 1 package), once" "$(cat "$out/template_build.txt") ms" "" "(ctl build -> READY, cold-booted build VM)"
+		row "mkdir -> READY from a template, med of $cruns" "$(median <"$out/create_template.txt") ms" "${c_gold:-?} ms" "golden restore (pool off)"
 	fi
 	row "create to usable (mkdir -> READY), med of $runs" "$b_tk ms" "$b_vs ms" "virsh create same XML -> agent HELLO"
 	row "exec true round trip, median of $xruns" "$x_tk_med ms" "$x_cm_med ms" "ssh true over a ControlMaster"

@@ -34,14 +34,14 @@ visible_sessions() { find "$T/sessions" -mindepth 1 -maxdepth 1 -type d | wc -l;
 	[ -z "$(cat "$T/templates/plain/log")" ] # no build: an empty log
 	[ -z "$(ls "$T/templates/plain/builds")" ]
 	refused_with "File exists" mkdir "$T/templates/plain"
-	refused_with "Invalid argument" sh -c "echo 99 >'$T/templates/plain/cpu_cores'"
+	refused_with "Invalid argument" bash -c "echo 99 >'$T/templates/plain/cpu_cores'"
 	grep -q 'cpu_cores' "$T/templates/plain/err"
-	refused_with "No such file" sh -c "echo nope >'$T/templates/plain/base_image'"
-	refused_with "Invalid argument" sh -c "echo 'not an env line' >'$T/templates/plain/env'"
+	refused_with "No such file" bash -c "echo nope >'$T/templates/plain/base_image'"
+	refused_with "Invalid argument" bash -c "echo 'not an env line' >'$T/templates/plain/env'"
 	[ "$(cat "$T/templates/plain/cpu_cores")" = 1 ]
 	echo 2 >"$T/templates/plain/cpu_cores"
 	[ "$(cat "$T/templates/plain/cpu_cores")" = 2 ]
-	refused_with "Invalid argument" sh -c "echo frobnicate >'$T/templates/plain/ctl'"
+	refused_with "Invalid argument" bash -c "echo frobnicate >'$T/templates/plain/ctl'"
 	# a JSON spec, env as an object; the name comes back on the same fd
 	exec 5<>"$T/templates/new"
 	echo '{"name": "js", "setup_script": "echo one\necho two", "env": {"A": "1", "B": "x y"}, "memory_mb": 1024}' >&5
@@ -51,13 +51,13 @@ visible_sessions() { find "$T/sessions" -mindepth 1 -maxdepth 1 -type d | wc -l;
 	[ "$(cat "$T/templates/js/setup_script")" = "$(printf 'echo one\necho two')" ]
 	[ "$(cat "$T/templates/js/env")" = "$(printf 'A=1\nB=x y')" ]
 	[ "$(json_get "$T/templates/js/info.json" memory_mb)" = 1024 ]
-	refused_with "Invalid argument" sh -c "echo 'name=x cpu_cores=0' >'$T/templates/new'"
-	refused_with "Invalid argument" sh -c "echo 'name=x colour=red' >'$T/templates/new'"
+	refused_with "Invalid argument" bash -c "echo 'name=x cpu_cores=0' >'$T/templates/new'"
+	refused_with "Invalid argument" bash -c "echo 'name=x colour=red' >'$T/templates/new'"
 	[ ! -e "$T/templates/x" ]
 	# no READY build: ENOENT, with the reason in sessions/err
-	refused_with "No such file" sh -c "echo 'name=n template=plain' >'$T/sessions/new'"
+	refused_with "No such file" bash -c "echo 'name=n template=plain' >'$T/sessions/new'"
 	grep -q 'no READY build' "$T/sessions/err"
-	refused_with "No such file" sh -c "echo 'name=n template=nope' >'$T/sessions/new'"
+	refused_with "No such file" bash -c "echo 'name=n template=nope' >'$T/sessions/new'"
 	rmdir "$T/templates/js" "$T/templates/plain"
 	[ -z "$(ls "$T/templates" | grep -v -e '^new$' -e '^err$')" ]
 	# images/: the base images and what they say of themselves
@@ -81,7 +81,7 @@ EOF
 	echo 'curl -sf http://127.0.0.1:8000/ver.json' >"$W/ready_cmd"
 	echo build >"$W/ctl"
 	[[ "$(cat "$W/state")" == PENDING || "$(cat "$W/state")" == BUILDING ]]
-	refused_with "Device or resource busy" sh -c "echo build >'$W/ctl'"
+	refused_with "Device or resource busy" bash -c "echo build >'$W/ctl'"
 	# the log is a live stream: this read blocks until the script ends
 	timeout 900 cat "$W/log" >"$TK/web.log"
 	grep -q 'setup sees hello-from-template' "$TK/web.log"
@@ -119,7 +119,7 @@ PY
 	url=$(sed -n 's/^url //p' "$S/ports/8000")
 	[ "$(curl -sS --max-time 30 "${url}ver.json")" = '{"built": "v1"}' ]
 	# a restore keeps the build's shape
-	refused_with "Invalid argument" sh -c "echo 'name=w9 template=web cpu_cores=2' >'$T/sessions/new'"
+	refused_with "Invalid argument" bash -c "echo 'name=w9 template=web cpu_cores=2' >'$T/sessions/new'"
 }
 
 @test "a failing setup script: FAILED, log and reason kept, no build VM left" {
@@ -134,7 +134,7 @@ PY
 	# nothing half-made: only the visible sessions have VMs
 	[ "$(domains | wc -l)" -eq "$(visible_sessions)" ]
 	[ "$(state_sessions)" -eq "$(visible_sessions)" ]
-	refused_with "No such file" sh -c "echo 'name=b1 template=bad' >'$T/sessions/new'"
+	refused_with "No such file" bash -c "echo 'name=b1 template=bad' >'$T/sessions/new'"
 	grep -q 'template bad has no READY build (state FAILED)' "$T/sessions/err"
 	rmdir "$T/templates/bad"
 }
