@@ -217,6 +217,63 @@ static void test_snapspec(void **state)
 	}
 }
 
+static void test_tplspec(void **state)
+{
+	char why[SPEC_WHY_LEN];
+	struct tpl_spec ts;
+	const char *t;
+
+	tplspec_init(&ts);
+	t = "name=web setup_script='apt-get update\nexit 0' env=A=1 env=B=2 "
+	    "cpu=2 memory_mb=1024 base_image=sandbox";
+	assert_int_equal(tplspec_parse(&ts, t, strlen(t), why), 0);
+	assert_string_equal(ts.shape.name, "web");
+	assert_string_equal(ts.text[TPL_SETUP], "apt-get update\nexit 0");
+	assert_null(ts.text[TPL_START]);
+	assert_int_equal(ts.shape.nenv, 2);
+	assert_int_equal(ts.shape.cpu_cores, 2);
+	assert_int_equal(ts.shape.memory_mb, 1024);
+	assert_true(tplspec_given(&ts, "cpu_cores"));
+	assert_true(tplspec_given(&ts, "base_image"));
+	tplspec_free(&ts);
+
+	/* JSON: env as an object, values longer than a name */
+	char big[2000];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	char *j;
+	assert_true(asprintf(&j,
+			     "{\"name\": \"j\", \"start_cmd\": \"%s\", "
+			     "\"env\": {\"K\": \"v w\"}, \"cpu_cores\": 4}",
+			     big) > 0);
+	tplspec_init(&ts);
+	assert_int_equal(tplspec_parse(&ts, j, strlen(j), why), 0);
+	assert_int_equal(strlen(ts.text[TPL_START]), sizeof(big) - 1);
+	assert_int_equal(ts.shape.nenv, 1);
+	assert_string_equal(ts.shape.env[0], "K=v w");
+	assert_int_equal(ts.shape.cpu_cores, 4);
+	tplspec_free(&ts);
+	free(j);
+
+	const char *bad[] = {"name=a cpu_cores=0",
+			     "name=a cpu=1 cpu_cores=1",
+			     "name=a memory=100",
+			     "name=a base_image=-x",
+			     "name=a env=1X=2",
+			     "name=a colour=red",
+			     "{\"env\": {\"K\": 1}}",
+			     "{\"setup_script\": true}",
+			     "name=a setup_script=x setup_script=y"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		why[0] = '\0';
+		tplspec_init(&ts);
+		assert_int_equal(
+		    tplspec_parse(&ts, bad[i], strlen(bad[i]), why), -1);
+		assert_true(why[0] != '\0');
+		tplspec_free(&ts);
+	}
+}
+
 static void test_env_lines(void **state)
 {
 	char why[SPEC_WHY_LEN];
@@ -240,7 +297,7 @@ int main(void)
 	    cmocka_unit_test(test_names),     cmocka_unit_test(test_spec_words),
 	    cmocka_unit_test(test_spec_json), cmocka_unit_test(test_spec_bad),
 	    cmocka_unit_test(test_ssh_key),   cmocka_unit_test(test_env_lines),
-	    cmocka_unit_test(test_snapspec),
+	    cmocka_unit_test(test_snapspec),  cmocka_unit_test(test_tplspec),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
