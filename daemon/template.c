@@ -24,7 +24,7 @@
 #define READY_TRY_TIMEOUT "30s"
 #define READY_TIMEOUT_MS  (10 * 60 * 1000)
 #define READY_PAUSE_MS	  1000
-#define PRUNE_EVERY_MS	  (60 * 1000)
+#define PRUNE_EVERY_MS	  (15 * 1000)
 /* Drop the page cache before the capture: the save skips free pages, so
  * the image, and every restore, shrinks to what the guest really uses. */
 #define SETTLE_CMD "sync; echo 3 > /proc/sys/vm/drop_caches"

@@ -22,7 +22,7 @@
  * Like snapshots, restored sessions hard-link the build's files, so a
  * build's own names can go at any time; a build is "in use" while its
  * disk.qcow2 has other links.  Older builds go once a newer build is
- * READY and nothing uses them (checked then, at start and every minute).
+ * READY and nothing uses them (checked then, at start and every 15 s).
  *
  * model_lock guards everything here.
  */
