@@ -81,6 +81,18 @@ struct snap_spec {
 /* Parse text into *ss (zeroed first); -1 with why on error. */
 int snapspec_parse(struct snap_spec *ss, const char *text, size_t len,
 		   char *why);
+/* A host spec (hosts/new): name=NAME uri=URI [pool=DIR], words or JSON;
+ * pool is the directory of the host's tenki storage pool, on that host. */
+struct host_spec {
+	char name[64];
+	char uri[256];
+	char pool[256];
+};
+
+/* Parse text into *hs (zeroed first); -1 with why on error. */
+int hostspec_parse(struct host_spec *hs, const char *text, size_t len,
+		   char *why);
+
 /* A volume size: a size in 1M..100G, rounded up to whole MiB. */
 int spec_volume_size(const char *key, const char *val, uint64_t *bytes,
 		     char *why);

@@ -199,6 +199,16 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return volume_info_json(n->v);
 	case F_V_ERR:
 		return err_text(&n->v->err);
+	case F_HOSTS_ERR:
+		return err_text(&hosts_err);
+	case F_H_URI:
+		return with_newline(n->h->uri);
+	case F_H_STATE:
+		return with_newline(host_state_name(n->h));
+	case F_H_INFO:
+		return host_info_json(n->h);
+	case F_H_ERR:
+		return err_text(&n->h->err);
 	case F_SNAPSHOTS_ERR:
 		return err_text(&snapshots_err);
 	case F_SN_ID:

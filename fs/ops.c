@@ -104,6 +104,12 @@ static struct errlog *nearest_err(const struct node *n)
 		return &volumes_err;
 	if (n->sn)
 		return &n->sn->err;
+	if (n->h)
+		return &n->h->err;
+	if (n->kind == N_HOSTS ||
+	    (n->kind == N_FILE &&
+	     (n->fd->id == F_HOSTS_NEW || n->fd->id == F_HOSTS_ERR)))
+		return &hosts_err;
 	if (n->kind == N_SNAPSHOTS ||
 	    (n->kind == N_FILE &&
 	     (n->fd->id == F_SNAPSHOTS_NEW || n->fd->id == F_SNAPSHOTS_ERR)))
@@ -696,6 +702,26 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		} else {
 			create_volume(req, name, strlen(name), path, NULL);
 		}
+	} else if (n.kind == N_HOSTS) {
+		if (!valid_name(name))
+			rc = refuse(&hosts_err, EINVAL, "hosts",
+				    "'%.80s' is not a valid host name "
+				    "([A-Za-z0-9][A-Za-z0-9_.-]{0,62})",
+				    name);
+		else
+			rc = host_mkdir(name);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+		} else {
+			struct fuse_entry_param e = {0};
+			struct node hn;
+			if (node_resolve(path, &hn) == 0) {
+				fill_attr(&hn, path, &e.attr);
+				node_release(&hn);
+			}
+			e.ino = ino_ref(path);
+			fuse_reply_entry(req, &e);
+		}
 	} else if (n.kind == N_EXEC_DIR) {
 		rc = job_create(n.s, name, &j);
 		if (rc < 0) {
@@ -741,6 +767,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		rc = volume_remove(n.v);
 	else if (n.kind == N_SNAPSHOT)
 		rc = snapshot_remove(n.sn);
+	else if (n.kind == N_HOST)
+		rc = host_remove(n.h);
 	else if (n.kind == N_JOB)
 		rc = job_remove(n.j);
 	else
@@ -1320,6 +1348,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 				    fh->n.fd->max_write);
 		} else if (fh->n.v) {
 			rc = volume_ctl(fh->n.v, buf, size);
+		} else if (fh->n.h) {
+			rc = host_ctl(fh->n.h, buf, size);
 		} else if (fh->n.fd->id == F_S_PORT) {
 			rc = ports_write(fh->n.s, fh->n.key, buf, size);
 		} else if (fh->n.j) {
@@ -1345,6 +1375,15 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			/* Blocks (without the lock) while the capture runs. */
 			rc = snapshot_create_spec(buf, size, fh->created,
 						  sizeof(fh->created));
+			if (rc < 0)
+				fuse_reply_err(req, -rc);
+			else
+				fuse_reply_write(req, size);
+			break;
+		}
+		if (fh->n.fd->id == F_HOSTS_NEW) {
+			rc = host_new_spec(buf, size, fh->created,
+					   sizeof(fh->created));
 			if (rc < 0)
 				fuse_reply_err(req, -rc);
 			else

@@ -14,6 +14,7 @@
 #include "model.h"
 #include "volume.h"
 #include "snapshot.h"
+#include "host.h"
 
 enum file_id {
 	F_README,
@@ -68,6 +69,13 @@ enum file_id {
 	F_SN_STATE,
 	F_SN_INFO,
 	F_SN_ERR,
+	F_HOSTS_NEW,
+	F_HOSTS_ERR,
+	F_H_URI,
+	F_H_STATE,
+	F_H_INFO,
+	F_H_CTL,
+	F_H_ERR,
 };
 
 /* How a file behaves. */
@@ -104,6 +112,8 @@ enum node_kind {
 	N_SNAPSHOTS,
 	N_SNAPSHOT,
 	N_PORTS_DIR,
+	N_HOSTS,
+	N_HOST,
 	N_FILE,
 };
 
@@ -114,6 +124,7 @@ struct node {
 	struct job *j;		    /* referenced when set */
 	struct volume *v;	    /* referenced when set */
 	struct snapshot *sn;	    /* referenced when set */
+	struct host *h;		    /* referenced when set */
 	char key[NAME_MAX_LEN + 1]; /* metadata key, or port number */
 };
 
