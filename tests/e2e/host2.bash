@@ -23,8 +23,10 @@ h2_setup() {
 	mkdir -p "$H2/run" "$H2/lib" "$H2/log" "$H2/cache"
 	chmod 755 "$H2/lib" "$H2/run"
 	cp -a /etc/libvirt "$H2/etc"
-	# No default network on the second host: nothing to clash with.
-	rm -f "$H2/etc/qemu/networks/autostart/"*.xml
+	# A new machine: none of this one's domains, pools or networks.
+	rm -f "$H2/etc/qemu/"*.xml "$H2/etc/qemu/autostart/"*.xml \
+		"$H2/etc/storage/"*.xml "$H2/etc/storage/autostart/"*.xml \
+		"$H2/etc/qemu/networks/autostart/"*.xml
 	cat >>"$H2/etc/libvirtd.conf" <<CONF
 listen_tls = 0
 listen_tcp = 1
@@ -46,7 +48,7 @@ CONF
 		mount --bind $H2/lib /var/lib/libvirt &&
 		mount --bind $H2/log /var/log/libvirt &&
 		mount --bind $H2/cache /var/cache/libvirt &&
-		exec sleep infinity" </dev/null >/dev/null 2>"$H2/holder.err" &
+		exec sleep infinity" </dev/null >/dev/null 2>"$H2/holder.err" 3>&- &
 	echo $! >"$H2/holder.pid"
 	local i
 	for i in $(seq 50); do
