@@ -35,6 +35,8 @@ static const char readme[] =
     "sessions\n"
     "  echo 'attach data /data' > sessions/NAME/ctl   mounted in the "
     "guest; also detach\n"
+    "  echo 'name=n2 uri=qemu+tls://n2/system' > hosts/new   more "
+    "machines\n"
     "\n"
     "A refused operation fails with an errno and says why in the nearest "
     "err file.\n"
