@@ -307,8 +307,9 @@ static void host_came_up(struct host *h)
 	spawn_worker(sweep_worker, h);
 }
 
-/* One probe without the lock; the result published with it. */
-static void probe(struct host *h)
+/* One probe without the lock; the result published with it.  mine: the
+ * monitor's probe, which clears the host's probing flag. */
+static void probe(struct host *h, bool mine)
 {
 	char err[VMM_ERRLEN] = "", uri[256];
 	struct vmm_host *v;
@@ -328,6 +329,8 @@ publish:
 	if (v && !h->vmm) {
 		h->vmm = v;
 		vmm_on_stopped(v, stopped_cb, NULL);
+	} else if (v && v != h->vmm) {
+		vmm_close(v); /* another probe connected first */
 	}
 	if (h->gone) {
 		/* Removed meanwhile: its reference closes the connection. */
@@ -336,44 +339,54 @@ publish:
 		h->mem_mb = mem;
 		h->free_mb = free_mb;
 		host_came_up(h);
+		/* Sessions that were busy when it came back: again now. */
+		for (struct session *s = session_first(); s && !h->local;
+		     s = s->next)
+			if (s->host == h && s->host_lost)
+				session_host_up(s);
 	} else {
 		host_went_down(h, err);
 	}
-	h->probing = false;
+	if (mine)
+		h->probing = false;
 	pthread_mutex_unlock(&model_lock);
 }
 
 bool host_check(struct host *h)
 {
-	probe(h);
+	probe(h, false);
 	pthread_mutex_lock(&model_lock);
 	bool up = h->state == HOST_UP;
 	pthread_mutex_unlock(&model_lock);
 	return up;
 }
 
+static void *probe_worker(void *arg)
+{
+	struct host *h = arg;
+
+	probe(h, true);
+	pthread_mutex_lock(&model_lock);
+	host_put(h);
+	pthread_mutex_unlock(&model_lock);
+	return NULL;
+}
+
+/* Each host is probed by a worker of its own: a host whose connection
+ * hangs (a TCP connect to a silent address) delays no other's. */
 static void *monitor(void *arg)
 {
-	struct host *batch[64];
 	struct timespec ts;
-	size_t n;
 
 	pthread_mutex_lock(&model_lock);
 	while (!monitor_stop) {
-		n = 0;
-		for (struct host *h = hosts; h && n < 64; h = h->next) {
+		for (struct host *h = hosts; h; h = h->next) {
 			if (h->probing)
 				continue;
 			h->probing = true;
 			host_get(h);
-			batch[n++] = h;
+			spawn_worker(probe_worker, h);
 		}
-		pthread_mutex_unlock(&model_lock);
-		for (size_t i = 0; i < n; i++)
-			probe(batch[i]);
-		pthread_mutex_lock(&model_lock);
-		for (size_t i = 0; i < n; i++)
-			host_put(batch[i]);
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += PROBE_MS * 1000000L;
 		ts.tv_sec += ts.tv_nsec / 1000000000L;
@@ -610,6 +623,11 @@ int host_place(const struct sess_spec *sp, bool local_only, struct host **out)
 		if (!h)
 			return refuse(&sessions_err, ENOENT, name,
 				      "no host %s (see hosts/)", sp->host);
+		if (local_only && !h->local)
+			return refuse(&sessions_err, EINVAL, name,
+				      "host=%s: snapshot= and volume= "
+				      "sessions run on the local host only",
+				      sp->host);
 		if (no_room(h, sp, local_only, why, sizeof(why)))
 			return refuse(&sessions_err, ENOSPC, name,
 				      "host=%s: %s", sp->host, why);
