@@ -587,7 +587,10 @@ static const char *no_room(const struct host *h, const struct sess_spec *sp,
 {
 	uint64_t used = host_used_mb(h, sp), cap = host_cap_mb(h);
 
-	if (h->state != HOST_UP)
+	/* The local host is always tried: its connection is reopened on
+	 * use, and a libvirtd that just restarted is not DOWN for a create
+	 * made before the next probe. */
+	if (h->state != HOST_UP && !h->local)
 		snprintf(why, n, "%s is %s%s%s", h->name, host_state_name(h),
 			 h->reason ? ": " : "", h->reason ? h->reason : "");
 	else if (h->draining)
