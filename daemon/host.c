@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #define PROBE_MS	 1000
+#define LOCAL_PROBE_MS	 5000
 #define DEFAULT_POOL_DIR "/var/lib/libvirt/images/tenki"
 #define HOST_CTL_VERBS	 "drain | undrain"
 
@@ -381,8 +382,12 @@ static void *monitor(void *arg)
 	pthread_mutex_lock(&model_lock);
 	while (!monitor_stop) {
 		for (struct host *h = hosts; h; h = h->next) {
-			if (h->probing)
+			/* The local host only for its figures: its sessions'
+			 * sockets do not depend on libvirtd. */
+			if (h->probing || now_ms() < h->next_probe_ms)
 				continue;
+			h->next_probe_ms =
+			    now_ms() + (h->local ? LOCAL_PROBE_MS : 0);
 			h->probing = true;
 			host_get(h);
 			spawn_worker(probe_worker, h);

@@ -46,6 +46,7 @@ struct host {
 	enum host_state state;
 	bool draining;
 	bool probing;
+	int64_t next_probe_ms;
 	char *reason; /* why DOWN */
 	int64_t since_ms;
 	struct vmm_host *vmm; /* NULL until first connected */
