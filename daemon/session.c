@@ -785,6 +785,14 @@ static void close_vm(struct session *s)
 {
 	char err[VMM_ERRLEN], disk[600];
 
+	if (!sess_vmm(s)) {
+		/* Its host never answered since tenkid started: what is left
+		 * there goes when it does (session_sweep_orphans). */
+		log_warnx("session %s: host %s not connected; its VM is "
+			  "removed when the host is back",
+			  s->name, s->host->name);
+		return;
+	}
 	if (vmm_remove(sess_vmm(s), s->domname, err) < 0)
 		log_warnx("session %s: %s", s->name, err);
 	for (unsigned g = s->disk_gen + 1; g-- > 0;) {
@@ -1014,6 +1022,10 @@ static int do_pause(struct session *s, bool pause)
 		return refuse(&s->err, EBUSY, s->name, "%s: session is %s",
 			      pause ? "pause" : "resume",
 			      sess_state_name(s->state));
+	if (s->host_lost)
+		return refuse(
+		    &s->err, EIO, s->name, "%s: %s", pause ? "pause" : "resume",
+		    s->reason ? s->reason : "its host is not connected yet");
 	s->busy = true;
 	pthread_mutex_unlock(&model_lock);
 	rc = pause ? vmm_pause(sess_vmm(s), s->domname, err)
