@@ -153,7 +153,11 @@ static void pump_interest(struct pump *p)
 	fe |= to_st ? 0 : VIR_EVENT_HANDLE_READABLE;
 	fe |= to_fd ? VIR_EVENT_HANDLE_WRITABLE : 0;
 	virStreamEventUpdateCallback(p->st, se);
-	virEventUpdateHandle(p->watch, fe);
+	/* The stream's callback can run before the socket's watch is
+	 * registered; the watch starts out wanting reads, which is right
+	 * while nothing waits to be written to the socket. */
+	if (p->watch >= 0)
+		virEventUpdateHandle(p->watch, fe);
 }
 
 static void pump_run(struct pump *p)
