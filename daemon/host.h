@@ -7,7 +7,8 @@
  * channel (virDomainOpenChannel) and liveness (keepalive) all go through
  * the host's connection; tenkid only places sessions and watches hosts.
  *
- * A monitor thread probes every host about once a second (node info,
+ * A monitor thread probes each remote host about once a second, the local
+ * one every 5 s for its figures (node info,
  * reconnecting when the connection died): CONNECTING until the first
  * answer, then UP or DOWN.  A remote host going DOWN marks its sessions
  * with the reason and drops their channels; coming back UP re-attaches
