@@ -21,6 +21,8 @@ typedef void (*agent_resp_cb)(struct session *s, json_t *resp, int err,
  * agent_up turns true when the agent answers. */
 int agent_attach(struct session *s, const char *sock_path, char *err,
 		 size_t errlen);
+/* The same over a connected socket fd (vmm_channel_open's), taken over. */
+int agent_attach_fd(struct session *s, int fd, char *err, size_t errlen);
 /* Drop the connection; pending requests fail with ECONNRESET. */
 void agent_detach(struct session *s);
 

@@ -15,9 +15,9 @@
 #include <string.h>
 #include <sys/random.h>
 
-#define MAX_PENDING   1024
-#define MAX_QUEUED    (16u * 1024 * 1024)
-#define RBUF_CAP      (PROTO_HDR_LEN + PROTO_MAX_FS)
+#define MAX_PENDING 1024
+#define MAX_QUEUED  (16u * 1024 * 1024)
+#define RBUF_CAP    (PROTO_HDR_LEN + PROTO_MAX_FS)
 
 struct pending {
 	struct pending *next;
@@ -43,6 +43,7 @@ struct agent_conn {
 };
 
 static void conn_flush(struct agent_conn *c);
+static int agent_attach_transport(struct session *s, struct transport *t);
 static void conn_ready(struct transport *t, bool readable, bool writable,
 		       bool hangup);
 
@@ -614,11 +615,21 @@ static void conn_ready(struct transport *t, bool readable, bool writable,
 int agent_attach(struct session *s, const char *sock_path, char *err,
 		 size_t errlen)
 {
-	struct agent_conn *c;
-	struct transport *t;
-
 	agent_detach(s);
-	t = transport_unix_open(sock_path, err, errlen);
+	return agent_attach_transport(
+	    s, transport_unix_open(sock_path, err, errlen));
+}
+
+int agent_attach_fd(struct session *s, int fd, char *err, size_t errlen)
+{
+	agent_detach(s);
+	return agent_attach_transport(s, transport_fd_open(fd, err, errlen));
+}
+
+static int agent_attach_transport(struct session *s, struct transport *t)
+{
+	struct agent_conn *c;
+
 	if (!t)
 		return -1;
 	c = calloc(1, sizeof(*c));

@@ -20,6 +20,7 @@
 #include "util.h"
 
 struct agent_conn;
+struct host;
 struct vmm_host;
 
 extern pthread_mutex_t model_lock;
@@ -108,6 +109,8 @@ struct session {
 	unsigned disk_gen; /* live disk: disk.qcow2, then disk.N.qcow2 */
 	const char *boot;  /* "cold", "golden", "snapshot" or "pool" */
 	bool restore;	   /* the create restores restore.src */
+	struct host *host; /* where its VM runs (referenced) */
+	bool host_lost;	   /* its host is DOWN: reason says since when */
 };
 
 /* Collections' and the root's err files. */
@@ -178,6 +181,18 @@ void session_disk_path(const struct session *s, unsigned gen, char *out,
 void session_wait_idle(struct session *s);
 void session_op_begin(struct session *s);
 void session_op_end(struct session *s);
+
+/* Hosts (host.c): a remote host went away, or came back (re-attach the
+ * session if its VM survived); the session's reason says which. */
+void session_host_down(struct session *s, const char *why);
+void session_host_up(struct session *s);
+/* 0 for a session on the local host; else -EINVAL with a line in log:
+ * what (snapshot, attach) is done on the local host only. */
+int session_local_only(struct session *s, struct errlog *log,
+		       const char *object, const char *what);
+/* Remove the domains of this state directory on v that no session owns.
+ * No lock held. */
+void session_sweep_orphans(struct vmm_host *v);
 
 /* Worker threads for slow work. */
 void spawn_worker(void *(*fn)(void *), void *arg);

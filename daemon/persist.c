@@ -64,6 +64,8 @@ void session_save(struct session *s)
 		json_object_set_new(o, "reason", json_string(s->reason));
 	json_object_set_new(o, "disk_gen", json_integer(s->disk_gen));
 	json_object_set_new(o, "boot", json_string(s->boot ? s->boot : "cold"));
+	if (s->spec.host[0])
+		json_object_set_new(o, "host", json_string(s->spec.host));
 	if (s->spec.snapshot[0])
 		json_object_set_new(o, "snapshot",
 				    json_string(s->spec.snapshot));
@@ -175,6 +177,7 @@ static struct session *load_one(const char *dir)
 	snprintf(s->spec.template_name, sizeof(s->spec.template_name), "%s",
 		 jstr(o, "template"));
 	s->spec.internal = json_is_true(json_object_get(o, "internal"));
+	snprintf(s->spec.host, sizeof(s->spec.host), "%s", jstr(o, "host"));
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	snprintf(path, sizeof(path), "%s/err", dir);
 	errlog_init(&s->err, path);

@@ -11,6 +11,7 @@
  *   STATE/sessions/ID/jobs/NAME/   job.json, stdout, stderr, output, offsets
  *   STATE/volumes/ID/volume.json   one volume's record (volume.c), and err
  *   STATE/volume-pool/ID.raw       its data: the libvirt pool's directory
+ *   STATE/hosts/NAME/host.json     one host of hosts/ (host.c), and err
  */
 #ifndef TENKI_PERSIST_H
 #define TENKI_PERSIST_H

@@ -2,6 +2,7 @@
 #include "agent.h"
 #include "events.h"
 #include "golden.h"
+#include "host.h"
 #include "pool.h"
 #include "evloop.h"
 #include "job.h"
@@ -75,10 +76,25 @@ void spawn_worker(void *(*fn)(void *), void *arg)
 	pthread_attr_destroy(&a);
 }
 
+/* The vmm host of s's VM. */
+static struct vmm_host *sess_vmm(const struct session *s)
+{
+	return s->host ? s->host->vmm : vmm;
+}
+
+static bool sess_remote(const struct session *s)
+{
+	return s->host && !s->host->local;
+}
+
 void session_disk_path(const struct session *s, unsigned gen, char *out,
 		       size_t n)
 {
-	if (gen == 0)
+	/* A remote VM's disk is in its host's pool (it has no layers:
+	 * snapshots are local only). */
+	if (sess_remote(s))
+		host_vm_file(s->host, s->domname, ".qcow2", out, n);
+	else if (gen == 0)
 		snprintf(out, n, "%s/disk.qcow2", s->dir);
 	else
 		snprintf(out, n, "%s/disk.%u.qcow2", s->dir, gen);
@@ -93,6 +109,8 @@ void session_get(struct session *s)
 
 static void session_free(struct session *s)
 {
+	if (s->host)
+		host_put(s->host);
 	errlog_free(&s->err);
 	spec_free(&s->spec);
 	free(s->env_text);
@@ -292,40 +310,6 @@ static void image_path(const struct session *s, const char *file, char *out,
 	snprintf(out, n, "%s/%s/%s", cfg.image_dir, s->spec.image, file);
 }
 
-static uint64_t host_mem_mb(void)
-{
-	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-
-	return pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz >> 20 : 0;
-}
-
-/* Memory promised to live sessions, against the host's memory times
- * the overcommit ratio (guests touch little of what they are given). */
-static int check_capacity(const struct sess_spec *sp, char *why, size_t n)
-{
-	uint64_t used = 0,
-		 cap = (uint64_t)((double)host_mem_mb() * cfg.overcommit);
-
-	for (struct session *s = sessions; s; s = s->next)
-		if (!session_final(s))
-			used += s->spec.memory_mb;
-	/* Pooled guests count; one of this shape becomes the session. */
-	used += pool_memory_mb();
-	if (pool_has(sp))
-		used -= sp->memory_mb;
-	if (cap && used + sp->memory_mb > cap) {
-		snprintf(
-		    why, n,
-		    "no capacity: %llu MiB promised to sessions, %u more "
-		    "asked, limit %llu MiB (%.2g x host memory, tenkid "
-		    "--overcommit): close a session or ask for less memory",
-		    (unsigned long long)used, sp->memory_mb,
-		    (unsigned long long)cap, cfg.overcommit);
-		return -1;
-	}
-	return 0;
-}
-
 static void *create_worker(void *arg);
 
 static void boot_timeout_fired(struct timer *t)
@@ -397,11 +381,6 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	struct sess_spec eff;
 	int rc;
 
-	if (spec->host[0])
-		return refuse(&sessions_err, EINVAL,
-			      name[0] ? name : "sessions",
-			      "host is not available in this version of "
-			      "tenkid");
 	if (tpl && spec->snapshot[0])
 		return refuse(&sessions_err, EINVAL, name,
 			      "snapshot= and template= exclude each other");
@@ -447,23 +426,32 @@ int session_create(const struct sess_spec *spec, struct session **out)
 		snprintf(eff.image, sizeof(eff.image), "%s", sn->image);
 		snprintf(eff.snapshot, sizeof(eff.snapshot), "%s", sn->name);
 	}
-	if (check_capacity(&eff, why, sizeof(why)) < 0) {
+	/* Saved guests and volumes live on this host only. */
+	struct host *h = NULL;
+	if ((rc =
+		 host_place(&eff, sn || tpl || spec->internal || spec->nvolumes,
+			    &h)) < 0) {
 		spec_free(&eff);
 		template_restore_free(&tr);
-		return refuse(&sessions_err, ENOSPC, name, "%s", why);
+		return rc;
 	}
+	snprintf(eff.host, sizeof(eff.host), "%s", h->name);
 
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		abort();
 	s->refs = 1;
 	s->spec = eff;
+	s->host = h;
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	/* Volumes given at create are disks of the machine from its boot:
-	 * such a session boots cold (a saved guest has no such disks).  A
-	 * template's build session boots cold too: its captured disk layer
-	 * must back onto the image, not onto a file of its own dir. */
-	bool saved_ok = !sn && !tpl && spec->nvolumes == 0 && !spec->internal;
+	 * such a session boots cold (a saved guest has no such disks); so
+	 * does one on a remote host (the pool and golden states are this
+	 * host's).  A template's build session boots cold too: its captured
+	 * disk layer must back onto the image, not onto a file of its own
+	 * dir. */
+	bool saved_ok =
+	    !sn && !tpl && spec->nvolumes == 0 && !spec->internal && h->local;
 	struct pooled *pg = saved_ok && cfg.pool ? pool_take(&s->spec) : NULL;
 	if (pg)
 		snprintf(s->id, sizeof(s->id), "%s", pg->id);
@@ -581,6 +569,50 @@ static void build_vm_spec(struct session *s, struct vmm_vm_spec *v,
 	v->network = s->spec.allow_outbound;
 }
 
+/*
+ * The agent channel of s's VM, opened without the lock: the socket
+ * libvirt bound on this host, or for a VM on another host its channel
+ * carried over the libvirt connection (vmm_channel_open).
+ */
+struct vm_chan {
+	char *path;
+	int fd;
+};
+
+static int chan_open(struct session *s, struct vm_chan *c, char *err)
+{
+	c->path = NULL;
+	c->fd = -1;
+	if (!sess_remote(s))
+		return (c->path =
+			    vmm_channel_path(sess_vmm(s), s->domname, err))
+			   ? 0
+			   : -1;
+	return (c->fd = vmm_channel_open(sess_vmm(s), s->domname, err)) >= 0
+		   ? 0
+		   : -1;
+}
+
+/* model_lock held; the channel is used up either way. */
+static int chan_attach(struct session *s, struct vm_chan *c, char *err,
+		       size_t n)
+{
+	int rc = c->path ? agent_attach(s, c->path, err, n)
+			 : agent_attach_fd(s, c->fd, err, n);
+
+	c->fd = -1;
+	return rc;
+}
+
+static void chan_close(struct vm_chan *c)
+{
+	free(c->path);
+	c->path = NULL;
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+}
+
 /* Boot the VM without the lock; publish the result with it. */
 static void *create_worker(void *arg)
 {
@@ -588,7 +620,8 @@ static void *create_worker(void *arg)
 	struct vmm_vm_spec v;
 	struct vol_boot_disks disks;
 	char paths[5][600], cmdline[4096], err[VMM_ERRLEN], base[600];
-	char *chan = NULL, src[600], copy[600];
+	char src[600], copy[600];
+	struct vm_chan chan = {NULL, -1};
 	int64_t t0 = now_ms();
 	bool restore;
 	int rc;
@@ -614,16 +647,26 @@ static void *create_worker(void *arg)
 	}
 
 	err[0] = '\0';
-	rc = vmm_disk_create(vmm, base, v.disk, err);
+	rc = 0;
+	if (sess_remote(s)) {
+		/* Paths there: the image in the host's pool (uploaded once),
+		 * the console log beside the disk. */
+		rc = host_image(s->host, s->spec.image, paths[0], paths[1],
+				base, sizeof(base), err);
+		host_vm_file(s->host, s->domname, ".console.log", paths[3],
+			     sizeof(paths[3]));
+	}
+	if (rc == 0)
+		rc = vmm_disk_create(sess_vmm(s), base, v.disk, err);
 	int64_t t_disk = now_ms();
 	if (rc == 0)
-		rc = restore ? vmm_restore(vmm, src, copy, &v, err)
-			     : vmm_create(vmm, &v, err);
+		rc = restore ? vmm_restore(sess_vmm(s), src, copy, &v, err)
+			     : vmm_create(sess_vmm(s), &v, err);
 	log_debug("session %s: disk %lld ms, VM %lld ms", s->name,
 		  (long long)(t_disk - t0), (long long)(now_ms() - t_disk));
 	if (restore)
 		unlink(src);
-	if (rc < 0 || !(chan = vmm_channel_path(vmm, s->domname, err))) {
+	if (rc < 0 || chan_open(s, &chan, err) < 0) {
 		pthread_mutex_lock(&model_lock);
 		s->busy = false;
 		withdraw_failed_create(s, err);
@@ -638,7 +681,7 @@ static void *create_worker(void *arg)
 		/* Removed while booting: session_remove cleans up. */
 		goto out;
 	}
-	if (agent_attach(s, chan, err, sizeof(err)) < 0) {
+	if (chan_attach(s, &chan, err, sizeof(err)) < 0) {
 		withdraw_failed_create(s, err);
 		goto out;
 	}
@@ -646,7 +689,7 @@ static void *create_worker(void *arg)
 out:
 	pthread_cond_broadcast(&busy_cond);
 	pthread_mutex_unlock(&model_lock);
-	free(chan);
+	chan_close(&chan);
 	pthread_mutex_lock(&model_lock);
 	session_put(s);
 	pthread_mutex_unlock(&model_lock);
@@ -699,6 +742,13 @@ static void withdraw_failed_create(struct session *s, const char *why)
 void session_agent_ready(struct session *s)
 {
 	s->agent_up = true;
+	if (s->host_lost) {
+		s->host_lost = false;
+		free(s->reason);
+		s->reason = NULL;
+		errlog_add(&s->err, s->name, "re-attached: its host is back");
+		session_save(s);
+	}
 	/* Volumes given at create are mounted before the session is READY;
 	 * their worker calls here again when they are. */
 	if (s->state == S_CREATING && volumes_boot_mount(s)) {
@@ -731,24 +781,34 @@ void session_agent_lost(struct session *s, const char *why)
 static void *lost_worker(void *arg)
 {
 	struct session *s = arg;
-	enum vmm_state vs = vmm_state(vmm, s->domname);
-	char err[VMM_ERRLEN], *chan = NULL;
+	char err[VMM_ERRLEN];
+	struct vm_chan chan = {NULL, -1};
+	enum vmm_state vs;
 
+	/* A remote stream also dies with its host: then the host is DOWN
+	 * and its sessions wait for it (host_check marks them). */
+	if (sess_remote(s) && !host_check(s->host))
+		goto out;
+	vs = vmm_state(sess_vmm(s), s->domname);
 	if (vs == VMM_RUNNING || vs == VMM_PAUSED)
-		chan = vmm_channel_path(vmm, s->domname, err);
+		chan_open(s, &chan, err);
 	usleep(200 * 1000);
 	pthread_mutex_lock(&model_lock);
 	if (!s->gone && !session_final(s) && s->state != S_TERMINATING &&
-	    !s->conn) {
-		if (chan && agent_attach(s, chan, err, sizeof(err)) == 0)
+	    !s->conn && !s->host_lost) {
+		if ((chan.path || chan.fd >= 0) &&
+		    chan_attach(s, &chan, err, sizeof(err)) == 0)
 			log_info("session %s: channel re-opened", s->name);
 		else
 			session_fail(s, "the VM stopped (libvirt state %d)",
 				     (int)vs);
 	}
+	pthread_mutex_unlock(&model_lock);
+	chan_close(&chan);
+out:
+	pthread_mutex_lock(&model_lock);
 	session_put(s);
 	pthread_mutex_unlock(&model_lock);
-	free(chan);
 	return NULL;
 }
 
@@ -760,11 +820,25 @@ static void close_vm(struct session *s)
 {
 	char err[VMM_ERRLEN], disk[600];
 
-	if (vmm_remove(vmm, s->domname, err) < 0)
+	if (!sess_vmm(s)) {
+		/* Its host never answered since tenkid started: what is left
+		 * there goes when it does (session_sweep_orphans). */
+		log_warnx("session %s: host %s not connected; its VM is "
+			  "removed when the host is back",
+			  s->name, s->host->name);
+		return;
+	}
+	if (vmm_remove(sess_vmm(s), s->domname, err) < 0)
 		log_warnx("session %s: %s", s->name, err);
 	for (unsigned g = s->disk_gen + 1; g-- > 0;) {
 		session_disk_path(s, g, disk, sizeof(disk));
-		if (vmm_disk_delete(vmm, disk, err) < 0)
+		if (vmm_disk_delete(sess_vmm(s), disk, err) < 0)
+			log_warnx("session %s: %s", s->name, err);
+	}
+	if (sess_remote(s)) {
+		host_vm_file(s->host, s->domname, ".console.log", disk,
+			     sizeof(disk));
+		if (vmm_disk_delete(sess_vmm(s), disk, err) < 0)
 			log_warnx("session %s: %s", s->name, err);
 	}
 	snprintf(disk, sizeof(disk), "%s/base.qcow2", s->dir);
@@ -983,10 +1057,14 @@ static int do_pause(struct session *s, bool pause)
 		return refuse(&s->err, EBUSY, s->name, "%s: session is %s",
 			      pause ? "pause" : "resume",
 			      sess_state_name(s->state));
+	if (s->host_lost)
+		return refuse(
+		    &s->err, EIO, s->name, "%s: %s", pause ? "pause" : "resume",
+		    s->reason ? s->reason : "its host is not connected yet");
 	s->busy = true;
 	pthread_mutex_unlock(&model_lock);
-	rc = pause ? vmm_pause(vmm, s->domname, err)
-		   : vmm_resume(vmm, s->domname, err);
+	rc = pause ? vmm_pause(sess_vmm(s), s->domname, err)
+		   : vmm_resume(sess_vmm(s), s->domname, err);
 	pthread_mutex_lock(&model_lock);
 	s->busy = false;
 	pthread_cond_broadcast(&busy_cond);
@@ -1175,7 +1253,8 @@ static json_t *session_record(struct session *s)
 			    json_pack("{s:s?, s:i}", "target", target, "keys",
 				      (int)s->spec.nssh_keys));
 	free(target);
-	json_object_set_new(o, "host", json_string("local"));
+	json_object_set_new(o, "host",
+			    json_string(s->host ? s->host->name : HOST_LOCAL));
 	json_object_set_new(o, "reason",
 			    s->reason ? json_string(s->reason) : json_null());
 	return o;
@@ -1251,52 +1330,106 @@ int model_init(struct vmm_host *host)
 	defaults_text = persist_load_defaults();
 	if (vmm)
 		vmm_on_stopped(vmm, on_vm_stopped, NULL);
+	if (hosts_init(vmm, on_vm_stopped) < 0)
+		return -1;
 	return volumes_init();
 }
 
+/* After a restart of tenkid, or when s's host came back (host_lost). */
 static void *reattach_worker(void *arg)
 {
 	struct session *s = arg;
-	enum vmm_state vs = vmm_state(vmm, s->domname);
-	char err[VMM_ERRLEN] = "", *chan = NULL;
+	enum vmm_state vs = vmm_state(sess_vmm(s), s->domname);
+	char err[VMM_ERRLEN] = "", when[128];
+	struct vm_chan chan = {NULL, -1};
 
 	if (vs == VMM_RUNNING || vs == VMM_PAUSED)
-		chan = vmm_channel_path(vmm, s->domname, err);
+		chan_open(s, &chan, err);
 	pthread_mutex_lock(&model_lock);
 	s->busy = false;
 	pthread_cond_broadcast(&busy_cond);
-	if (!chan) {
-		if (s->state == S_CREATING) {
-			withdraw_failed_create(s, "tenkid restarted while the "
-						  "VM was being made");
-		} else {
-			session_fail(s,
-				     "the VM was gone when tenkid restarted");
-		}
+	if (s->host_lost)
+		snprintf(when, sizeof(when), "host %s came back",
+			 s->host->name);
+	else
+		snprintf(when, sizeof(when), "tenkid restarted");
+	if (s->gone || session_final(s)) {
+		/* Removed meanwhile. */
+	} else if (!chan.path && chan.fd < 0) {
+		/* The reason is what ended it, not the host's absence. */
+		bool lost = s->host_lost;
+		free(s->reason);
+		s->reason = NULL;
+		s->host_lost = false;
+		if (s->state == S_CREATING)
+			withdraw_failed_create(
+			    s, lost ? "its host went away while the "
+				      "VM was being made"
+				    : "tenkid restarted while the VM "
+				      "was being made");
+		else
+			session_fail(s, "the VM was gone when %s", when);
 	} else {
 		if (vs == VMM_PAUSED)
 			s->state = S_PAUSED;
 		else if (s->state == S_PAUSED)
 			s->state = S_READY; /* resumed outside tenkid */
-		if (agent_attach(s, chan, err, sizeof(err)) < 0)
+		if (chan_attach(s, &chan, err, sizeof(err)) < 0)
 			session_fail(s, "cannot re-open the agent channel: %s",
 				     err);
 		else if (s->state == S_CREATING)
 			arm_boot_timeout(s);
-		log_info("session %s: re-attached (%s)", s->name,
+		log_info("session %s: re-attached after %s (%s)", s->name, when,
 			 sess_state_name(s->state));
 	}
 	session_put(s);
 	pthread_mutex_unlock(&model_lock);
-	free(chan);
+	chan_close(&chan);
 	return NULL;
 }
 
+void session_host_down(struct session *s, const char *why)
+{
+	char line[600];
+
+	if (s->gone || session_final(s))
+		return;
+	snprintf(line, sizeof(line), "host %s is DOWN: %s", s->host->name, why);
+	if (!s->host_lost || !s->reason)
+		errlog_add(&s->err, s->name, line);
+	s->host_lost = true;
+	free(s->reason);
+	s->reason = strdup(line);
+	agent_detach(s);
+	session_save(s);
+	waitq_wake(&s->wq);
+}
+
+int session_local_only(struct session *s, struct errlog *log,
+		       const char *object, const char *what)
+{
+	if (!sess_remote(s))
+		return 0;
+	return refuse(log, EINVAL, object,
+		      "%s: session %s runs on the remote host %s; snapshots "
+		      "and volumes are available on the local host only",
+		      what, s->name, s->host->name);
+}
+
+void session_host_up(struct session *s)
+{
+	if (s->gone || session_final(s) || !s->host_lost || s->busy)
+		return;
+	s->busy = true;
+	session_get(s);
+	spawn_worker(reattach_worker, s);
+}
+
 /* Remove domains of this state directory that no session owns. */
-static void sweep_orphans(void)
+void session_sweep_orphans(struct vmm_host *v)
 {
 	char err[VMM_ERRLEN];
-	char **names = vmm_list(vmm, dom_prefix, err);
+	char **names = v ? vmm_list(v, dom_prefix, err) : NULL;
 
 	if (!names)
 		return;
@@ -1309,8 +1442,8 @@ static void sweep_orphans(void)
 		pthread_mutex_unlock(&model_lock);
 		if (owned)
 			continue;
-		log_info("removing orphan domain %s", *n);
-		if (vmm_remove(vmm, *n, err) < 0)
+		log_info("removing orphan domain %s (%s)", *n, vmm_uri(v));
+		if (vmm_remove(v, *n, err) < 0)
 			log_warnx("%s: %s", *n, err);
 	}
 	vmm_free_names(names);
@@ -1331,7 +1464,20 @@ void model_restore(void)
 		jobs_load(s);
 		session_link(s);
 		session_put(s); /* the loader's reference */
-		if (!session_final(s)) {
+		s->host =
+		    host_find(s->spec.host[0] ? s->spec.host : HOST_LOCAL);
+		if (!s->host) {
+			/* Its host was removed behind tenkid's back. */
+			s->host = host_local();
+			if (!session_final(s))
+				session_fail(s, "its host %s is not in hosts/",
+					     s->spec.host);
+		}
+		host_get(s->host);
+		if (!session_final(s) && !s->host->local) {
+			/* Re-attached when its host comes UP. */
+			s->host_lost = true;
+		} else if (!session_final(s)) {
 			s->busy = true;
 			session_get(s);
 			spawn_worker(reattach_worker, s);
@@ -1339,14 +1485,16 @@ void model_restore(void)
 		arm_expiry(s);
 	}
 	pthread_mutex_unlock(&model_lock);
-	sweep_orphans();
+	session_sweep_orphans(vmm);
 	templates_restore();
 	volumes_restore();
 	pool_init();
+	hosts_start();
 }
 
 void model_shutdown(void)
 {
+	hosts_shutdown();
 	golden_shutdown();
 	pool_shutdown();
 	pthread_mutex_lock(&model_lock);

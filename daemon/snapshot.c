@@ -271,6 +271,8 @@ int snapshot_take(struct session *s, const char *name, int64_t ttl_secs,
 	struct snapshot *sn;
 	int rc;
 
+	if ((rc = session_local_only(s, log, object, "snapshot")) < 0)
+		return rc;
 	if (!valid_name(name))
 		return refuse(log, EINVAL, object,
 			      "snapshot: '%.80s' is not a valid name "

@@ -1274,3 +1274,86 @@ int spec_parse_vol_verb(const char *line, bool session_side,
 	}
 	return 0;
 }
+
+/* ---- host specs (hosts/new) ---------------------------------------------- */
+
+struct hostspec_ctx {
+	struct host_spec *hs;
+	bool seen[3];
+};
+
+/* A libvirt URI or an absolute directory: printable, no spaces or
+ * quotes, as they go into XML and log lines. */
+static int set_plain_field(char *dst, size_t cap, const char *key,
+			   const char *val, char *why)
+{
+	size_t n = strlen(val);
+
+	if (n == 0 || n >= cap) {
+		why_set(why, "key %s: 1 to %zu characters", key, cap - 1);
+		return -1;
+	}
+	for (const char *p = val; *p; p++) {
+		if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '\'' ||
+		    *p == '"' || *p == '<' || *p == '>' || *p == '&') {
+			why_set(why,
+				"key %s: '%.80s' has a space, a quote or a "
+				"control character",
+				key, val);
+			return -1;
+		}
+	}
+	snprintf(dst, cap, "%s", val);
+	return 0;
+}
+
+static int hostspec_key(const char *k, const char *val, void *arg, char *why)
+{
+	static const char *const hkeys[] = {"name", "uri", "pool"};
+	struct hostspec_ctx *c = arg;
+	int i =
+	    pair_key(k, hkeys, 3, c->seen, "name=NAME uri=URI pool=DIR", why);
+
+	if (i < 0)
+		return -1;
+	if (i == 0)
+		return set_name_field(c->hs->name, sizeof(c->hs->name), k, val,
+				      why);
+	if (i == 1) {
+		if (set_plain_field(c->hs->uri, sizeof(c->hs->uri), k, val,
+				    why) < 0)
+			return -1;
+		if (!strstr(val, "://")) {
+			why_set(why,
+				"uri '%.80s' is not a libvirt URI "
+				"(qemu+tcp://HOST/system, "
+				"qemu+ssh://USER@HOST/system, "
+				"qemu+tls://HOST/system)",
+				val);
+			return -1;
+		}
+		return 0;
+	}
+	if (set_plain_field(c->hs->pool, sizeof(c->hs->pool), k, val, why) < 0)
+		return -1;
+	if (val[0] != '/' || strstr(val, "/../") || strcmp(val, "/") == 0) {
+		why_set(why, "pool '%.80s' must be an absolute directory", val);
+		return -1;
+	}
+	return 0;
+}
+
+int hostspec_parse(struct host_spec *hs, const char *text, size_t len,
+		   char *why)
+{
+	struct hostspec_ctx c = {hs, {false, false, false}};
+
+	memset(hs, 0, sizeof(*hs));
+	if (parse_pairs(text, len, hostspec_key, &c, false, why) < 0)
+		return -1;
+	if (!hs->name[0] || !hs->uri[0]) {
+		why_set(why, "name=NAME and uri=URI are required");
+		return -1;
+	}
+	return 0;
+}

@@ -105,6 +105,17 @@ void tplspec_free(struct tpl_spec *ts);
 int tplspec_parse(struct tpl_spec *ts, const char *text, size_t len, char *why);
 /* Was "cpu_cores", "memory_mb" or "base_image" given? */
 bool tplspec_given(const struct tpl_spec *ts, const char *key);
+/* A host spec (hosts/new): name=NAME uri=URI [pool=DIR], words or JSON;
+ * pool is the directory of the host's tenki storage pool, on that host. */
+struct host_spec {
+	char name[64];
+	char uri[256];
+	char pool[256];
+};
+
+/* Parse text into *hs (zeroed first); -1 with why on error. */
+int hostspec_parse(struct host_spec *hs, const char *text, size_t len,
+		   char *why);
 
 /* A volume size: a size in 1M..100G, rounded up to whole MiB. */
 int spec_volume_size(const char *key, const char *val, uint64_t *bytes,

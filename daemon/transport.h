@@ -2,9 +2,11 @@
  * The agent transport: one byte stream to one guest's agent port.
  *
  * Two backends share this interface: a direct unix socket to the channel
- * libvirt made on this host (transport_unix.c), and later a libvirt stream
- * (virDomainOpenChannel) for VMs on remote hosts.  The agent connection
- * above it (agentconn.c) never knows which one it has.
+ * libvirt made on this host (transport_unix_open), and a libvirt stream
+ * (virDomainOpenChannel) for VMs on remote hosts, which vmm_channel_open
+ * pumps to a socketpair whose other end is given here (transport_fd_open).
+ * The agent connection above it (agentconn.c) never knows which one it
+ * has.
  *
  * All calls are non-blocking and made with model_lock held; the backend
  * calls on_ready from the event loop when the stream can be read or
@@ -37,5 +39,8 @@ struct transport {
 /* Connect to a unix stream socket path (the VM's channel on this host). */
 struct transport *transport_unix_open(const char *path, char *err,
 				      size_t errlen);
+
+/* A connected, non-blocking stream socket (taken over, closed on error). */
+struct transport *transport_fd_open(int fd, char *err, size_t errlen);
 
 #endif

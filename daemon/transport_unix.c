@@ -1,4 +1,8 @@
-/* Agent transport over the unix socket libvirt binds for a local VM. */
+/*
+ * Agent transport over a socket: the unix socket libvirt binds for a VM
+ * on this host, or tenkid's end of the socketpair that vmm_channel_open
+ * pumps to a libvirt stream (a VM on any host).
+ */
 #include "transport.h"
 #include "evloop.h"
 #include "log.h"
@@ -68,11 +72,27 @@ static const struct transport_ops unix_ops = {
     .close = unix_close,
 };
 
+struct transport *transport_fd_open(int fd, char *err, size_t errlen)
+{
+	struct unix_transport *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		abort();
+	u->t.ops = &unix_ops;
+	u->fd = fd;
+	if (evloop_add(fd, EPOLLIN | EPOLLRDHUP, unix_ready, u) < 0) {
+		snprintf(err, errlen, "epoll: %s", strerror(errno));
+		close(fd);
+		free(u);
+		return NULL;
+	}
+	return &u->t;
+}
+
 struct transport *transport_unix_open(const char *path, char *err,
 				      size_t errlen)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct unix_transport *u;
 	int fd;
 
 	if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -90,16 +110,5 @@ struct transport *transport_unix_open(const char *path, char *err,
 		close(fd);
 		return NULL;
 	}
-	u = calloc(1, sizeof(*u));
-	if (!u)
-		abort();
-	u->t.ops = &unix_ops;
-	u->fd = fd;
-	if (evloop_add(fd, EPOLLIN | EPOLLRDHUP, unix_ready, u) < 0) {
-		snprintf(err, errlen, "epoll: %s", strerror(errno));
-		close(fd);
-		free(u);
-		return NULL;
-	}
-	return &u->t;
+	return transport_fd_open(fd, err, errlen);
 }

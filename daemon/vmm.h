@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define VMM_ERRLEN 512
 
@@ -180,5 +181,36 @@ int vmm_disk_attached(struct vmm_host *host, const char *domname,
 typedef void (*vmm_stopped_cb)(const char *domname, const char *reason,
 			       void *opaque);
 void vmm_on_stopped(struct vmm_host *host, vmm_stopped_cb cb, void *opaque);
+
+/* ---- several hosts ---- */
+
+/* The connection's URI. */
+const char *vmm_uri(const struct vmm_host *host);
+
+/* The host's CPUs and memory (MiB), as libvirt reports them; also the
+ * cheap probe of a host's health: -1 (err) when libvirt cannot be
+ * reached (the connection is reopened when it died). */
+int vmm_node_info(struct vmm_host *host, unsigned *cpus, uint64_t *mem_mb,
+		  uint64_t *free_mb, char *err);
+
+/*
+ * The file local_path as the volume name of the pool (made with
+ * vmm_pool_ensure), uploaded through libvirt (virStorageVolUpload) unless
+ * a complete upload of that name is there already: a marker volume
+ * NAME.done is made last, so an interrupted upload is redone.  Returns
+ * the volume's path on that host (malloc'd), or NULL with err.
+ */
+char *vmm_vol_upload(struct vmm_host *host, const char *pool, const char *name,
+		     const char *local_path, char *err);
+
+/*
+ * The domain's agent channel carried over the libvirt connection
+ * (virDomainOpenChannel, for VMs on any host, remote ones included), as
+ * one end of a socketpair: a pump in libvirt's event loop moves bytes
+ * between the other end and the non-blocking stream.  The socket ends
+ * (EOF, then hangup) when the stream dies: libvirtd restarted, the VM
+ * stopped or was saved, the host went away.  Returns the fd or -1.
+ */
+int vmm_channel_open(struct vmm_host *host, const char *domname, char *err);
 
 #endif

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@
 #include "domxml.h"
 #include "log.h"
 #include "saveimage.h"
+#include "vmm_libvirt.h"
 
 #define DOMAIN_PREFIX "tenki-"
 #define POOL_PREFIX   "tenki-pool-"
@@ -479,6 +481,22 @@ static virConnectPtr host_conn(struct vmm_host *h, char *err)
 out:
 	pthread_mutex_unlock(&h->conn_lock);
 	return c;
+}
+
+virConnectPtr vmm_libvirt_conn(struct vmm_host *h, char *err)
+{
+	return host_conn(h, err);
+}
+
+void vmm_libvirt_err(char *err, const char *fmt, ...)
+{
+	char what[VMM_ERRLEN];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	virt_err(err, "%s", what);
 }
 
 struct vmm_host *vmm_open(const char *uri, enum vmm_accel accel, char *err)
@@ -1198,6 +1216,18 @@ static virStoragePoolPtr vpool_get(virConnectPtr c, const char *name, char *err)
 	return pool;
 }
 
+/* Start the pool, making its directory if it does not exist yet (a new
+ * remote host); drivers without the flag (test://) just start it. */
+static int pool_start_built(virStoragePoolPtr pool)
+{
+	if (virStoragePoolCreate(pool, VIR_STORAGE_POOL_CREATE_WITH_BUILD) == 0)
+		return 0;
+	if (virGetLastErrorCode() != VIR_ERR_INVALID_ARG &&
+	    virGetLastErrorCode() != VIR_ERR_NO_SUPPORT)
+		return -1;
+	return virStoragePoolCreate(pool, 0);
+}
+
 /*
  * Persistent and autostarted, unlike the transient pools of overlays:
  * volumes outlive sessions and tenkid, and `virsh vol-list` should show
@@ -1234,8 +1264,7 @@ int vmm_pool_ensure(struct vmm_host *h, const char *name, const char *dir,
 		vmm_seterr(err, "storage pool %s is not over %s", name, dir);
 		goto out;
 	}
-	if (virStoragePoolIsActive(pool) != 1 &&
-	    virStoragePoolCreate(pool, 0) < 0) {
+	if (virStoragePoolIsActive(pool) != 1 && pool_start_built(pool) < 0) {
 		virt_err(err, "cannot start the storage pool %s", name);
 		goto out;
 	}
@@ -1623,4 +1652,176 @@ int vmm_restore(struct vmm_host *h, const char *image, const char *copy,
 out:
 	unlink(copy);
 	return rc;
+}
+
+/* ---- several hosts ---- */
+
+const char *vmm_uri(const struct vmm_host *h)
+{
+	return h->uri;
+}
+
+int vmm_node_info(struct vmm_host *h, unsigned *cpus, uint64_t *mem_mb,
+		  uint64_t *free_mb, char *err)
+{
+	virNodeInfo info;
+	unsigned long long free_b;
+	virConnectPtr c;
+	int rc = -1;
+
+	if ((c = host_conn(h, err)) == NULL)
+		return -1;
+	if (virNodeGetInfo(c, &info) < 0) {
+		virt_err(err, "%s: node info", h->uri);
+		goto out;
+	}
+	/* 0 with an error set when the driver cannot tell. */
+	free_b = virNodeGetFreeMemory(c);
+	*cpus = info.cpus;
+	*mem_mb = info.memory >> 10; /* KiB */
+	*free_mb = free_b ? free_b >> 20 : *mem_mb;
+	rc = 0;
+out:
+	virConnectClose(c);
+	return rc;
+}
+
+/* Feeds virStreamSendAll from the file. */
+static int upload_read(virStreamPtr st, char *data, size_t n, void *opaque)
+{
+	int fd = *(int *)opaque;
+	ssize_t r;
+
+	do
+		r = read(fd, data, n);
+	while (r < 0 && errno == EINTR);
+	return (int)r;
+}
+
+/* A raw volume of exactly bytes, readable by the qemu user (kernels,
+ * initrds and base images are shared by every VM of the host). */
+static virStorageVolPtr upload_vol_create(virStoragePoolPtr pool,
+					  const char *name,
+					  unsigned long long bytes, char *err)
+{
+	char xml[1024];
+	virStorageVolPtr vol;
+
+	snprintf(xml, sizeof(xml),
+		 "<volume><name>%s</name>"
+		 "<capacity unit='bytes'>%llu</capacity>"
+		 "<allocation unit='bytes'>0</allocation>"
+		 "<target><format type='raw'/>"
+		 "<permissions><mode>0644</mode></permissions>"
+		 "</target></volume>",
+		 name, bytes);
+	if ((vol = virStorageVolCreateXML(pool, xml, 0)) == NULL)
+		virt_err(err, "cannot create the volume %s", name);
+	return vol;
+}
+
+static int upload_one(virConnectPtr c, virStorageVolPtr vol, int fd,
+		      unsigned long long bytes, char *err)
+{
+	virStreamPtr st;
+	int rc = -1;
+
+	if ((st = virStreamNew(c, 0)) == NULL) {
+		virt_err(err, "no stream");
+		return -1;
+	}
+	if (virStorageVolUpload(vol, st, 0, bytes, 0) < 0) {
+		virt_err(err, "upload");
+		goto out;
+	}
+	if (virStreamSendAll(st, upload_read, &fd) < 0) {
+		virt_err(err, "upload");
+		virStreamAbort(st);
+		goto out;
+	}
+	if (virStreamFinish(st) < 0) {
+		virt_err(err, "upload");
+		goto out;
+	}
+	rc = 0;
+out:
+	virStreamFree(st);
+	return rc;
+}
+
+/* Names in the pool are checked by libvirt; only plain ones here. */
+static bool plain_vol_name(const char *name)
+{
+	if (!*name || strlen(name) > 200)
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
+		    !(*p >= '0' && *p <= '9') && *p != '-' && *p != '_' &&
+		    *p != '.')
+			return false;
+	return true;
+}
+
+char *vmm_vol_upload(struct vmm_host *h, const char *poolname, const char *name,
+		     const char *local_path, char *err)
+{
+	virStoragePoolPtr pool = NULL;
+	virStorageVolPtr vol = NULL, done = NULL;
+	virConnectPtr c;
+	char marker[256], *path = NULL;
+	struct stat st;
+	int fd = -1;
+
+	if (!plain_vol_name(name)) {
+		vmm_seterr(err, "bad volume name %s", name);
+		return NULL;
+	}
+	snprintf(marker, sizeof(marker), "%s.done", name);
+	if ((c = host_conn(h, err)) == NULL)
+		return NULL;
+	pthread_mutex_lock(&h->disk_lock);
+	if ((pool = vpool_get(c, poolname, err)) == NULL)
+		goto out;
+	if ((done = virStorageVolLookupByName(pool, marker)) != NULL &&
+	    (vol = virStorageVolLookupByName(pool, name)) != NULL)
+		goto found;
+	/* Not there, or an upload cut short: start again. */
+	if (done == NULL && (vol = virStorageVolLookupByName(pool, name)))
+		virStorageVolDelete(vol, 0);
+	if (vol != NULL)
+		virStorageVolFree(vol);
+	vol = NULL;
+	if ((fd = open(local_path, O_RDONLY | O_CLOEXEC)) < 0 ||
+	    fstat(fd, &st) < 0) {
+		vmm_seterr(err, "%s: %s", local_path, strerror(errno));
+		goto out;
+	}
+	if ((vol = upload_vol_create(pool, name, (unsigned long long)st.st_size,
+				     err)) == NULL)
+		goto out;
+	if (upload_one(c, vol, fd, (unsigned long long)st.st_size, err) < 0 ||
+	    (done = upload_vol_create(pool, marker, 1, err)) == NULL) {
+		virStorageVolDelete(vol, 0);
+		goto out;
+	}
+	log_info("%s: uploaded %s (%lld bytes) as %s", h->uri, local_path,
+		 (long long)st.st_size, name);
+	/* The dir pool probes the format (a qcow2 base) on refresh. */
+	if (virStoragePoolRefresh(pool, 0) < 0)
+		log_debug("refresh: %s", virGetLastErrorMessage());
+found:
+	if ((path = virStorageVolGetPath(vol)) == NULL)
+		virt_err(err, "path of %s", name);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (vol != NULL)
+		virStorageVolFree(vol);
+	if (done != NULL)
+		virStorageVolFree(done);
+	if (pool != NULL)
+		virStoragePoolFree(pool);
+	pthread_mutex_unlock(&h->disk_lock);
+	virConnectClose(c);
+	return path;
 }

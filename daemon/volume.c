@@ -749,6 +749,8 @@ static int do_attach(struct volume *v, struct session *s, const char *path,
 	struct call c;
 	int e, rc;
 
+	if ((rc = session_local_only(s, log, obj, "attach")) < 0)
+		return rc;
 	session_wait_idle(s);
 	wait_vol(v);
 	if (v->gone)

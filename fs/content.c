@@ -39,6 +39,8 @@ static const char readme[] =
     "templates/T/setup_script\n"
     "  echo build > templates/T/ctl     then: echo 'template=T' > "
     "sessions/new\n"
+    "  echo 'name=n2 uri=qemu+tls://n2/system' > hosts/new   more "
+    "machines\n"
     "\n"
     "A refused operation fails with an errno and says why in the nearest "
     "err file.\n"
@@ -203,6 +205,16 @@ char *content_text(const struct node *n, bool *ready, int *err)
 		return volume_info_json(n->v);
 	case F_V_ERR:
 		return err_text(&n->v->err);
+	case F_HOSTS_ERR:
+		return err_text(&hosts_err);
+	case F_H_URI:
+		return with_newline(n->h->uri);
+	case F_H_STATE:
+		return with_newline(host_state_name(n->h));
+	case F_H_INFO:
+		return host_info_json(n->h);
+	case F_H_ERR:
+		return err_text(&n->h->err);
 	case F_SNAPSHOTS_ERR:
 		return err_text(&snapshots_err);
 	case F_SN_ID:

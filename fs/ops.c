@@ -110,6 +110,12 @@ static struct errlog *nearest_err(const struct node *n)
 	    (n->kind == N_FILE &&
 	     (n->fd->id == F_TEMPLATES_NEW || n->fd->id == F_TEMPLATES_ERR)))
 		return &templates_err;
+	if (n->h)
+		return &n->h->err;
+	if (n->kind == N_HOSTS ||
+	    (n->kind == N_FILE &&
+	     (n->fd->id == F_HOSTS_NEW || n->fd->id == F_HOSTS_ERR)))
+		return &hosts_err;
 	if (n->kind == N_SNAPSHOTS ||
 	    (n->kind == N_FILE &&
 	     (n->fd->id == F_SNAPSHOTS_NEW || n->fd->id == F_SNAPSHOTS_ERR)))
@@ -721,6 +727,18 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 			fuse_reply_err(req, -rc);
 		else
 			reply_entry(req, path);
+	} else if (n.kind == N_HOSTS) {
+		if (!valid_name(name))
+			rc = refuse(&hosts_err, EINVAL, "hosts",
+				    "'%.80s' is not a valid host name "
+				    "([A-Za-z0-9][A-Za-z0-9_.-]{0,62})",
+				    name);
+		else
+			rc = host_mkdir(name);
+		if (rc < 0)
+			fuse_reply_err(req, -rc);
+		else
+			reply_entry(req, path);
 	} else if (n.kind == N_EXEC_DIR) {
 		rc = job_create(n.s, name, &j);
 		if (rc < 0)
@@ -760,6 +778,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		rc = snapshot_remove(n.sn);
 	else if (n.kind == N_TEMPLATE)
 		rc = template_remove(n.t);
+	else if (n.kind == N_HOST)
+		rc = host_remove(n.h);
 	else if (n.kind == N_JOB)
 		rc = job_remove(n.j);
 	else
@@ -1380,6 +1400,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			rc = volume_ctl(fh->n.v, buf, size);
 		} else if (fh->n.t) {
 			rc = template_ctl(fh->n.t, buf, size);
+		} else if (fh->n.h) {
+			rc = host_ctl(fh->n.h, buf, size);
 		} else if (fh->n.fd->id == F_S_PORT) {
 			rc = ports_write(fh->n.s, fh->n.key, buf, size);
 		} else if (fh->n.j) {
@@ -1414,6 +1436,15 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		if (fh->n.fd->id == F_TEMPLATES_NEW) {
 			rc = template_create_spec(buf, size, fh->created,
 						  sizeof(fh->created));
+			if (rc < 0)
+				fuse_reply_err(req, -rc);
+			else
+				fuse_reply_write(req, size);
+			break;
+		}
+		if (fh->n.fd->id == F_HOSTS_NEW) {
+			rc = host_new_spec(buf, size, fh->created,
+					   sizeof(fh->created));
 			if (rc < 0)
 				fuse_reply_err(req, -rc);
 			else

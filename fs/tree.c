@@ -143,6 +143,21 @@ static const struct file_desc image_files[] = {
     {NULL, 0, 0, 0, 0},
 };
 
+static const struct file_desc hosts_files[] = {
+    {"new", F_HOSTS_NEW, K_NEW, RW, LIMIT_SMALL},
+    {"err", F_HOSTS_ERR, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
+};
+
+static const struct file_desc host_files[] = {
+    {"uri", F_H_URI, K_TEXT, RO, 0},
+    {"state", F_H_STATE, K_TEXT, RO, 0},
+    {"info.json", F_H_INFO, K_TEXT, RO, 0},
+    {"ctl", F_H_CTL, K_CTL, WO, LIMIT_SMALL},
+    {"err", F_H_ERR, K_TEXT, RO, 0},
+    {NULL, 0, 0, 0, 0},
+};
+
 static const struct file_desc *find_file(const struct file_desc *t,
 					 const char *name)
 {
@@ -168,6 +183,9 @@ void node_release(struct node *n)
 		template_put(n->t);
 	n->b = NULL;
 	n->t = NULL;
+	if (n->h)
+		host_put(n->h);
+	n->h = NULL;
 	n->j = NULL;
 	n->s = NULL;
 	n->v = NULL;
@@ -189,6 +207,37 @@ void node_copy(struct node *dst, const struct node *src)
 		template_get(dst->t);
 	if (dst->b)
 		tbuild_get(dst->b);
+	if (dst->h)
+		host_get(dst->h);
+}
+
+/* hosts/, hosts/NAME, hosts/NAME/FILE */
+static int resolve_hosts(char comp[6][NAME_MAX_LEN + 2], int n, struct node *nd)
+{
+	struct host *h;
+
+	if (n == 1) {
+		nd->kind = N_HOSTS;
+		return 0;
+	}
+	if (n == 2 && (nd->fd = find_file(hosts_files, comp[1]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	h = host_find(comp[1]);
+	if (!h || strcmp(h->name, comp[1]) != 0 || n > 3)
+		return -ENOENT;
+	host_get(h);
+	nd->h = h;
+	if (n == 2) {
+		nd->kind = N_HOST;
+		return 0;
+	}
+	if ((nd->fd = find_file(host_files, comp[2]))) {
+		nd->kind = N_FILE;
+		return 0;
+	}
+	return -ENOENT;
 }
 
 static void node_set_build(struct node *nd, struct tbuild *b)
@@ -478,6 +527,12 @@ int node_resolve(const char *path, struct node *nd)
 	}
 	if (strcmp(comp[0], "volumes") == 0)
 		return resolve_volumes(comp, n, nd);
+	if (strcmp(comp[0], "hosts") == 0) {
+		rc = resolve_hosts(comp, n, nd);
+		if (rc < 0)
+			node_release(nd);
+		return rc;
+	}
 	if (strcmp(comp[0], "snapshots") == 0 ||
 	    strcmp(comp[0], "templates") == 0 ||
 	    strcmp(comp[0], "images") == 0) {
@@ -518,6 +573,15 @@ int node_list(const struct node *n, void (*add)(void *, const char *, bool),
 		add(ctx, "snapshots", true);
 		add(ctx, "templates", true);
 		add(ctx, "images", true);
+		add(ctx, "hosts", true);
+		return 0;
+	case N_HOSTS:
+		list_files(hosts_files, add, ctx);
+		for (struct host *h = host_first(); h; h = h->next)
+			add(ctx, h->name, true);
+		return 0;
+	case N_HOST:
+		list_files(host_files, add, ctx);
 		return 0;
 	case N_TEMPLATES:
 		list_files(templates_files, add, ctx);

@@ -15,6 +15,7 @@
 #include "volume.h"
 #include "snapshot.h"
 #include "template.h"
+#include "host.h"
 
 enum file_id {
 	F_README,
@@ -88,6 +89,13 @@ enum file_id {
 	F_B_LOG,
 	F_B_INFO,
 	F_IMG_INFO,
+	F_HOSTS_NEW,
+	F_HOSTS_ERR,
+	F_H_URI,
+	F_H_STATE,
+	F_H_INFO,
+	F_H_CTL,
+	F_H_ERR,
 };
 
 /* How a file behaves. */
@@ -130,6 +138,8 @@ enum node_kind {
 	N_BUILD,
 	N_IMAGES,
 	N_IMAGE,
+	N_HOSTS,
+	N_HOST,
 	N_FILE,
 };
 
@@ -144,6 +154,7 @@ struct node {
 	struct tbuild *b;	    /* referenced when set; a template's log
 				       and state: its latest build, if any */
 	char key[NAME_MAX_LEN + 1]; /* metadata key, port number, image */
+	struct host *h;		    /* referenced when set */
 };
 
 /* Resolve a path ("" is the root); model_lock held.  Takes references

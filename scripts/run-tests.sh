@@ -78,7 +78,7 @@ run_suite() {
 # state directory).  Suites that disturb the whole machine (crash.bats
 # restarts libvirtd) or need much of it (each SDK suite boots the seed's
 # 4 vCPU, 8 GiB example) run one at a time, after the others.
-SERIAL_SUITES=" crash sdk-go sdk-python sdk-typescript "
+SERIAL_SUITES=" crash sdk-go sdk-python sdk-typescript hosts "
 run_e2e() {
 	command -v bats >/dev/null || { echo "e2e: bats missing"; count e2e 1; return; }
 	local jobs=${TENKI_E2E_JOBS:-3} files=() f n rc secs ok bad running=0

@@ -1,4 +1,5 @@
-/* libFuzzer target: create specs (key=value words and JSON), volume specs,
+/* libFuzzer target: create specs (key=value words and JSON), volume,
+ * snapshot and host specs,
  * volume attach/detach verbs and mount paths, the env file parser and the
  * duration and size parsers. */
 #include <stddef.h>
@@ -18,6 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	struct vol_spec vs;
 	struct snap_spec ss;
+	struct host_spec hs;
 	struct vol_verb vv;
 
 	spec_init(&sp);
@@ -25,6 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	spec_free(&sp);
 	volspec_parse(&vs, (const char *)data, size, why);
 	snapspec_parse(&ss, (const char *)data, size, why);
+	hostspec_parse(&hs, (const char *)data, size, why);
 	char *line = strndup((const char *)data, size < 600 ? size : 600);
 	if (line) {
 		spec_parse_vol_verb(line, true, &vv, why, sizeof(why));

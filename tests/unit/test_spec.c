@@ -274,6 +274,39 @@ static void test_tplspec(void **state)
 	}
 }
 
+static void test_hostspec(void **state)
+{
+	struct host_spec hs;
+	char why[SPEC_WHY_LEN];
+	const char *t;
+
+	t = "name=n2 uri=qemu+tcp://10.0.0.2/system";
+	assert_int_equal(hostspec_parse(&hs, t, strlen(t), why), 0);
+	assert_string_equal(hs.name, "n2");
+	assert_string_equal(hs.uri, "qemu+tcp://10.0.0.2/system");
+	assert_string_equal(hs.pool, "");
+	t = "{\"name\": \"n3\", \"uri\": \"qemu+ssh://root@n3/system\", "
+	    "\"pool\": \"/srv/tenki\"}";
+	assert_int_equal(hostspec_parse(&hs, t, strlen(t), why), 0);
+	assert_string_equal(hs.pool, "/srv/tenki");
+	const char *bad[] = {"name=n2",
+			     "uri=qemu+tcp://x/system",
+			     "name=n2 uri=n2",
+			     "name=n2 uri='qemu+tcp://x/system extra'",
+			     "name=n2 uri=qemu+tcp://x/<system>",
+			     "name=n2 uri=qemu+tcp://x/system pool=relative",
+			     "name=n2 uri=qemu+tcp://x/system pool=/",
+			     "name=n2 name=n3 uri=qemu+tcp://x/system",
+			     "name=-n uri=qemu+tcp://x/system",
+			     "name=n2 uri=qemu+tcp://x/system colour=blue"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		why[0] = '\0';
+		assert_int_equal(
+		    hostspec_parse(&hs, bad[i], strlen(bad[i]), why), -1);
+		assert_true(why[0] != '\0');
+	}
+}
+
 static void test_env_lines(void **state)
 {
 	char why[SPEC_WHY_LEN];
@@ -298,6 +331,7 @@ int main(void)
 	    cmocka_unit_test(test_spec_json), cmocka_unit_test(test_spec_bad),
 	    cmocka_unit_test(test_ssh_key),   cmocka_unit_test(test_env_lines),
 	    cmocka_unit_test(test_snapspec),  cmocka_unit_test(test_tplspec),
+	    cmocka_unit_test(test_hostspec),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -580,6 +580,44 @@ static void test_volumes_pool(void **state)
 	virConnectClose(c);
 }
 
+/* Node info for capacity; an upload of a file the host does not have
+ * fails with the reason and leaves no volume behind. */
+static void test_node_and_upload(void **state)
+{
+	struct vmm_host *h = *state;
+	char err[VMM_ERRLEN] = "";
+	uint64_t mem = 0, free_mb = 0;
+	unsigned cpus = 0;
+
+	assert_int_equal(vmm_node_info(h, &cpus, &mem, &free_mb, err), 0);
+	assert_true(cpus >= 1);
+	assert_true(mem >= 1);
+	assert_true(free_mb >= 1);
+	assert_string_equal(vmm_uri(h), URI);
+	assert_int_equal(vmm_pool_ensure(h, "tenki-unit-up", "/tenki-up", err),
+			 0);
+	assert_null(vmm_vol_upload(h, "tenki-unit-up", "img-k",
+				   "/nonexistent/vmlinux", err));
+	assert_non_null(strstr(err, "/nonexistent/vmlinux"));
+	assert_null(
+	    vmm_vol_upload(h, "tenki-unit-up", "../bad", "/etc/hostname", err));
+	assert_null(
+	    vmm_vol_upload(h, "tenki-no-pool", "img-k", "/etc/hostname", err));
+	/* No channel on a domain that does not exist. */
+	err[0] = '\0';
+	assert_int_equal(vmm_channel_open(h, "tenki-none", err), -1);
+	assert_true(err[0] != '\0');
+
+	virConnectPtr c;
+	virStoragePoolPtr p;
+	assert_non_null(c = virConnectOpen(URI));
+	assert_non_null(p = virStoragePoolLookupByName(c, "tenki-unit-up"));
+	virStoragePoolDestroy(p);
+	virStoragePoolUndefine(p);
+	virStoragePoolFree(p);
+	virConnectClose(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -595,6 +633,7 @@ int main(void)
 	    cmocka_unit_test(test_disks_leftover_pool),
 	    cmocka_unit_test(test_disks_refused),
 	    cmocka_unit_test(test_volumes_pool),
+	    cmocka_unit_test(test_node_and_upload),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
