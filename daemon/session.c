@@ -1175,8 +1175,6 @@ void model_restore(void)
 {
 	struct session *loaded = persist_load_sessions();
 
-	snapshots_restore();
-	golden_init();
 	pthread_mutex_lock(&model_lock);
 	while (loaded) {
 		struct session *s = loaded;
@@ -1186,6 +1184,14 @@ void model_restore(void)
 		jobs_load(s);
 		session_link(s);
 		session_put(s); /* the loader's reference */
+	}
+	pthread_mutex_unlock(&model_lock);
+	/* A snapshot cut short settles its source's disk before the source
+	 * is re-attached. */
+	snapshots_restore();
+	golden_init();
+	pthread_mutex_lock(&model_lock);
+	for (struct session *s = sessions; s; s = s->next) {
 		if (!session_final(s)) {
 			s->busy = true;
 			session_get(s);
