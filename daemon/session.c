@@ -497,8 +497,7 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	session_link(s);
 	volumes_reserve(s);
 	event_emit("session", s->name, s->id, NULL, "CREATING");
-	*out = s;
-	session_get(s);
+	*out = s; /* the caller takes the reference calloc'd with s */
 	if (pg) {
 		/* Running already: its HELLO gives it this identity. */
 		if (agent_attach(s, pg->chan, why, sizeof(why)) < 0)

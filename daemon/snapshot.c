@@ -291,7 +291,7 @@ int snapshot_take(struct session *s, const char *name, int64_t ttl_secs,
 	snap_path(sn, "disk.qcow2", disk, sizeof(disk));
 	snap_path(sn, "mem.save", mem, sizeof(mem));
 	session_op_begin(s);
-	snapshot_get(sn);
+	/* The list holds sn now; snap_new's reference is ours until the end. */
 	pthread_mutex_unlock(&model_lock);
 	int64_t t0 = now_ms();
 	if (link(cur, disk) < 0) {
