@@ -158,7 +158,7 @@ BIG=$(python3 -c 'print("x" * 70000)')
 	e=$T/volumes/err
 	for v in 'name=-bad size=8M' 'name=v size=0' 'name=v size=200G' \
 		'name=v size=10Q' 'name=v size=8M color=red' 'name=v name=w size=8M' \
-		'{"name": "v", "size": ' '{"name": 5}' '\x00\xff'; do
+		'{"name": "v", "size": ' '{"name": ["v"]}' '\x00\xff'; do
 		check EINVAL "$e" "$T/volumes/new" "$v\n"
 	done
 	check EFBIG "$e" "$T/volumes/new" "name=v $BIG"
