@@ -450,16 +450,22 @@ static struct snapshot *load_one(const char *dir)
 static bool settle_source(struct snapshot *sn, struct session *s)
 {
 	char err[VMM_ERRLEN], next[600];
-	bool took = false;
+	bool settled;
 	int on_next;
 
 	session_disk_path(s, s->disk_gen + 1, next, sizeof(next));
 	session_get(s);
 	pthread_mutex_unlock(&model_lock);
-	if (vmm_job_wait(vmm, s->domname, 300000, err) < 0)
+	settled = vmm_job_wait(vmm, s->domname, 300000, err) == 0;
+	if (!settled)
 		log_warnx("snapshot %s: %s", sn->name, err);
 	on_next = vmm_disk_attached(vmm, s->domname, next, err);
 	if (on_next < 0)
+		log_warnx("snapshot %s: %s", sn->name, err);
+	/* The overlay the capture did not switch to; never while a capture
+	 * may still switch to it. */
+	if (settled && on_next == 0 && access(next, F_OK) == 0 &&
+	    vmm_disk_delete(vmm, next, err) < 0)
 		log_warnx("snapshot %s: %s", sn->name, err);
 	/* A capture pauses the VM for its switch; if it was left paused
 	 * under a session that was not, resume it (reattach would else
@@ -471,13 +477,9 @@ static bool settle_source(struct snapshot *sn, struct session *s)
 	if (on_next == 1) {
 		s->disk_gen++;
 		session_save(s);
-		took = true;
-	} else if (on_next == 0 && access(next, F_OK) == 0 &&
-		   vmm_disk_delete(vmm, next, err) < 0) {
-		log_warnx("snapshot %s: %s", sn->name, err);
 	}
 	session_put(s);
-	return took;
+	return on_next == 1;
 }
 
 static void settle_cut(struct snapshot *sn)
