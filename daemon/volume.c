@@ -463,6 +463,7 @@ int volume_create(const struct vol_spec *vs, struct volume **out)
 		 (unsigned long long)v->size);
 	event_emit("volume", v->name, v->id, NULL, "AVAILABLE");
 	*out = v;
+	volume_put(v); /* volume_alloc's: the list holds v */
 	return 0;
 }
 
