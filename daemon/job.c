@@ -1,5 +1,6 @@
 /* Exec jobs on the host side: spool, offsets, lifecycle. */
 #include "job.h"
+#include "ctlverbs.h"
 #include "agent.h"
 #include "events.h"
 #include "evloop.h"
@@ -600,30 +601,6 @@ static void kill_grace_over(struct timer *t)
 	job_put(j);
 }
 
-static int parse_signal(const char *s, int *sig)
-{
-	static const struct {
-		const char *name;
-		int sig;
-	} sigs[] = {{"HUP", SIGHUP},   {"INT", SIGINT},	  {"QUIT", SIGQUIT},
-		    {"KILL", SIGKILL}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
-		    {"TERM", SIGTERM}, {"CONT", SIGCONT}, {"STOP", SIGSTOP}};
-	uint64_t n;
-
-	if (strncmp(s, "SIG", 3) == 0)
-		s += 3;
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		if (strcmp(s, sigs[i].name) == 0) {
-			*sig = sigs[i].sig;
-			return 0;
-		}
-	}
-	if (parse_uint(s, 1, 64, &n) < 0)
-		return -1;
-	*sig = (int)n;
-	return 0;
-}
-
 static void job_kill(struct job *j, int sig, bool grace)
 {
 	if (job_ended(j) || j->st == J_NEW)
@@ -639,56 +616,21 @@ static void job_kill(struct job *j, int sig, bool grace)
 /* "kill [SIG]" | "eof", one per line; validated whole before acting. */
 int job_ctl(struct job *j, const char *text, size_t len)
 {
-	char *copy = strndup(text, len), *save = NULL;
-	int sigs[64], nverbs = 0, rc = 0;
+	struct ctl_call calls[CTL_MAX_VERBS];
+	char why[CTL_WHY_LEN];
+	int n;
 
-	if (!copy || memchr(text, '\0', len)) {
-		free(copy);
-		return job_refuse(j, EINVAL, "ctl: NUL byte in write");
-	}
-	for (char *line = strtok_r(copy, "\n", &save); line;
-	     line = strtok_r(NULL, "\n", &save)) {
-		char verb[16], arg[16], extra[2];
-		int n = sscanf(line, "%15s %15s %1s", verb, arg, extra);
-		if (n <= 0)
-			continue;
-		if (nverbs >= 64) {
-			rc = job_refuse(j, EINVAL, "ctl: too many verbs");
-			goto out;
-		}
-		if (strcmp(verb, "eof") == 0 && n == 1) {
-			sigs[nverbs++] = 0;
-		} else if (strcmp(verb, "kill") == 0 && n <= 2) {
-			int sig = SIGTERM;
-			if (n == 2 && parse_signal(arg, &sig) < 0) {
-				rc = job_refuse(
-				    j, EINVAL, "ctl: unknown signal '%s'", arg);
-				goto out;
-			}
-			sigs[nverbs++] = sig;
-		} else {
-			rc = job_refuse(j, EINVAL,
-					"ctl: unknown verb '%.60s' (kill [SIG] "
-					"| eof)",
-					line);
-			goto out;
-		}
-	}
-	if (nverbs == 0) {
-		rc = job_refuse(j, EINVAL, "ctl: no verb (kill [SIG] | eof)");
-		goto out;
-	}
-	for (int i = 0; i < nverbs; i++) {
-		if (sigs[i] == 0) {
+	if (ctl_parse(CTL_JOB, text, len, calls, &n, why) < 0)
+		return job_refuse(j, EINVAL, "ctl: %s", why);
+	for (int i = 0; i < n; i++) {
+		if (calls[i].v == CTL_EOF) {
 			j->in_eof = true;
 			send_pending_stdin(j);
 		} else {
-			job_kill(j, sigs[i], sigs[i] == SIGTERM);
+			job_kill(j, calls[i].sig, calls[i].sig == SIGTERM);
 		}
 	}
-out:
-	free(copy);
-	return rc;
+	return 0;
 }
 
 static void forget_answered(struct session *s, json_t *resp, int err,

@@ -1,5 +1,6 @@
 /* Sessions: creation, the state machine, ctl verbs, removal. */
 #include "agent.h"
+#include "ctlverbs.h"
 #include "events.h"
 #include "golden.h"
 #include "host.h"
@@ -521,8 +522,7 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	session_link(s);
 	volumes_reserve(s);
 	event_emit("session", s->name, s->id, NULL, "CREATING");
-	*out = s;
-	session_get(s);
+	*out = s; /* the caller takes the reference calloc'd with s */
 	if (pg) {
 		/* Running already: its HELLO gives it this identity. */
 		if (agent_attach(s, pg->chan, why, sizeof(why)) < 0)
@@ -939,114 +939,6 @@ int session_remove(struct session *s)
 
 /* ---- ctl ----------------------------------------------------------------- */
 
-enum verb { V_EXTEND, V_PAUSE, V_RESUME, V_CLOSE, V_VOLUME, V_SNAPSHOT };
-
-struct verb_call {
-	enum verb v;
-	int64_t secs;
-	struct vol_verb vol; /* attach, detach */
-	char name[NAME_MAX_LEN + 1];
-};
-
-#define VERBS                                                                  \
-	"extend DUR | pause | resume | close | snapshot NAME [ttl=DUR] | "     \
-	"attach VOLUME PATH [ro] | detach VOLUME"
-
-/* snapshot NAME [ttl=DUR] */
-static int parse_snapshot_verb(struct session *s, const char *line,
-			       struct verb_call *c)
-{
-	char verb[32], name[80] = "", opt[80] = "", extra[2];
-	int n = sscanf(line, "%31s %79s %79s %1s", verb, name, opt, extra);
-
-	c->v = V_SNAPSHOT;
-	c->secs = 0;
-	if (n < 2 || n > 3 || !valid_name(name))
-		return refuse(&s->err, EINVAL, s->name,
-			      "ctl: snapshot NAME [ttl=DUR]: NAME is "
-			      "[A-Za-z0-9][A-Za-z0-9_.-]{0,62}");
-	if (n == 3 && (strncmp(opt, "ttl=", 4) != 0 ||
-		       parse_duration(opt + 4, false, &c->secs) < 0))
-		return refuse(&s->err, EINVAL, s->name,
-			      "ctl: snapshot: '%s' is not ttl=DUR", opt);
-	snprintf(c->name, sizeof(c->name), "%s", name);
-	return 0;
-}
-
-static int parse_verbs(struct session *s, const char *text, size_t len,
-		       struct verb_call *calls, int *ncalls)
-{
-	static const char *later[] = {"template"};
-	char line[512];
-	const char *p = text, *end = text + len;
-
-	*ncalls = 0;
-	if (memchr(text, '\0', len))
-		return refuse(&s->err, EINVAL, s->name, "ctl: NUL byte");
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
-		char verb[32] = "", arg[64] = "", extra[2];
-		int n;
-
-		if (l >= sizeof(line))
-			return refuse(&s->err, EINVAL, s->name,
-				      "ctl: line too long");
-		memcpy(line, p, l);
-		line[l] = '\0';
-		p += l + (nl ? 1 : 0);
-		n = sscanf(line, "%31s %63s %1s", verb, arg, extra);
-		if (n <= 0)
-			continue;
-		if (*ncalls >= 16)
-			return refuse(&s->err, EINVAL, s->name,
-				      "ctl: at most 16 verbs per write");
-		struct verb_call *c = &calls[(*ncalls)++];
-		if (strcmp(verb, "attach") == 0 ||
-		    strcmp(verb, "detach") == 0) {
-			char why[400];
-			c->v = V_VOLUME;
-			if (spec_parse_vol_verb(line, true, &c->vol, why,
-						sizeof(why)) < 0)
-				return refuse(&s->err, EINVAL, s->name,
-					      "ctl: %s", why);
-		} else if (strcmp(verb, "snapshot") == 0) {
-			int rc = parse_snapshot_verb(s, line, c);
-			if (rc < 0)
-				return rc;
-		} else if (strcmp(verb, "extend") == 0 && n == 2) {
-			c->v = V_EXTEND;
-			if (parse_duration(arg, false, &c->secs) < 0)
-				return refuse(&s->err, EINVAL, s->name,
-					      "ctl: extend '%s': not a "
-					      "duration (90, 90s, 30m, 2h, "
-					      "1h30m, 1d)",
-					      arg);
-		} else if (strcmp(verb, "pause") == 0 && n == 1) {
-			c->v = V_PAUSE;
-		} else if (strcmp(verb, "resume") == 0 && n == 1) {
-			c->v = V_RESUME;
-		} else if (strcmp(verb, "close") == 0 && n == 1) {
-			c->v = V_CLOSE;
-		} else {
-			for (size_t i = 0; i < 1; i++)
-				if (strcmp(verb, later[i]) == 0)
-					return refuse(
-					    &s->err, EINVAL, s->name,
-					    "ctl: %s is not available in "
-					    "this version of tenkid",
-					    verb);
-			return refuse(&s->err, EINVAL, s->name,
-				      "ctl: unknown verb '%.60s' (" VERBS ")",
-				      line);
-		}
-	}
-	if (*ncalls == 0)
-		return refuse(&s->err, EINVAL, s->name,
-			      "ctl: no verb (" VERBS ")");
-	return 0;
-}
-
 static int do_pause(struct session *s, bool pause)
 {
 	char err[VMM_ERRLEN];
@@ -1092,11 +984,12 @@ static int do_extend(struct session *s, int64_t secs)
 
 int session_ctl(struct session *s, const char *text, size_t len)
 {
-	struct verb_call calls[16];
-	int n, rc;
+	struct ctl_call calls[CTL_MAX_VERBS];
+	char why[CTL_WHY_LEN];
+	int n, rc = 0;
 
-	if ((rc = parse_verbs(s, text, len, calls, &n)) < 0)
-		return rc;
+	if (ctl_parse(CTL_SESSION, text, len, calls, &n, why) < 0)
+		return refuse(&s->err, EINVAL, s->name, "ctl: %s", why);
 	session_get(s);
 	for (int i = 0; i < n && rc == 0; i++) {
 		if (s->gone) {
@@ -1104,23 +997,24 @@ int session_ctl(struct session *s, const char *text, size_t len)
 			break;
 		}
 		switch (calls[i].v) {
-		case V_EXTEND:
+		case CTL_EXTEND:
 			rc = do_extend(s, calls[i].secs);
 			break;
-		case V_PAUSE:
+		case CTL_PAUSE:
 			rc = do_pause(s, true);
 			break;
-		case V_RESUME:
+		case CTL_RESUME:
 			rc = do_pause(s, false);
 			break;
-		case V_VOLUME:
+		case CTL_ATTACH:
+		case CTL_DETACH:
 			rc = volume_session_verb(s, &calls[i].vol);
 			break;
-		case V_SNAPSHOT:
+		case CTL_SNAPSHOT:
 			rc = snapshot_take(s, calls[i].name, calls[i].secs,
 					   &s->err, s->name);
 			break;
-		case V_CLOSE:
+		case CTL_CLOSE:
 			wait_not_busy(s);
 			if (s->state == S_CREATING)
 				rc = refuse(&s->err, EBUSY, s->name,
@@ -1129,6 +1023,9 @@ int session_ctl(struct session *s, const char *text, size_t len)
 			else if (!session_final(s))
 				close_now(s, "closed");
 			break;
+		case CTL_KILL:
+		case CTL_EOF:
+			break; /* job verbs: not parsed for a session */
 		}
 	}
 	session_put(s);
@@ -1453,8 +1350,6 @@ void model_restore(void)
 {
 	struct session *loaded = persist_load_sessions();
 
-	snapshots_restore();
-	golden_init();
 	pthread_mutex_lock(&model_lock);
 	while (loaded) {
 		struct session *s = loaded;
@@ -1474,6 +1369,14 @@ void model_restore(void)
 					     s->spec.host);
 		}
 		host_get(s->host);
+	}
+	pthread_mutex_unlock(&model_lock);
+	/* A snapshot cut short settles its source's disk before the source
+	 * is re-attached. */
+	snapshots_restore();
+	golden_init();
+	pthread_mutex_lock(&model_lock);
+	for (struct session *s = sessions; s; s = s->next) {
 		if (!session_final(s) && !s->host->local) {
 			/* Re-attached when its host comes UP. */
 			s->host_lost = true;

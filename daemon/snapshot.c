@@ -321,7 +321,7 @@ int snapshot_take(struct session *s, const char *name, int64_t ttl_secs,
 
 	snap_path(sn, "disk.qcow2", disk, sizeof(disk));
 	snap_path(sn, "mem.save", mem, sizeof(mem));
-	snapshot_get(sn);
+	/* The list holds sn now; snap_new's reference is ours until the end. */
 	int64_t t0 = now_ms();
 	rc = snapshot_capture(s, disk, mem, err);
 	int64_t took = now_ms() - t0;
@@ -417,6 +417,14 @@ static struct snapshot *load_one(const char *dir)
 	for (int i = SN_CREATING; o && i <= SN_DELETED; i++)
 		if (strcmp(jstr(o, "state"), state_names[i]) == 0)
 			st = i;
+	if (!o && access(path, F_OK) < 0 && errno == ENOENT) {
+		/* tenkid stopped between making the directory and writing
+		 * the record: nothing was taken. */
+		log_info("%s: no record, removed", dir);
+		if (remove_tree(dir) < 0)
+			log_warnx("cannot remove %s", dir);
+		return NULL;
+	}
 	if (!o || st < 0 || !valid_name(jstr(o, "name")) ||
 	    strlen(jstr(o, "id")) != UUID_LEN) {
 		log_warnx("%s: unreadable snapshot record, skipped", path);
@@ -446,6 +454,73 @@ static struct snapshot *load_one(const char *dir)
 	return sn;
 }
 
+/* A snapshot tenkid was taking when it stopped.  libvirtd goes on with a
+ * capture whose caller died, so wait for it to end, then look at which
+ * layer the source's VM writes: the new one means the capture completed
+ * (the memory is saved before the disks switch) and the snapshot is READY;
+ * the old one means it did not, and the snapshot FAILED with nothing left
+ * of it (no memory image, no link to the frozen layer, no new overlay).
+ * Either way the source keeps running on a disk its record names. */
+static bool settle_source(struct snapshot *sn, struct session *s)
+{
+	char err[VMM_ERRLEN], next[600];
+	bool settled;
+	int on_next;
+
+	session_disk_path(s, s->disk_gen + 1, next, sizeof(next));
+	session_get(s);
+	pthread_mutex_unlock(&model_lock);
+	settled = vmm_job_wait(vmm, s->domname, 300000, err) == 0;
+	if (!settled)
+		log_warnx("snapshot %s: %s", sn->name, err);
+	on_next = vmm_disk_attached(vmm, s->domname, next, err);
+	if (on_next < 0)
+		log_warnx("snapshot %s: %s", sn->name, err);
+	/* The overlay the capture did not switch to; never while a capture
+	 * may still switch to it. */
+	if (settled && on_next == 0 && access(next, F_OK) == 0 &&
+	    vmm_disk_delete(vmm, next, err) < 0)
+		log_warnx("snapshot %s: %s", sn->name, err);
+	/* A capture pauses the VM for its switch; if it was left paused
+	 * under a session that was not, resume it (reattach would else
+	 * believe the session PAUSED). */
+	if (s->state != S_PAUSED && vmm_state(vmm, s->domname) == VMM_PAUSED &&
+	    vmm_resume(vmm, s->domname, err) < 0)
+		log_warnx("session %s: %s", s->name, err);
+	pthread_mutex_lock(&model_lock);
+	if (on_next == 1) {
+		s->disk_gen++;
+		session_save(s);
+	}
+	session_put(s);
+	return on_next == 1;
+}
+
+static void settle_cut(struct snapshot *sn)
+{
+	char mem[600], disk[600];
+	struct session *s = session_find(sn->source_id);
+
+	snap_path(sn, "mem.save", mem, sizeof(mem));
+	snap_path(sn, "disk.qcow2", disk, sizeof(disk));
+	if (s && !session_final(s) && settle_source(sn, s) &&
+	    access(mem, F_OK) == 0 && access(disk, F_OK) == 0) {
+		sn->size_bytes = file_bytes(mem) + file_bytes(disk);
+		log_info("snapshot %s: completed while tenkid was stopped",
+			 sn->name);
+		snap_set_state(sn, SN_READY);
+		return;
+	}
+	unlink(mem);
+	unlink(disk);
+	free(sn->reason);
+	sn->reason = strdup("tenkid stopped while it was taken");
+	errlog_add(&sn->err, sn->name, sn->reason);
+	snap_set_state(sn, SN_FAILED);
+}
+
+/* After the sessions are loaded (settle_cut looks at a snapshot's
+ * source) and before they are re-attached. */
 void snapshots_restore(void)
 {
 	char path[600], dir[900];
@@ -472,18 +547,8 @@ void snapshots_restore(void)
 		}
 		snap_link(sn);
 		snapshot_put(sn);
-		if (sn->state == SN_CREATING) {
-			char mem[600], disk[600];
-			snap_path(sn, "mem.save", mem, sizeof(mem));
-			snap_path(sn, "disk.qcow2", disk, sizeof(disk));
-			unlink(mem);
-			unlink(disk);
-			free(sn->reason);
-			sn->reason =
-			    strdup("tenkid stopped while it was taken");
-			errlog_add(&sn->err, sn->name, sn->reason);
-			snap_set_state(sn, SN_FAILED);
-		}
+		if (sn->state == SN_CREATING)
+			settle_cut(sn);
 		arm_ttl(sn);
 	}
 	pthread_mutex_unlock(&model_lock);

@@ -118,6 +118,13 @@ int vmm_remove(struct vmm_host *host, const char *domname, char *err);
 int vmm_snapshot(struct vmm_host *host, const char *domname,
 		 const char *mem_path, const char *new_disk, char *err);
 
+/* Wait until no libvirt job (a snapshot, a save) runs on the domain, for
+ * at most timeout_ms: a job whose caller died (tenkid killed mid-call)
+ * goes on in libvirtd.  0 when none runs or there is no such domain; -1
+ * (err) on timeout or when libvirt cannot tell. */
+int vmm_job_wait(struct vmm_host *host, const char *domname, int timeout_ms,
+		 char *err);
+
 /* Save a running domain's memory to the save image path; the domain
  * stops and is undefined (its disk is no longer written). */
 int vmm_save(struct vmm_host *host, const char *domname, const char *path,

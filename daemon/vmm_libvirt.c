@@ -1592,6 +1592,56 @@ out_free:
 	return rc;
 }
 
+/* 1 while a job runs on dom, 0 when none, -1 (err) when libvirt cannot
+ * tell.  A query waits for the job lock, which a snapshot may hold: its
+ * timeout means a job is running. */
+static int dom_job_running(virDomainPtr dom, char *err)
+{
+	virDomainJobInfo info;
+
+	if (virDomainGetJobInfo(dom, &info) == 0)
+		return info.type != VIR_DOMAIN_JOB_NONE;
+	switch (virGetLastErrorCode()) {
+	case VIR_ERR_OPERATION_TIMEOUT:
+		return 1;
+	case VIR_ERR_NO_DOMAIN:
+	case VIR_ERR_OPERATION_INVALID: /* not running: no job */
+		return 0;
+	default:
+		virt_err(err, "cannot read the job of the domain");
+		return -1;
+	}
+}
+
+int vmm_job_wait(struct vmm_host *h, const char *domname, int timeout_ms,
+		 char *err)
+{
+	virDomainPtr dom;
+	virConnectPtr c;
+	bool missing;
+	int rc = -1, r;
+
+	if ((c = host_conn(h, err)) == NULL)
+		return -1;
+	if ((dom = dom_get(c, domname, &missing, err)) == NULL) {
+		rc = missing ? 0 : -1;
+		goto out;
+	}
+	/* A query that waits for a held job lock takes up to 30 s itself:
+	 * the bound counts polls and is only roughly timeout_ms. */
+	for (int left = timeout_ms / 200;
+	     (r = dom_job_running(dom, err)) == 1 && left > 0; left--)
+		usleep(200 * 1000);
+	if (r == 1)
+		vmm_seterr(err, "a libvirt job on %s still runs after %d s",
+			   domname, timeout_ms / 1000);
+	rc = r == 0 ? 0 : -1;
+	virDomainFree(dom);
+out:
+	virConnectClose(c);
+	return rc;
+}
+
 int vmm_save(struct vmm_host *h, const char *domname, const char *path,
 	     char *err)
 {

@@ -1,5 +1,6 @@
 /* Volumes: the model, attach and detach, records.  See volume.h. */
 #include "volume.h"
+#include "ctlverbs.h"
 #include "agent.h"
 #include "events.h"
 #include "log.h"
@@ -462,6 +463,7 @@ int volume_create(const struct vol_spec *vs, struct volume **out)
 		 (unsigned long long)v->size);
 	event_emit("volume", v->name, v->id, NULL, "AVAILABLE");
 	*out = v;
+	volume_put(v); /* volume_alloc's: the list holds v */
 	return 0;
 }
 
@@ -894,46 +896,19 @@ static int detach_all(struct volume *v)
 
 int volume_ctl(struct volume *v, const char *text, size_t len)
 {
-	struct vol_verb verbs[16];
-	char line[512], why[400];
-	const char *p = text, *end = text + len;
-	int n = 0, rc = 0;
+	struct ctl_call calls[CTL_MAX_VERBS];
+	char why[CTL_WHY_LEN];
+	int n, rc = 0;
 
-	if (memchr(text, '\0', len))
-		return refuse(&v->err, EINVAL, v->name, "ctl: NUL byte");
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
-		if (l >= sizeof(line))
-			return refuse(&v->err, EINVAL, v->name,
-				      "ctl: line too long");
-		memcpy(line, p, l);
-		line[l] = '\0';
-		p += l + (nl ? 1 : 0);
-		if (strspn(line, " \t") == l)
-			continue;
-		if (n == 16)
-			return refuse(&v->err, EINVAL, v->name,
-				      "ctl: at most 16 verbs per write");
-		if (spec_parse_vol_verb(line, false, &verbs[n], why,
-					sizeof(why)) < 0)
-			return refuse(&v->err, EINVAL, v->name,
-				      "ctl: %s (attach SESSION PATH [ro] | "
-				      "detach [SESSION])",
-				      why);
-		n++;
-	}
-	if (n == 0)
-		return refuse(&v->err, EINVAL, v->name,
-			      "ctl: no verb (attach SESSION PATH [ro] | "
-			      "detach [SESSION])");
+	if (ctl_parse(CTL_VOLUME, text, len, calls, &n, why) < 0)
+		return refuse(&v->err, EINVAL, v->name, "ctl: %s", why);
 	volume_get(v);
 	for (int i = 0; i < n && rc == 0; i++) {
 		struct session *s = NULL;
-		if (verbs[i].target[0] &&
-		    !(s = session_find(verbs[i].target))) {
+		if (calls[i].vol.target[0] &&
+		    !(s = session_find(calls[i].vol.target))) {
 			rc = refuse(&v->err, ENOENT, v->name,
-				    "ctl: no session %s", verbs[i].target);
+				    "ctl: no session %s", calls[i].vol.target);
 			break;
 		}
 		if (!s) {
@@ -941,9 +916,10 @@ int volume_ctl(struct volume *v, const char *text, size_t len)
 			continue;
 		}
 		session_get(s);
-		rc = verbs[i].attach ? do_attach(v, s, verbs[i].path,
-						 verbs[i].ro, &v->err, v->name)
-				     : do_detach(v, s, &v->err, v->name);
+		rc = calls[i].vol.attach
+			 ? do_attach(v, s, calls[i].vol.path, calls[i].vol.ro,
+				     &v->err, v->name)
+			 : do_detach(v, s, &v->err, v->name);
 		session_put(s);
 	}
 	volume_put(v);

@@ -71,7 +71,8 @@ struct volume *volume_find(const char *name_or_id);
 void volume_get(struct volume *v);
 void volume_put(struct volume *v);
 
-/* Create from a parsed spec (size 0: the defaults' volume_size). */
+/* Create from a parsed spec (size 0: the defaults' volume_size); *out is
+ * the list's, valid while model_lock is held. */
 int volume_create(const struct vol_spec *vs, struct volume **out);
 /* rmdir: EBUSY while attached. */
 int volume_remove(struct volume *v);

@@ -255,8 +255,15 @@ static void on_entry(struct session *s, int err, const uint8_t *res, size_t len,
 		session_get(s);
 		c->fi.fh = (uintptr_t)h;
 		if (fuse_reply_create(c->req, &e, &c->fi) != 0) {
-			/* the opener went away: the kernel forgets nothing */
+			/* The opener went away: the kernel forgets nothing
+			 * and releases nothing; the guest's file closes. */
+			uint8_t rel[8];
 			gnode_forget(e.ino, 1);
+			proto_put_u64(rel, fh);
+			agent_fs_request(s, FS_RELEASE, rel, 8, NULL, 0, NULL,
+					 NULL);
+			session_put(s);
+			free(h);
 		}
 	} else if (fuse_reply_entry(c->req, &e) != 0) {
 		gnode_forget(e.ino, 1);

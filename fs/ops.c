@@ -439,6 +439,8 @@ static void dir_add(void *ctx, const char *name, bool is_dir)
 	dl->b.len = old + need;
 }
 
+static void fh_free(struct fh *fh);
+
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
@@ -467,7 +469,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	fh->ends = dl.ends;
 	fh->n = n;
 	fi->fh = (uintptr_t)fh;
-	fuse_reply_open(req, fi);
+	if (fuse_reply_open(req, fi) != 0)
+		fh_free(fh); /* interrupted: no release will come */
 out:
 	unlock();
 }
@@ -863,7 +866,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fh->flags = fi->flags;
 		fi->fh = (uintptr_t)fh;
 		fi->direct_io = 1;
-		fuse_reply_create(req, &e, fi);
+		if (fuse_reply_create(req, &e, fi) != 0) {
+			/* interrupted: no release and no forget will come */
+			ino_forget(e.ino, 1);
+			fh_free(fh);
+		}
 		goto out;
 	}
 	rc = refuse(nearest_err(&n), EACCES, node_label(&n, path),
@@ -950,7 +957,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (n.fd->kind == K_STREAM || n.fd->kind == K_STDIN ||
 	    n.fd->kind == K_WAIT)
 		fi->nonseekable = 1;
-	fuse_reply_open(req, fi);
+	if (fuse_reply_open(req, fi) != 0) {
+		/* The open was interrupted: the kernel will not release
+		 * this handle (libfuse's high-level API does the same). */
+		if (fh->stdin_writer && !fh->n.j->gone)
+			job_stdin_close(fh->n.j);
+		fh_free(fh);
+	}
 	goto out;
 refuse_out:
 	node_release(&n);

@@ -47,8 +47,9 @@ PY
 # What must not change when a write is refused.
 state_of() {
 	cat "$T/defaults" "$T/sessions/b1/info.json" "$T/sessions/b1/env" \
-		"$T/sessions/b1/ssh/authorized_keys" 2>/dev/null
-	ls "$T/sessions"
+		"$T/sessions/b1/ssh/authorized_keys" "$T/sessions/b1/volumes" \
+		"$T/volumes/bv/info.json" 2>/dev/null
+	ls "$T/sessions" "$T/volumes" "$T/snapshots"
 }
 
 # check ERRNO ERRFILE PATH DATA [OFFSET]
@@ -151,4 +152,32 @@ BIG=$(python3 -c 'print("x" * 70000)')
 		"$T/sessions/b1/console" "$d/status" "$d/info.json"; do
 		[ "$(wr "$f" 'x\n')" = EACCES ] || { echo "$f accepted a write"; return 1; }
 	done
+}
+
+@test "volumes/new, a volume's ctl, snapshots/new: bad specs and verbs change nothing" {
+	e=$T/volumes/err
+	for v in 'name=-bad size=8M' 'name=v size=0' 'name=v size=200G' \
+		'name=v size=10Q' 'name=v size=8M color=red' 'name=v name=w size=8M' \
+		'{"name": "v", "size": ' '{"name": ["v"]}' '\x00\xff'; do
+		check EINVAL "$e" "$T/volumes/new" "$v\n"
+	done
+	check EFBIG "$e" "$T/volumes/new" "name=v $BIG"
+	echo 'name=bv size=8M' >"$T/volumes/new"
+	e=$T/volumes/bv/err
+	for v in dance 'attach' 'attach b1' 'attach b1 relative' 'attach b1 /' \
+		'attach b1 /data rx' 'attach b/1 /data' 'detach b1 b2' '\x00\xff' \
+		'attach b1 /data\nbogus' 'pause'; do
+		check EINVAL "$e" "$T/volumes/bv/ctl" "$v\n"
+	done
+	check ENOENT "$e" "$T/volumes/bv/ctl" 'attach nosuch /data\n'
+	check EFBIG "$e" "$T/volumes/bv/ctl" "attach b1 /data $BIG"
+	[ "$(cat "$T/volumes/bv/state")" = AVAILABLE ]
+	e=$T/snapshots/err
+	for v in 'name=s' 'name=-x session=b1' 'session=b1 ttl=x' \
+		'session=b1 ttl=0' 'session=b1 color=red' '{"session": ' '\x00\xff'; do
+		check EINVAL "$e" "$T/snapshots/new" "$v\n"
+	done
+	check ENOENT "$e" "$T/snapshots/new" 'session=nosuch\n'
+	check EFBIG "$e" "$T/snapshots/new" "session=b1 $BIG"
+	rmdir "$T/volumes/bv"
 }

@@ -140,11 +140,11 @@ start_job() {
 	sleep 15
 	good_answers
 	rss=$(tenkid_rss_kb)
-	echo "rss before $(cat "$TK/rss0") kB, during the flood $rss kB"
+	figure "rss before $(cat "$TK/rss0") kB, during the flood $rss kB"
 	[ "$rss" -lt $(($(cat "$TK/rss0") + 200000)) ]
 	# The stream kept at most the cap (4 MiB) on disk.
 	size=$(stat -c %s "$TK/state/sessions/$(cat "$T/sessions/flood-1/id")/jobs/$j/stdout")
-	echo "stdout kept: $size bytes"
+	figure "flood stdout kept: $size bytes"
 	[ "$size" -le $((4 * 1024 * 1024)) ]
 	[ "$size" -gt 0 ]
 }
@@ -164,6 +164,7 @@ start_job() {
 	[ "$(cat "$T/sessions/silent-1/state")" = READY ]
 	tenkid_alive
 	rss=$(tenkid_rss_kb)
+	figure "rss after the channel, exit and PING floods: $rss kB"
 	[ "$rss" -lt $(($(cat "$TK/rss0") + 200000)) ]
 }
 
@@ -175,7 +176,7 @@ start_job() {
 	[ "$(domains | wc -l)" -eq 1 ]
 	[ "$(state_sessions)" -eq 1 ]
 	fds=$(tenkid_fds)
-	echo "fds: before $(cat "$TK/fds0"), after $fds"
+	figure "fds: before $(cat "$TK/fds0"), after $fds"
 	ls -l "/proc/$(cat "$TK/pid")/fd"
 	[ "$fds" -le $(($(cat "$TK/fds0") + 4)) ]
 }

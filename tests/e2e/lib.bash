@@ -119,3 +119,10 @@ refused_with() { # "Invalid argument" cmd...
 	[ "$status" -ne 0 ] || { echo "expected failure: $*"; return 1; }
 	[[ "$output" == *"$want"* ]] || { echo "expected '$want', got: $output"; return 1; }
 }
+
+# A measured figure: in the test's output, and as a TAP comment so a
+# passing run keeps it too (docs/reliability.md quotes them).
+figure() {
+	echo "$*"
+	echo "# $*" >&3
+}

@@ -67,7 +67,7 @@ work() {
 	done
 	rss=$(tenkid_rss_kb)
 	fds=$(tenkid_fds)
-	echo "after $CYCLES cycles: rss $rss0 -> $rss kB, fds $fds0 -> $fds"
+	figure "after $CYCLES cycles: rss $rss0 -> $rss kB, fds $fds0 -> $fds"
 	[ "$fds" -le "$fds0" ]
 	[ "$rss" -le $((rss0 + 16384)) ]
 	[ "$(domains | wc -l)" -eq 0 ]

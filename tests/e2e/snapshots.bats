@@ -128,12 +128,14 @@ counter() { cat "$T/sessions/$1/files/counter"; }
 }
 
 @test "snapshots/new with a ttl expires; rmdir deletes; files go" {
-	echo 'name=s2 session=a ttl=10' >"$T/snapshots/new"
+	# The ttl counts from the start of the capture, which takes seconds
+	# on a loaded machine: long enough to see it READY first.
+	echo 'name=s2 session=a ttl=30' >"$T/snapshots/new"
 	[ "$(cat "$T/snapshots/s2/state")" = READY ]
 	id=$(cat "$T/snapshots/s2/id")
 	[ -d "$TK/state/snapshots/$id" ]
 	[ -n "$(json_get "$T/snapshots/s2/info.json" expires_at)" ]
-	for _ in $(seq 80); do [ -e "$T/snapshots/s2" ] || break; sleep 0.5; done
+	for _ in $(seq 120); do [ -e "$T/snapshots/s2" ] || break; sleep 0.5; done
 	[ ! -e "$T/snapshots/s2" ]
 	[ ! -e "$TK/state/snapshots/$id" ]
 }
