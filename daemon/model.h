@@ -108,6 +108,8 @@ struct session {
 	unsigned disk_gen; /* live disk: disk.qcow2, then disk.N.qcow2 */
 	const char *boot;  /* "cold", "golden", "snapshot" or "pool" */
 	bool restore;	   /* the create restores restore.src */
+	bool prepared;	   /* ... or restore.save, made with its disk ahead
+			      of time (a staged guest of the pool) */
 };
 
 /* Collections' and the root's err files. */
