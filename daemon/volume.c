@@ -1197,6 +1197,14 @@ void volumes_session_closed(struct session *s)
 	}
 }
 
+bool session_has_volumes(const struct session *s)
+{
+	for (struct volume *v = volumes; v; v = v->next)
+		if (att_of(v, s->id))
+			return true;
+	return false;
+}
+
 char *volumes_session_text(struct session *s)
 {
 	struct buf b = {0};

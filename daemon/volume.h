@@ -109,6 +109,8 @@ bool volumes_boot_mount(struct session *s);
 void volumes_session_closing(struct session *s);
 /* Closed or withdrawn: its attachments end; the data stays. */
 void volumes_session_closed(struct session *s);
+/* Has s a volume attached (or being attached)? */
+bool session_has_volumes(const struct session *s);
 /* The session's volumes file and info.json's volumes. */
 char *volumes_session_text(struct session *s);
 json_t *volumes_session_json(struct session *s);

@@ -244,6 +244,10 @@ bg_job() {
 	echo 'name=rv size=16M' >"$V/new"
 	echo 'attach rv /rv' >"$T/sessions/B/ctl"
 	tk_exec B 'echo from-B >/rv/f && sync'
+	# a saved machine would carry the volume into every copy
+	refused_with "Device or resource busy" bash -c "echo 'snapshot sv' >'$T/sessions/B/ctl'"
+	[[ "$(last_err "$T/sessions/B/err")" == *"volumes attached"* ]]
+	[ ! -e "$T/snapshots/sv" ]
 	echo 'detach rv' >"$T/sessions/B/ctl"
 	echo 'snapshot sv' >"$T/sessions/B/ctl"
 	echo 'name=R snapshot=sv volume=rv:/mnt/x' >"$T/sessions/new"
