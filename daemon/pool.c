@@ -355,6 +355,9 @@ char *pool_status_text(void)
 		buf_printf(&b, "guest %s\n", p->domname);
 	if (filling_dom[0])
 		buf_printf(&b, "guest %s\n", filling_dom);
+	/* The domain a staged guest gets when a create takes it. */
+	for (struct pooled *p = staged; p; p = p->next)
+		buf_printf(&b, "staged_guest %s\n", p->domname);
 	spec_free(&shape);
 	return b.data;
 }
