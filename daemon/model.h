@@ -111,6 +111,8 @@ struct session {
 	bool restore;	   /* the create restores restore.src */
 	struct host *host; /* where its VM runs (referenced) */
 	bool host_lost;	   /* its host is DOWN: reason says since when */
+	bool prepared;	   /* ... or restore.save, made with its disk ahead
+			      of time (a staged guest of the pool) */
 };
 
 /* Collections' and the root's err files. */

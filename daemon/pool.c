@@ -15,11 +15,15 @@
 
 #define RETRY_MS 1000
 
-static struct pooled *ready;
-static unsigned nready;
-static bool filling, stopping;
-static char filling_dom[64]; /* the guest being restored */
+/* Running guests, and staged ones: files ready, no VM (see pool.h). */
+static struct pooled *ready, *staged;
+static unsigned nready, nstaged;
+static bool filling, stopping; /* filling: a worker stages or restores */
+static char filling_dom[64];   /* the guest being restored */
 static struct timer kick_timer;
+
+/* Staged guests kept: one is what a golden create takes at a time. */
+#define STAGED_MAX 1
 
 static bool same_shape(const struct sess_spec *a, const struct sess_spec *b)
 {
@@ -70,39 +74,76 @@ static bool sessions_creating(void)
 	return false;
 }
 
-static void *fill_worker(void *arg)
+/* The spec a guest in p->dir is restored with: its own name, UUID, disk
+ * and console, as a session of that id would have them. */
+static void guest_spec(struct pooled *p, struct vmm_vm_spec *v, char *disk,
+		       char *console, size_t n)
 {
-	struct pooled *p = arg;
-	char err[VMM_ERRLEN] = "", base[600], src[600], copy[600], disk[600],
-	     console[600], marker[600];
-	struct vmm_vm_spec v = {0};
-	int64_t t0 = now_ms();
+	snprintf(disk, n, "%s/disk.qcow2", p->dir);
+	snprintf(console, n, "%s/console.log", p->dir);
+	memset(v, 0, sizeof(*v));
+	v->domname = p->domname;
+	v->uuid = p->id;
+	v->disk = disk;
+	v->console = console;
+}
+
+/* The slow half of a restore, ahead of time: the overlay on the golden
+ * disk and the save image copy that names this guest. */
+static int stage(struct pooled *p, char *err)
+{
+	char base[600], src[600], copy[600], disk[600], console[600];
+	struct vmm_vm_spec v;
 	int rc = -1;
 
+	guest_spec(p, &v, disk, console, sizeof(disk));
 	snprintf(base, sizeof(base), "%s/base.qcow2", p->dir);
 	snprintf(src, sizeof(src), "%s/restore.src", p->dir);
 	snprintf(copy, sizeof(copy), "%s/restore.save", p->dir);
-	snprintf(disk, sizeof(disk), "%s/disk.qcow2", p->dir);
-	snprintf(console, sizeof(console), "%s/console.log", p->dir);
-	snprintf(marker, sizeof(marker), "%s/pooled", p->dir);
-	v.domname = p->domname;
-	v.uuid = p->id;
-	v.disk = disk;
-	v.console = console;
 	if (vmm_disk_create(vmm, base, disk, err) == 0 &&
-	    vmm_restore(vmm, src, copy, &v, err) == 0 &&
-	    (p->chan = vmm_channel_path(vmm, p->domname, err)))
+	    vmm_restore_prepare(vmm, src, copy, &v, err) == 0)
 		rc = 0;
 	unlink(src);
+	return rc;
+}
+
+static int start_staged(struct pooled *p, char *err)
+{
+	char copy[600], disk[600], console[600];
+	struct vmm_vm_spec v;
+
+	guest_spec(p, &v, disk, console, sizeof(disk));
+	snprintf(copy, sizeof(copy), "%s/restore.save", p->dir);
+	if (vmm_restore_prepared(vmm, copy, &v, err) < 0 ||
+	    !(p->chan = vmm_channel_path(vmm, p->domname, err)))
+		return -1;
+	return 0;
+}
+
+/* Stage p, then, if p->run, start it. */
+static void *fill_worker(void *arg)
+{
+	struct pooled *p = arg;
+	char err[VMM_ERRLEN] = "";
+	int64_t t0 = now_ms();
+	int rc = stage(p, err);
+
+	if (rc == 0 && p->run)
+		rc = start_staged(p, err);
 	pthread_mutex_lock(&model_lock);
 	filling = false;
 	filling_dom[0] = '\0';
 	if (rc == 0 && !stopping) {
-		p->next = ready;
-		ready = p;
-		nready++;
-		log_info("pool: guest %s ready in %lld ms (%u in the pool)",
-			 p->domname, (long long)(now_ms() - t0), nready);
+		struct pooled **list = p->run ? &ready : &staged;
+		p->next = *list;
+		*list = p;
+		if (p->run)
+			nready++;
+		else
+			nstaged++;
+		log_info("pool: guest %s %s in %lld ms (%u ready, %u staged)",
+			 p->domname, p->run ? "ready" : "staged",
+			 (long long)(now_ms() - t0), nready, nstaged);
 		pool_kick();
 		p = NULL;
 	}
@@ -129,40 +170,78 @@ static void *discard_worker(void *arg)
 }
 
 /* Guests of a shape plain creates no longer get (defaults changed). */
-static void drop_other_shapes(const struct sess_spec *shape)
+static void drop_other_shapes(struct pooled **list, unsigned *n,
+			      const struct sess_spec *shape)
 {
-	for (struct pooled **pp = &ready; *pp;) {
+	for (struct pooled **pp = list; *pp;) {
 		struct pooled *p = *pp;
 		if (same_shape(&p->shape, shape)) {
 			pp = &p->next;
 			continue;
 		}
 		*pp = p->next;
-		nready--;
+		(*n)--;
 		log_info("pool: guest %s no longer has the defaults' shape",
 			 p->domname);
 		spawn_worker(discard_worker, p);
 	}
 }
 
+static void kick_later(int64_t ms)
+{
+	kick_timer.cb = kick_fired;
+	timer_arm(&kick_timer, ms);
+}
+
+/* A new guest of shape: a directory named by its id, holding links to the
+ * golden state (golden_claim); NULL if there is none to claim. */
+static struct pooled *new_guest(struct sess_spec *shape)
+{
+	struct pooled *p = calloc(1, sizeof(*p));
+	char marker[600];
+
+	if (!p)
+		abort();
+	p->shape = *shape;
+	spec_init(shape); /* moved into p */
+	uuid_new(p->id);
+	session_domname(p->id, p->domname, sizeof(p->domname));
+	snprintf(p->dir, sizeof(p->dir), "%s/sessions/%s", cfg.state_dir,
+		 p->id);
+	snprintf(marker, sizeof(marker), "%s/pooled", p->dir);
+	if (mkdir_p(p->dir, 0711) < 0 ||
+	    write_file_replace(marker, "", 0, 0600) < 0 ||
+	    golden_claim(&p->shape, p->dir) < 0) {
+		remove_tree(p->dir);
+		pool_free(p);
+		return NULL;
+	}
+	return p;
+}
+
+/*
+ * One background step at a time: the running guests (--pool) come first;
+ * then one staged guest is kept, so that a create that finds the pool
+ * empty (or --pool 0) only has to restore.  Refills never take it: it is
+ * there for the creates that come while they run.
+ */
 void pool_kick(void)
 {
 	struct pooled *p;
 	struct sess_spec shape;
-	char errpath[600];
+	bool run;
 
 	if (stopping || filling || !vmm)
 		return;
 	default_shape(&shape);
-	if (!cfg.pool) {
-		/* No pool: the defaults' shape still gets its golden state
-		 * early, as most creates are plain mkdirs. */
-		golden_prepare(&shape);
+	if (!cfg.golden) {
 		spec_free(&shape);
 		return;
 	}
-	drop_other_shapes(&shape);
-	if (nready >= cfg.pool) {
+	drop_other_shapes(&ready, &nready, &shape);
+	drop_other_shapes(&staged, &nstaged, &shape);
+	run = nready < cfg.pool;
+	if (!run && nstaged >= STAGED_MAX) {
 		spec_free(&shape);
 		return;
 	}
@@ -170,37 +249,24 @@ void pool_kick(void)
 		/* Built in the background; its end kicks again. */
 		golden_prepare(&shape);
 		spec_free(&shape);
-		kick_timer.cb = kick_fired;
-		timer_arm(&kick_timer, RETRY_MS * 5);
+		kick_later(RETRY_MS * 5);
 		return;
 	}
-	/* User work first: no refill while a session is being made. */
+	/* User work first: nothing while a session is being made. */
 	if (sessions_creating()) {
 		spec_free(&shape);
-		kick_timer.cb = kick_fired;
-		timer_arm(&kick_timer, RETRY_MS);
+		kick_later(RETRY_MS);
 		return;
 	}
-	p = calloc(1, sizeof(*p));
-	if (!p)
-		abort();
-	p->shape = shape;
-	uuid_new(p->id);
-	session_domname(p->id, p->domname, sizeof(p->domname));
-	snprintf(p->dir, sizeof(p->dir), "%s/sessions/%s", cfg.state_dir,
-		 p->id);
-	snprintf(errpath, sizeof(errpath), "%s/pooled", p->dir);
-	if (mkdir_p(p->dir, 0711) < 0 ||
-	    write_file_replace(errpath, "", 0, 0600) < 0 ||
-	    golden_claim(&p->shape, p->dir) < 0) {
-		remove_tree(p->dir);
-		pool_free(p);
-		kick_timer.cb = kick_fired;
-		timer_arm(&kick_timer, RETRY_MS * 5);
+	if (!(p = new_guest(&shape))) {
+		spec_free(&shape);
+		kick_later(RETRY_MS * 5);
 		return;
 	}
+	p->run = run;
 	filling = true;
-	snprintf(filling_dom, sizeof(filling_dom), "%s", p->domname);
+	if (run)
+		snprintf(filling_dom, sizeof(filling_dom), "%s", p->domname);
 	spawn_worker(fill_worker, p);
 }
 
@@ -212,25 +278,35 @@ bool pool_has(const struct sess_spec *spec)
 	return false;
 }
 
-struct pooled *pool_take(const struct sess_spec *spec)
+static struct pooled *take(struct pooled **list, unsigned *n,
+			   const struct sess_spec *spec)
 {
 	char marker[600];
 
-	for (struct pooled **pp = &ready; *pp; pp = &(*pp)->next) {
+	for (struct pooled **pp = list; *pp; pp = &(*pp)->next) {
 		struct pooled *p = *pp;
 		if (!same_shape(&p->shape, spec))
 			continue;
 		*pp = p->next;
 		p->next = NULL;
-		nready--;
+		(*n)--;
 		snprintf(marker, sizeof(marker), "%s/pooled", p->dir);
 		unlink(marker);
-		/* Refill a little later: the claim's own HELLO first. */
-		kick_timer.cb = kick_fired;
-		timer_arm(&kick_timer, RETRY_MS);
+		/* Refill a little later: the claim's own work first. */
+		kick_later(RETRY_MS);
 		return p;
 	}
 	return NULL;
+}
+
+struct pooled *pool_take(const struct sess_spec *spec)
+{
+	return take(&ready, &nready, spec);
+}
+
+struct pooled *pool_take_staged(const struct sess_spec *spec)
+{
+	return take(&staged, &nstaged, spec);
 }
 
 void pool_vm_stopped(const char *domname)
@@ -265,11 +341,11 @@ char *pool_status_text(void)
 
 	default_shape(&shape);
 	buf_printf(&b,
-		   "size %u\nready %u\nfilling %s\nmemory_mb %u\n"
+		   "size %u\nready %u\nstaged %u\nfilling %s\nmemory_mb %u\n"
 		   "shape cpu_cores=%u memory_mb=%u allow_outbound=%s "
 		   "image=%s\ngolden %s\n",
-		   cfg.pool, nready, filling ? "yes" : "no", pool_memory_mb(),
-		   shape.cpu_cores, shape.memory_mb,
+		   cfg.pool, nready, nstaged, filling ? "yes" : "no",
+		   pool_memory_mb(), shape.cpu_cores, shape.memory_mb,
 		   shape.allow_outbound ? "true" : "false", shape.image,
 		   !cfg.golden		  ? "off"
 		   : golden_ready(&shape) ? "ready"
@@ -279,6 +355,9 @@ char *pool_status_text(void)
 		buf_printf(&b, "guest %s\n", p->domname);
 	if (filling_dom[0])
 		buf_printf(&b, "guest %s\n", filling_dom);
+	/* The domain a staged guest gets when a create takes it. */
+	for (struct pooled *p = staged; p; p = p->next)
+		buf_printf(&b, "staged_guest %s\n", p->domname);
 	spec_free(&shape);
 	return b.data;
 }
@@ -322,6 +401,14 @@ void pool_shutdown(void)
 	list = ready;
 	ready = NULL;
 	nready = 0;
+	for (struct pooled **pp = &list;; pp = &(*pp)->next) {
+		if (!*pp) {
+			*pp = staged;
+			break;
+		}
+	}
+	staged = NULL;
+	nstaged = 0;
 	pthread_mutex_unlock(&model_lock);
 	while (list) {
 		struct pooled *p = list;

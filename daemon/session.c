@@ -392,17 +392,18 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	if (verr < 0)
 		return refuse(&sessions_err, -verr, name, "%s", why);
 	/* A saved guest's machine has no disks for volumes (libvirt
-	 * refuses a restore that adds devices): attach them after. */
-	if (spec->snapshot[0] && spec->nvolumes)
-		return refuse(&sessions_err, EINVAL, name,
-			      "volumes cannot be given with snapshot=: "
-			      "create the session, then 'attach VOLUME PATH' "
-			      "in its ctl");
-	if (tpl && spec->nvolumes)
-		return refuse(&sessions_err, EINVAL, name,
-			      "volumes cannot be given with template=: "
-			      "create the session, then 'attach VOLUME PATH' "
-			      "in its ctl");
+	 * refuses a restore that adds devices): they are hot-plugged into
+	 * its spare PCIe ports before READY. */
+	if (spec->snapshot[0] && spec->nvolumes > VMM_HOTPLUG_DISKS)
+		return refuse(&sessions_err, ENOSPC, name,
+			      "%zu volumes given with snapshot=: a restored "
+			      "machine has hot-plug ports for %d",
+			      spec->nvolumes, VMM_HOTPLUG_DISKS);
+	if (tpl && spec->nvolumes > VMM_HOTPLUG_DISKS)
+		return refuse(&sessions_err, ENOSPC, name,
+			      "%zu volumes given with template=: a restored "
+			      "machine has hot-plug ports for %d",
+			      spec->nvolumes, VMM_HOTPLUG_DISKS);
 	if (spec->snapshot[0] && (rc = check_snapshot(spec, &sn)) < 0)
 		return rc;
 	if (tpl && (rc = template_resolve(spec, &tr)) < 0)
@@ -445,17 +446,20 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	s->spec = eff;
 	s->host = h;
 	snprintf(s->name, sizeof(s->name), "%s", name);
-	/* Volumes given at create are disks of the machine from its boot:
-	 * such a session boots cold (a saved guest has no such disks); so
-	 * does one on a remote host (the pool and golden states are this
+	/* A restored guest takes volumes on its spare hot-plug ports; a
+	 * session given more boots cold, its volumes disks from the start;
+	 * so does one on a remote host (the pool and golden states are this
 	 * host's).  A template's build session boots cold too: its captured
 	 * disk layer must back onto the image, not onto a file of its own
 	 * dir. */
-	bool saved_ok =
-	    !sn && !tpl && spec->nvolumes == 0 && !spec->internal && h->local;
+	bool saved_ok = !sn && !tpl && spec->nvolumes <= VMM_HOTPLUG_DISKS &&
+			!spec->internal && h->local;
 	struct pooled *pg = saved_ok && cfg.pool ? pool_take(&s->spec) : NULL;
-	if (pg)
-		snprintf(s->id, sizeof(s->id), "%s", pg->id);
+	/* No running guest: a staged one, which only needs restoring. */
+	struct pooled *sg =
+	    saved_ok && !pg && cfg.golden ? pool_take_staged(&s->spec) : NULL;
+	if (pg || sg)
+		snprintf(s->id, sizeof(s->id), "%s", (pg ? pg : sg)->id);
 	else
 		uuid_new(s->id);
 	s->state = S_CREATING;
@@ -476,6 +480,9 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	errlog_init(&s->err, errpath);
 	if (mkdir_p(s->dir, 0711) < 0) {
 		int e = errno;
+		if (sg)
+			remove_tree(s->dir);
+		pool_free(sg);
 		session_put(s);
 		template_restore_free(&tr);
 		return refuse(&sessions_err, EIO, name,
@@ -483,6 +490,11 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	}
 	if (pg) {
 		s->boot = "pool";
+	} else if (sg) {
+		s->restore = true;
+		s->prepared = true;
+		s->boot = "golden";
+		pool_free(sg);
 	} else if (sn) {
 		/* Hold the saved state: the snapshot may be deleted while
 		 * this session restores from it. */
@@ -623,16 +635,20 @@ static void *create_worker(void *arg)
 	char src[600], copy[600];
 	struct vm_chan chan = {NULL, -1};
 	int64_t t0 = now_ms();
-	bool restore;
+	bool restore, prepared;
 	int rc;
 
 	pthread_mutex_lock(&model_lock);
 	build_vm_spec(s, &v, paths, cmdline, sizeof(cmdline));
-	volumes_boot_disks(s, &disks);
-	v.disks = disks.d;
-	v.ndisks = disks.n;
-	image_path(s, "rootfs.qcow2", base, sizeof(base));
 	restore = s->restore;
+	prepared = s->prepared;
+	/* A restored guest gets its volumes hot-plugged once it is up. */
+	if (!restore) {
+		volumes_boot_disks(s, &disks);
+		v.disks = disks.d;
+		v.ndisks = disks.n;
+	}
+	image_path(s, "rootfs.qcow2", base, sizeof(base));
 	snprintf(src, sizeof(src), "%s/restore.src", s->dir);
 	snprintf(copy, sizeof(copy), "%s/restore.save", s->dir);
 	if (restore)
@@ -657,11 +673,15 @@ static void *create_worker(void *arg)
 			     sizeof(paths[3]));
 	}
 	if (rc == 0)
-		rc = vmm_disk_create(sess_vmm(s), base, v.disk, err);
+		if (rc == 0)
+			rc = prepared ? 0
+				      : vmm_disk_create(sess_vmm(s), base,
+							v.disk, err);
 	int64_t t_disk = now_ms();
 	if (rc == 0)
-		rc = restore ? vmm_restore(sess_vmm(s), src, copy, &v, err)
-			     : vmm_create(sess_vmm(s), &v, err);
+		rc = prepared ? vmm_restore_prepared(sess_vmm(s), copy, &v, err)
+		     : restore ? vmm_restore(sess_vmm(s), src, copy, &v, err)
+			       : vmm_create(sess_vmm(s), &v, err);
 	log_debug("session %s: disk %lld ms, VM %lld ms", s->name,
 		  (long long)(t_disk - t0), (long long)(now_ms() - t_disk));
 	if (restore)
@@ -761,6 +781,8 @@ void session_agent_ready(struct session *s)
 			 (long long)(s->guest_ready_ms - s->created_ms));
 		session_set_state(s, S_READY);
 		arm_expiry(s);
+		/* The pool waits while sessions are made: refill now. */
+		pool_kick();
 	}
 	waitq_wake(&s->wq);
 }

@@ -3,6 +3,7 @@
 #include "events.h"
 #include "log.h"
 #include "vmm.h"
+#include "volume.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -291,6 +292,14 @@ int snapshot_take(struct session *s, const char *name, int64_t ttl_secs,
 	if (snapshot_find(name)) /* taken while we waited */
 		return refuse(log, EEXIST, object,
 			      "snapshot: a snapshot named %s exists", name);
+	/* The saved machine would carry the volumes' disks into every
+	 * restored copy (and libvirt cannot capture raw volumes). */
+	if (session_has_volumes(s))
+		return refuse(log, EBUSY, object,
+			      "snapshot: session %s has volumes attached: "
+			      "detach them first (restores can take them "
+			      "with volume=)",
+			      s->name);
 
 	sn = snap_new(name);
 	uuid_new(sn->id);

@@ -141,6 +141,19 @@ int vmm_save(struct vmm_host *host, const char *domname, const char *path,
 int vmm_restore(struct vmm_host *host, const char *image, const char *copy,
 		const struct vmm_vm_spec *spec, char *err);
 
+/*
+ * vmm_restore in two halves, so the first can run ahead of time, off a
+ * create's path: vmm_restore_prepare writes the per-copy image copy (the
+ * slow part is the copy of the guest's memory, not libvirt); nothing of
+ * it touches libvirt.  vmm_restore_prepared starts the copy and removes
+ * it, as vmm_restore does.
+ */
+int vmm_restore_prepare(struct vmm_host *host, const char *image,
+			const char *copy, const struct vmm_vm_spec *spec,
+			char *err);
+int vmm_restore_prepared(struct vmm_host *host, const char *copy,
+			 const struct vmm_vm_spec *spec, char *err);
+
 enum vmm_state vmm_state(struct vmm_host *host, const char *domname);
 
 /* Names of all defined domains whose name starts with prefix, as a

@@ -1675,14 +1675,19 @@ static char *rewrite_saved(const char *xml, void *arg, char *err)
 	return domxml_saved_rewrite(xml, arg, err);
 }
 
-int vmm_restore(struct vmm_host *h, const char *image, const char *copy,
-		const struct vmm_vm_spec *spec, char *err)
+int vmm_restore_prepare(struct vmm_host *h, const char *image, const char *copy,
+			const struct vmm_vm_spec *spec, char *err)
+{
+	(void)h;
+	return saveimage_copy(image, copy, rewrite_saved, (void *)spec, err);
+}
+
+int vmm_restore_prepared(struct vmm_host *h, const char *copy,
+			 const struct vmm_vm_spec *spec, char *err)
 {
 	virConnectPtr c;
 	int rc = -1;
 
-	if (saveimage_copy(image, copy, rewrite_saved, (void *)spec, err) < 0)
-		return -1;
 	if ((c = host_conn(h, err)) == NULL)
 		goto out;
 	/* A failed restore may still send a stop event: not news. */
@@ -1874,4 +1879,12 @@ out:
 	pthread_mutex_unlock(&h->disk_lock);
 	virConnectClose(c);
 	return path;
+}
+
+int vmm_restore(struct vmm_host *h, const char *image, const char *copy,
+		const struct vmm_vm_spec *spec, char *err)
+{
+	if (vmm_restore_prepare(h, image, copy, spec, err) < 0)
+		return -1;
+	return vmm_restore_prepared(h, copy, spec, err);
 }

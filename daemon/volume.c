@@ -652,6 +652,19 @@ static int table_errno(int e)
 /* ---- attach and detach ----------------------------------------------------
  */
 
+/*
+ * A running VM takes disks on the PCIe ports its domain was made with:
+ * a cold-booted one has one for each volume= key and the spare ones; a
+ * restored one the spare ones of the saved machine, which its volume=
+ * keys took.
+ */
+static int session_disk_room(const struct session *s)
+{
+	bool cold = !s->boot || strcmp(s->boot, "cold") == 0;
+
+	return (cold ? (int)s->spec.nvolumes : 0) + VMM_HOTPLUG_DISKS;
+}
+
 /* Another volume of s mounted at path, or s over its disk limit. */
 static int check_session_room(struct session *s, const struct volume *self,
 			      const char *path, int *err, char *why, size_t n)
@@ -673,9 +686,7 @@ static int check_session_room(struct session *s, const struct volume *self,
 			}
 		}
 	}
-	/* A running VM takes disks on the PCIe ports its domain was made
-	 * with: those of its volume= keys and the spare ones. */
-	int room = (int)s->spec.nvolumes + VMM_HOTPLUG_DISKS;
+	int room = session_disk_room(s);
 	if (room > MAX_PER_SESSION)
 		room = MAX_PER_SESSION;
 	if (count >= room) {
@@ -1034,7 +1045,28 @@ void volumes_boot_disks(struct session *s, struct vol_boot_disks *out)
 		vol_serial(v, out->serial[i]);
 		out->d[i] =
 		    (struct vmm_disk){out->path[i], out->serial[i], a->ro};
+		a->plugged = true;
 	}
+}
+
+/* Hot-plug v's disk into the creating session s (model_lock dropped
+ * meanwhile): 0, or -1 with the reason in why. */
+static int boot_plug(struct session *s, struct volume *v, bool ro, char *why,
+		     size_t n)
+{
+	char dpath[600], serial[VMM_SERIAL_MAX + 1], err[VMM_ERRLEN];
+	struct vmm_disk disk;
+	int rc;
+
+	vol_path(v, dpath, sizeof(dpath));
+	vol_serial(v, serial);
+	disk = (struct vmm_disk){dpath, serial, ro};
+	pthread_mutex_unlock(&model_lock);
+	rc = vmm_attach_disk(vmm, s->domname, &disk, err);
+	pthread_mutex_lock(&model_lock);
+	if (rc < 0)
+		snprintf(why, n, "volume %s: %s", v->name, err);
+	return rc;
 }
 
 static void *boot_worker(void *arg)
@@ -1052,7 +1084,11 @@ static void *boot_worker(void *arg)
 			continue;
 		volume_get(v);
 		snprintf(path, sizeof(path), "%s", a->path);
-		if (guest_mount(s, v, path, a->ro, &c) != 0)
+		bool ro = a->ro, plugged = a->plugged;
+		if (!plugged && boot_plug(s, v, ro, why, sizeof(why)) == 0 &&
+		    (a = att_of(v, s->id)))
+			a->plugged = plugged = true;
+		if (plugged && guest_mount(s, v, path, ro, &c) != 0)
 			snprintf(why, sizeof(why),
 				 "volume %s: mount at %s in the guest: %s",
 				 v->name, path, c.text);
@@ -1137,6 +1173,14 @@ void volumes_session_closed(struct session *s)
 		volume_save(v);
 		state_changed(v, "ATTACHED");
 	}
+}
+
+bool session_has_volumes(const struct session *s)
+{
+	for (struct volume *v = volumes; v; v = v->next)
+		if (att_of(v, s->id))
+			return true;
+	return false;
 }
 
 char *volumes_session_text(struct session *s)

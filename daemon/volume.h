@@ -31,6 +31,8 @@ struct vol_att {
 	bool ro;
 	bool mounted;  /* the guest has it mounted (or did at last sight) */
 	bool mounting; /* being mounted at boot */
+	bool plugged;  /* in the domain (a restored guest's are hot-plugged
+			  at boot, before their mount) */
 };
 
 struct volume {
@@ -97,15 +99,19 @@ void volume_save(struct volume *v);
 int volumes_check_spec(const struct sess_spec *sp, char *why, size_t n);
 /* Record the spec's attachments for the new session s (checked). */
 void volumes_reserve(struct session *s);
-/* The disks s's domain starts with. */
+/* The disks s's domain starts with (a cold boot's: a restored guest gets
+ * them hot-plugged by volumes_boot_mount). */
 void volumes_boot_disks(struct session *s, struct vol_boot_disks *out);
 /* The agent is up in a CREATING session: true when volumes must be
- * mounted first (a worker does it, then READY or a failed create). */
+ * plugged in and mounted first (a worker does it, then READY or a failed
+ * create, which leaves nothing attached). */
 bool volumes_boot_mount(struct session *s);
 /* Closing: sync and unmount in the guest, best effort. */
 void volumes_session_closing(struct session *s);
 /* Closed or withdrawn: its attachments end; the data stays. */
 void volumes_session_closed(struct session *s);
+/* Has s a volume attached (or being attached)? */
+bool session_has_volumes(const struct session *s);
 /* The session's volumes file and info.json's volumes. */
 char *volumes_session_text(struct session *s);
 json_t *volumes_session_json(struct session *s);

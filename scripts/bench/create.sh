@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creation figures for make bench, side by side in one run, same image and
 # shape (1 vCPU, 512 MiB): a cold boot (tenkid --golden off --pool 0), a
-# restore of the golden state (--pool 0, golden built first), a mkdir that
+# restore of the golden state (--pool 0, golden built first, its staged
+# guest made again before each run, as the pool is refilled), a mkdir that
 # takes a guest from the warm pool (--pool 2, the pool refilled before each
 # run), and the time of a live snapshot of a running session.
 # Usage: create.sh OUTDIR RUNS; writes create_{cold,golden,pool,snapshot}.txt
@@ -88,6 +89,8 @@ mkdir "$T/sessions/first"
 wait_line "$tk/tenkid.log" "golden state .* ready" 300
 : >"$out/create_golden.txt"
 for i in $(seq "$runs"); do
+	# the staged guest (its overlay and save image copy) made again
+	wait_line "$T/pool" "^staged 1$" 300
 	measure g$i "$out/create_golden.txt" golden
 	rmdir "$T/sessions/g$i"
 done

@@ -167,12 +167,17 @@ counter() { cat "$T/sessions/$1/files/counter"; }
 @test "a plain mkdir restores the golden state once it is built" {
 	for _ in $(seq 240); do grep -q "golden state .* ready" "$TK/tenkid.log" && break; sleep 0.5; done
 	grep -q "golden state .* ready" "$TK/tenkid.log"
-	# empty the pool first: the next plain mkdir restores the golden state
-	for _ in $(seq 240); do grep -q '^ready 1$' "$T/pool" && break; sleep 0.5; done
+	# empty the pool first: the next plain mkdir restores the golden state,
+	# from the staged guest (its disk and save image copy made ahead)
+	for _ in $(seq 240); do grep -q '^ready 1$' "$T/pool" && grep -q '^staged 1$' "$T/pool" && break; sleep 0.5; done
+	cat "$T/pool"
+	sd=$(awk '$1 == "staged_guest" { print $2 }' "$T/pool")
+	[ -n "$sd" ]
 	mkdir "$T/sessions/g0"
 	mkdir "$T/sessions/g"
 	[ "$(json_get "$T/sessions/g0/info.json" boot)" = pool ]
 	[ "$(json_get "$T/sessions/g/info.json" boot)" = golden ]
+	[ "$(state_tag)$(cut -c25- "$T/sessions/g/id")" = "$sd" ]
 	rmdir "$T/sessions/g0"
 	[ "$(tk_exec g 'hostname; ls /home/tenki | wc -l')" = "g
 0" ]

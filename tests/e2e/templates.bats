@@ -150,9 +150,11 @@ PY
 	[ -d "$W/builds/1" ]
 	run tk_exec w1 'cat /srv/www/ver.json'
 	[ "$output" = '{"built": "v1"}' ]
-	echo 'name=w2 template=web' >"$T/sessions/new"
-	run tk_exec w2 'cat /srv/www/ver.json; curl -sf --max-time 10 http://127.0.0.1:8000/ver.json'
-	[ "$output" = "$(printf '%s\n%s' '{"built": "v2"}' '{"built": "v2"}')" ]
+	# a volume given with template= is hot-plugged before READY
+	echo 'name=tv size=64M' >"$T/volumes/new"
+	echo 'name=w2 template=web volume=tv:/mnt/tv' >"$T/sessions/new"
+	run tk_exec w2 'cat /srv/www/ver.json; curl -sf --max-time 10 http://127.0.0.1:8000/ver.json; grep -c " /mnt/tv " /proc/mounts'
+	[ "$output" = "$(printf '%s\n%s\n1' '{"built": "v2"}' '{"built": "v2"}')" ]
 	# build 1 goes once nothing uses it
 	rmdir "$T/sessions/w1"
 	for _ in $(seq 60); do [ -d "$W/builds/1" ] || break; sleep 0.5; done
@@ -164,6 +166,7 @@ PY
 	run tk_exec w2 'cat /srv/www/ver.json; command -v jq || echo no-jq'
 	[ "$output" = "$(printf '%s\n%s' '{"built": "v2"}' no-jq)" ]
 	rmdir "$T/sessions/w2"
+	rmdir "$T/volumes/tv"
 	[ -z "$(domains)" ]
 }
 

@@ -240,6 +240,58 @@ bg_job() {
 	for i in 1 2 3 4 5; do rmdir "$V/h$i"; done
 }
 
+@test "restored guests get volumes hot-plugged before READY: snapshot= and a pooled mkdir; ports; a failed mount leaves nothing" {
+	echo 'name=rv size=16M' >"$V/new"
+	echo 'attach rv /rv' >"$T/sessions/B/ctl"
+	tk_exec B 'echo from-B >/rv/f && sync'
+	# a saved machine would carry the volume into every copy
+	refused_with "Device or resource busy" bash -c "echo 'snapshot sv' >'$T/sessions/B/ctl'"
+	[[ "$(last_err "$T/sessions/B/err")" == *"volumes attached"* ]]
+	[ ! -e "$T/snapshots/sv" ]
+	echo 'detach rv' >"$T/sessions/B/ctl"
+	echo 'snapshot sv' >"$T/sessions/B/ctl"
+	echo 'name=R snapshot=sv volume=rv:/mnt/x' >"$T/sessions/new"
+	[ "$(cat "$T/sessions/R/state")" = READY ]
+	[ "$(json_get "$T/sessions/R/info.json" boot)" = snapshot ]
+	[ "$(cat "$T/sessions/R/volumes")" = "rv /mnt/x rw" ]
+	[ "$(cat "$V/rv/state")" = ATTACHED ]
+	[ "$(tk_exec R 'cat /mnt/x/f')" = from-B ]
+	# the saved machine's 4 spare ports: rv took one
+	for i in 1 2 3 4; do echo "name=q$i size=8M" >"$V/new"; done
+	for i in 1 2 3; do echo "attach q$i /q/$i" >"$T/sessions/R/ctl"; done
+	refused_with "No space left" bash -c "echo 'attach q4 /q/4' >'$T/sessions/R/ctl'"
+	[ "$(tk_exec R 'grep -c " /q/" /proc/mounts')" = 3 ]
+	rmdir "$T/sessions/R"
+	[ "$(cat "$V/rv/state")" = AVAILABLE ]
+	# more volumes than spare ports: refused, nothing made
+	refused_with "No space left" bash -c "echo 'name=R1 snapshot=sv volume=q1:/1 volume=q2:/2 volume=q3:/3 volume=q4:/4 volume=rv:/5' >'$T/sessions/new'"
+	[ ! -e "$T/sessions/R1" ]
+	# a mount that fails (read-only of a blank volume): the create fails
+	# and leaves no session, domain, state directory or attachment
+	ndom=$(domains | wc -l)
+	nst=$(state_sessions)
+	refused_with "Input/output error" bash -c "echo 'name=R2 snapshot=sv volume=q4:/b:ro' >'$T/sessions/new'"
+	[[ "$(last_err "$T/sessions/err")" == *"create failed: volume q4"* ]]
+	[ ! -e "$T/sessions/R2" ]
+	[ "$(cat "$V/q4/state")" = AVAILABLE ]
+	for _ in $(seq 50); do [ "$(domains | wc -l)" -eq "$ndom" ] && [ "$(state_sessions)" -eq "$nst" ] && break; sleep 0.2; done
+	[ "$(domains | wc -l)" -eq "$ndom" ]
+	[ "$(state_sessions)" -eq "$nst" ]
+	# a plain mkdir whose defaults name a volume takes a pooled guest
+	for _ in $(seq 240); do grep -q '^ready [1-9]' "$T/pool" && break; sleep 0.5; done
+	echo 'cpu=1 memory=512 volume=rv:/data' >"$T/defaults"
+	mkdir "$T/sessions/P"
+	echo 'cpu=1 memory=512' >"$T/defaults"
+	[ "$(json_get "$T/sessions/P/info.json" boot)" = pool ]
+	[ "$(cat "$T/sessions/P/volumes")" = "rv /data rw" ]
+	[ "$(tk_exec P 'cat /data/f')" = from-B ]
+	rmdir "$T/sessions/P"
+	[ "$(cat "$V/rv/state")" = AVAILABLE ]
+	rmdir "$T/snapshots/sv"
+	for i in 1 2 3 4; do rmdir "$V/q$i"; done
+	rmdir "$V/rv"
+}
+
 @test "durability: synced data survives virsh destroy; the volume mounts clean next time" {
 	echo 'name=dur size=64M' >"$V/new"
 	echo 'name=D volume=dur:/data' >"$T/sessions/new"
