@@ -265,7 +265,7 @@ if [ -z "${BENCH_SKIP_FILES:-}" ]; then
 	say "files/: probe"
 	files_why=
 	echo "tenki bench probe" >"$tk/probe"
-	# files/ requests ignore SIGTERM while the guest does not answer: -k
+	# -k: a build whose files/ requests ignore signals while the guest does not answer
 	if ! timeout -k 2 15 ls "$F/" >/dev/null 2>"$tk/probe.err"; then
 		files_why="ls files/: $(tail -1 "$tk/probe.err" | sed 's/.*: //')"
 		[ -s "$tk/probe.err" ] || files_why="ls files/: no answer in 15 s"
