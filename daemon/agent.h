@@ -8,6 +8,7 @@
 #define TENKI_AGENT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,21 @@ typedef void (*agent_fs_cb)(struct session *s, int err, const uint8_t *res,
 int agent_fs_request(struct session *s, uint32_t op, const void *args,
 		     size_t alen, const void *data, size_t dlen, agent_fs_cb cb,
 		     void *arg);
+
+/*
+ * Change notifications for files/ (FSNOTIFY frames, docs/protocol.md).
+ * The host asks for them in its HELLO; the hook runs for each frame with
+ * model_lock held and returns -1 for a malformed payload, which ends the
+ * connection.  Set once at start, before any session connects.
+ */
+typedef int (*agent_fs_notify_fn)(struct session *s, const uint8_t *p,
+				  size_t len);
+void agent_set_fs_notify(agent_fs_notify_fn fn);
+/* Whether the session's agent said it sends FSNOTIFY. */
+bool agent_fs_notifies(struct session *s);
+/* The number of the session's connection since its handshake: never
+ * reused, 0 while there is none.  Nids belong to one connection. */
+uint64_t agent_conn_gen(struct session *s);
 
 /* Bytes queued towards the agent (for back-pressure of stdin writers). */
 size_t agent_queued(struct session *s);

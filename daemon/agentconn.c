@@ -40,7 +40,12 @@ struct agent_conn {
 	struct pending *pend;
 	int npend;
 	struct timer req_timer;
+	uint64_t gen;	/* agent_conn_gen, set at the handshake */
+	bool fs_notify; /* the agent sends FSNOTIFY */
 };
+
+static uint64_t last_gen;
+static agent_fs_notify_fn fs_notify_hook;
 
 static void conn_flush(struct agent_conn *c);
 static int agent_attach_transport(struct session *s, struct transport *t);
@@ -130,9 +135,12 @@ static void send_hello(struct agent_conn *c)
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
 		abort();
 	b64encode(rnd, sizeof(rnd), b64);
-	json_t *j = json_pack("{s:i, s:I, s:s, s:s}", "proto", PROTO_VERSION,
-			      "time_ns", (json_int_t)now_ns(), "hostname",
-			      c->s->name, "entropy", b64);
+	/* fs_notify: an agent that knows FSNOTIFY may send it (an older
+	 * agent ignores the key, and files/ then caches nothing). */
+	json_t *j =
+	    json_pack("{s:i, s:I, s:s, s:s, s:b}", "proto", PROTO_VERSION,
+		      "time_ns", (json_int_t)now_ns(), "hostname", c->s->name,
+		      "entropy", b64, "fs_notify", fs_notify_hook != NULL);
 	conn_queue_json(c, PT_HELLO, j);
 	json_decref(j);
 }
@@ -341,6 +349,21 @@ void agent_send_eof(struct session *s, uint32_t chan, uint64_t off)
 	send_u64(s, PT_EOF, chan, off);
 }
 
+void agent_set_fs_notify(agent_fs_notify_fn fn)
+{
+	fs_notify_hook = fn;
+}
+
+bool agent_fs_notifies(struct session *s)
+{
+	return s->conn && s->conn->hello_done && s->conn->fs_notify;
+}
+
+uint64_t agent_conn_gen(struct session *s)
+{
+	return s->conn && s->conn->hello_done ? s->conn->gen : 0;
+}
+
 size_t agent_queued(struct session *s)
 {
 	return s->conn ? s->conn->out.len - s->conn->out_off : 0;
@@ -379,6 +402,9 @@ static void on_hello(struct agent_conn *c, json_t *j)
 		return;
 	}
 	c->hello_done = 1;
+	c->gen = ++last_gen;
+	c->fs_notify =
+	    fs_notify_hook && json_is_true(json_object_get(j, "fs_notify"));
 	log_info("session %s: agent up (%s)", c->s->name,
 		 json_string_value(json_object_get(j, "agent"))
 		     ?: "unknown agent");
@@ -505,6 +531,12 @@ static bool handle_frame(struct agent_conn *c, const struct proto_hdr *h,
 		break;
 	case PT_FSRESP:
 		on_fsresp(c, p, h->len);
+		break;
+	case PT_FSNOTIFY:
+		if (!c->fs_notify || fs_notify_hook(s, p, h->len) < 0) {
+			conn_violation(c, "bad FSNOTIFY");
+			return false;
+		}
 		break;
 	case PT_PING:
 		conn_queue(c, PT_PONG, 0, p, h->len, NULL, 0);

@@ -1,5 +1,6 @@
 /* Mounting the tree and running the FUSE session loop. */
 #include "fs.h"
+#include "gfs.h"
 #include "log.h"
 #include "ops.h"
 
@@ -61,6 +62,7 @@ int fs_start(const char *mountpoint, bool allow_other)
 		se = NULL;
 		return -1;
 	}
+	gfs_start(se);
 	log_info("tree mounted at %s", mountpoint);
 	return 0;
 }
@@ -84,7 +86,9 @@ void fs_wait_and_unmount(void)
 	struct timespec until;
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += 1;
-	if (pthread_timedjoin_np(loop_thread, NULL, &until) == 0) {
+	bool notifier_done = gfs_stop();
+	if (pthread_timedjoin_np(loop_thread, NULL, &until) == 0 &&
+	    notifier_done) {
 		fuse_session_destroy(se);
 		se = NULL;
 	}

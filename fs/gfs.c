@@ -7,20 +7,30 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
-#define NBUCKETS     4096
-#define ATTR_TIMEOUT 0.0 /* the guest changes files behind our back */
+#define NBUCKETS 4096
+
+/*
+ * How long the kernel may trust an entry or attributes without asking.
+ * The guest changes files behind our back, so caching is only allowed
+ * when the agent reports changes (FSNOTIFY): then the timeout only bounds
+ * what inotify cannot see (docs/tree.md, "Caching under files/").
+ */
+#define CACHE_TIMEOUT 5.0
 
 /* One guest node the kernel knows: host ino <-> (session, agent nid). */
 struct gnode {
 	struct gnode *next_ino, *next_key;
 	uint64_t ino, nid, nlookup;
+	uint64_t gen; /* agent connection the nid belongs to */
 	struct session *s;
 };
 
@@ -36,6 +46,8 @@ struct gfh {
 
 /* What a callback needs to reply. */
 struct gctx {
+	struct gctx *next, *prev; /* in flight, for interrupts */
+	bool replied;		  /* interrupted: the answer only cleans up */
 	fuse_req_t req;
 	struct session *s;
 	uint32_t op;
@@ -43,6 +55,7 @@ struct gctx {
 	struct fuse_file_info fi;
 	bool has_fi;
 	size_t size; /* READ/READDIR: bytes asked for */
+	bool plus;   /* READDIRPLUS asked: entries in its format */
 };
 
 static uid_t owner_uid(void)
@@ -64,12 +77,26 @@ static struct gnode *gnode_by_ino(uint64_t ino)
 	return NULL;
 }
 
+/* The root is nid 1 on every connection; other nids die with theirs. */
+static uint64_t gen_of(struct session *s, uint64_t nid)
+{
+	return nid == PROTO_FS_ROOT ? 0 : agent_conn_gen(s);
+}
+
 static struct gnode *gnode_by_key(struct session *s, uint64_t nid)
 {
+	uint64_t gen = gen_of(s, nid);
+
 	for (struct gnode *g = by_key[key_bucket(s, nid)]; g; g = g->next_key)
-		if (g->s == s && g->nid == nid)
+		if (g->s == s && g->nid == nid && g->gen == gen)
 			return g;
 	return NULL;
+}
+
+/* Whether g's nid still means something to the session's agent. */
+static bool gnode_live(const struct gnode *g)
+{
+	return g->gen == gen_of(g->s, g->nid);
 }
 
 /* One more kernel reference to (s, nid); returns the host ino. */
@@ -83,6 +110,7 @@ static uint64_t gnode_ref(struct session *s, uint64_t nid)
 			abort();
 		g->ino = GFS_INO_BIT | next_ino++;
 		g->nid = nid;
+		g->gen = gen_of(s, nid);
 		g->s = s;
 		session_get(s);
 		g->next_ino = by_ino[g->ino % NBUCKETS];
@@ -122,7 +150,7 @@ static void gnode_forget(uint64_t ino, uint64_t n)
 		n = g->nlookup;
 	g->nlookup -= n;
 	/* The agent counts its own references; the root is never counted. */
-	if (g->nid != PROTO_FS_ROOT && n && !g->s->gone) {
+	if (g->nid != PROTO_FS_ROOT && n && !g->s->gone && gnode_live(g)) {
 		proto_put_u64(a, g->nid);
 		proto_put_u64(a + 8, n);
 		agent_fs_request(g->s, FS_FORGET, a, sizeof(a), NULL, 0, NULL,
@@ -179,7 +207,12 @@ static void to_stat(const struct proto_attr *a, uint64_t ino, struct stat *st)
 	st->st_rdev = a->rdev;
 	st->st_size = (off_t)a->size;
 	st->st_blocks = (blkcnt_t)a->blocks;
-	st->st_blksize = a->blksize ? a->blksize : 4096;
+	/* cp, cat and friends size their buffers by st_blksize: 1 MiB makes
+	 * each write(2) one full-size WRITE, where the guest's 4 KiB would
+	 * make cp move 128 KiB per round trip. */
+	st->st_blksize = S_ISREG(a->mode) ? PROTO_FS_IO_MAX
+			 : a->blksize	  ? a->blksize
+					  : 4096;
 	st->st_atim.tv_sec = a->atime;
 	st->st_atim.tv_nsec = a->atime_ns;
 	st->st_mtim.tv_sec = a->mtime;
@@ -187,6 +220,14 @@ static void to_stat(const struct proto_attr *a, uint64_t ino, struct stat *st)
 	st->st_ctim.tv_sec = a->ctime;
 	st->st_ctim.tv_nsec = a->ctime_ns;
 }
+
+/*
+ * Requests in flight, so an interrupt can find its request: libfuse may
+ * call the interrupt function after the answer replied, so it looks the
+ * request up here (model_lock) instead of trusting a pointer to a context
+ * that may be gone.
+ */
+static struct gctx inflight = {.next = &inflight, .prev = &inflight};
 
 static struct gctx *ctx_new(fuse_req_t req, struct session *s, uint32_t op)
 {
@@ -198,13 +239,61 @@ static struct gctx *ctx_new(fuse_req_t req, struct session *s, uint32_t op)
 	c->s = s;
 	c->op = op;
 	session_get(s);
+	c->next = &inflight;
+	c->prev = inflight.prev;
+	inflight.prev->next = c;
+	inflight.prev = c;
 	return c;
 }
 
 static void ctx_free(struct gctx *c)
 {
+	c->prev->next = c->next;
+	c->next->prev = c->prev;
 	session_put(c->s);
 	free(c);
+}
+
+/*
+ * The one reply to c's request: false when an interrupt already answered
+ * it (the answer then only undoes what it created in the guest).
+ */
+static bool ctx_claim(struct gctx *c)
+{
+	if (c->replied)
+		return false;
+	c->replied = true;
+	return true;
+}
+
+static void ctx_reply_err(struct gctx *c, int err)
+{
+	if (ctx_claim(c))
+		fuse_reply_err(c->req, err);
+}
+
+/*
+ * FUSE_INTERRUPT (the caller got a signal): answer EINTR now; the guest's
+ * late answer finds the context replied.  Runs under libfuse's request
+ * lock, so nothing may call fuse_req_interrupt_func with model_lock held.
+ */
+static void gfs_interrupt(fuse_req_t req, void *data)
+{
+	(void)data;
+	lock();
+	for (struct gctx *c = inflight.next; c != &inflight; c = c->next)
+		if (c->req == req && !c->replied) {
+			c->replied = true;
+			fuse_reply_err(req, EINTR);
+			break;
+		}
+	unlock();
+}
+
+/* Before model_lock: see gfs_interrupt. */
+static void want_interrupt(fuse_req_t req)
+{
+	fuse_req_interrupt_func(req, gfs_interrupt, NULL);
 }
 
 /* A malformed answer ends the session's agent connection. */
@@ -212,12 +301,28 @@ static void bad_answer(struct gctx *c)
 {
 	log_warnx("session %s: malformed answer to fs op %u", c->s->name,
 		  c->op);
-	fuse_reply_err(c->req, EIO);
+	ctx_reply_err(c, EIO);
 	agent_detach(c->s);
 	session_fail(c->s,
 		     "agent protocol violation: malformed answer to "
 		     "file operation %u",
 		     c->op);
+}
+
+/* Attribute and entry timeout for s's answers (see CACHE_TIMEOUT). */
+static double cache_timeout(struct session *s)
+{
+	return agent_fs_notifies(s) ? CACHE_TIMEOUT : 0.0;
+}
+
+/* Drop a guest handle nobody will release (its open was not delivered). */
+static void release_fh(struct session *s, uint64_t fh, bool dir)
+{
+	uint8_t a[8];
+
+	proto_put_u64(a, fh);
+	agent_fs_request(s, dir ? FS_RELEASEDIR : FS_RELEASE, a, 8, NULL, 0,
+			 NULL, NULL);
 }
 
 /* Answers of ops that return "u64 nid, attr": an entry. */
@@ -229,9 +334,10 @@ static void on_entry(struct session *s, int err, const uint8_t *res, size_t len,
 	struct fuse_entry_param e = {0};
 	struct proto_attr a;
 	uint64_t fh = 0;
+	int rc;
 
 	if (err) {
-		fuse_reply_err(c->req, err);
+		ctx_reply_err(c, err);
 		goto out;
 	}
 	uint64_t nid = proto_rd_u64(&r);
@@ -244,9 +350,11 @@ static void on_entry(struct session *s, int err, const uint8_t *res, size_t len,
 	}
 	e.ino = gnode_ref(s, nid);
 	to_stat(&a, e.ino, &e.attr);
-	e.attr_timeout = ATTR_TIMEOUT;
-	e.entry_timeout = ATTR_TIMEOUT;
-	if (c->op == FS_CREATE) {
+	e.attr_timeout = cache_timeout(s);
+	e.entry_timeout = e.attr_timeout;
+	if (!ctx_claim(c)) {
+		rc = -1; /* interrupted: the kernel takes no reference */
+	} else if (c->op == FS_CREATE) {
 		struct gfh *h = calloc(1, sizeof(*h));
 		if (!h)
 			abort();
@@ -254,18 +362,20 @@ static void on_entry(struct session *s, int err, const uint8_t *res, size_t len,
 		h->fh = fh;
 		session_get(s);
 		c->fi.fh = (uintptr_t)h;
-		if (fuse_reply_create(c->req, &e, &c->fi) != 0) {
-			/* The opener went away: the kernel forgets nothing
-			 * and releases nothing; the guest's file closes. */
-			uint8_t rel[8];
-			gnode_forget(e.ino, 1);
-			proto_put_u64(rel, fh);
-			agent_fs_request(s, FS_RELEASE, rel, 8, NULL, 0, NULL,
-					 NULL);
+		c->fi.keep_cache = agent_fs_notifies(s);
+		rc = fuse_reply_create(c->req, &e, &c->fi);
+		if (rc != 0) {
 			session_put(s);
 			free(h);
 		}
-	} else if (fuse_reply_entry(c->req, &e) != 0) {
+	} else {
+		rc = fuse_reply_entry(c->req, &e);
+	}
+	if (rc != 0) {
+		/* The opener went away: the kernel holds neither the node
+		 * nor the handle. */
+		if (c->op == FS_CREATE)
+			release_fh(s, fh, false);
 		gnode_forget(e.ino, 1);
 	}
 out:
@@ -281,7 +391,7 @@ static void on_attr(struct session *s, int err, const uint8_t *res, size_t len,
 	struct stat st;
 
 	if (err) {
-		fuse_reply_err(c->req, err);
+		ctx_reply_err(c, err);
 		goto out;
 	}
 	proto_rd_attr(&r, &a);
@@ -290,7 +400,8 @@ static void on_attr(struct session *s, int err, const uint8_t *res, size_t len,
 		goto out;
 	}
 	to_stat(&a, c->ino, &st);
-	fuse_reply_attr(c->req, &st, ATTR_TIMEOUT);
+	if (ctx_claim(c))
+		fuse_reply_attr(c->req, &st, cache_timeout(s));
 out:
 	ctx_free(c);
 }
@@ -300,7 +411,7 @@ static void on_empty(struct session *s, int err, const uint8_t *res, size_t len,
 {
 	struct gctx *c = arg;
 
-	fuse_reply_err(c->req, err);
+	ctx_reply_err(c, err);
 	ctx_free(c);
 }
 
@@ -310,17 +421,17 @@ static void on_bytes(struct session *s, int err, const uint8_t *res, size_t len,
 	struct gctx *c = arg;
 
 	if (err)
-		fuse_reply_err(c->req, err);
+		ctx_reply_err(c, err);
 	else if (c->op == FS_READLINK) {
 		char *t = strndup((const char *)res, len);
 		if (!t || len == 0 || memchr(res, '\0', len))
 			bad_answer(c);
-		else
+		else if (ctx_claim(c))
 			fuse_reply_readlink(c->req, t);
 		free(t);
 	} else if (len > c->size)
 		bad_answer(c);
-	else
+	else if (ctx_claim(c))
 		fuse_reply_buf(c->req, (const char *)res, len);
 	ctx_free(c);
 }
@@ -332,26 +443,32 @@ static void on_written(struct session *s, int err, const uint8_t *res,
 	struct proto_rd r = {res, len, 0};
 
 	if (err) {
-		fuse_reply_err(c->req, err);
+		ctx_reply_err(c, err);
 	} else {
 		uint64_t n = c->op == FS_COPY_RANGE ? proto_rd_u64(&r)
 						    : proto_rd_u32(&r);
 		if (r.bad || n > c->size)
 			bad_answer(c);
-		else
+		else if (ctx_claim(c))
 			fuse_reply_write(c->req, (size_t)n);
 	}
 	ctx_free(c);
 }
 
+/*
+ * With change notifications the kernel keeps a file's pages and a
+ * directory's listing across opens: a change in the guest invalidates
+ * them (and a size or mtime change seen in new attributes does too).
+ */
 static void on_open(struct session *s, int err, const uint8_t *res, size_t len,
 		    void *arg)
 {
 	struct gctx *c = arg;
 	struct proto_rd r = {res, len, 0};
+	bool dir = c->op == FS_OPENDIR;
 
 	if (err) {
-		fuse_reply_err(c->req, err);
+		ctx_reply_err(c, err);
 		goto out;
 	}
 	uint64_t fh = proto_rd_u64(&r);
@@ -364,22 +481,113 @@ static void on_open(struct session *s, int err, const uint8_t *res, size_t len,
 		abort();
 	h->s = s;
 	h->fh = fh;
-	h->dir = c->op == FS_OPENDIR;
+	h->dir = dir;
 	session_get(s);
 	c->fi.fh = (uintptr_t)h;
-	if (!h->dir)
-		c->fi.keep_cache = 0;
-	if ((h->dir ? fuse_reply_open(c->req, &c->fi)
-		    : fuse_reply_open(c->req, &c->fi)) != 0) {
-		uint8_t a[8];
-		proto_put_u64(a, fh);
-		agent_fs_request(s, h->dir ? FS_RELEASEDIR : FS_RELEASE, a, 8,
-				 NULL, 0, NULL, NULL);
+	c->fi.keep_cache = agent_fs_notifies(s);
+	if (dir)
+		c->fi.cache_readdir = agent_fs_notifies(s);
+	if (!ctx_claim(c) || fuse_reply_open(c->req, &c->fi) != 0) {
+		release_fh(s, fh, dir);
 		session_put(s);
 		free(h);
 	}
 out:
 	ctx_free(c);
+}
+
+/* One entry of a READDIR or READDIRPLUS answer. */
+struct gdirent {
+	uint64_t next, ino, nid;
+	uint32_t type;
+	struct proto_attr a;
+	char name[256];
+};
+
+/* false for a malformed entry */
+static bool rd_dirent(struct proto_rd *r, bool plus, struct gdirent *d)
+{
+	uint16_t nlen;
+	const uint8_t *name;
+
+	d->next = proto_rd_u64(r);
+	d->ino = proto_rd_u64(r);
+	d->type = proto_rd_u32(r);
+	name = proto_rd_str(r, &nlen);
+	d->nid = 0;
+	if (plus) {
+		d->nid = proto_rd_u64(r);
+		proto_rd_attr(r, &d->a);
+	}
+	if (r->bad || nlen == 0 || nlen > 255 || memchr(name, '/', nlen) ||
+	    memchr(name, '\0', nlen))
+		return false;
+	memcpy(d->name, name, nlen);
+	d->name[nlen] = '\0';
+	return true;
+}
+
+/* A reference the agent counted for an entry the kernel never got. */
+static void forget_nid(struct session *s, uint64_t nid)
+{
+	uint8_t a[16];
+
+	proto_put_u64(a, nid);
+	proto_put_u64(a + 8, 1);
+	agent_fs_request(s, FS_FORGET, a, sizeof(a), NULL, 0, NULL, NULL);
+}
+
+/*
+ * Pack the entries that fit into out.  READDIRPLUS entries carry a
+ * reference each (the kernel then knows the node, as after LOOKUP):
+ * refs lists the host inos taken, and every nid that did not fit is
+ * given back to the agent at once.
+ */
+static int pack_dirents(struct gctx *c, struct proto_rd *r, char *out,
+			size_t *used, uint64_t *refs, size_t *nrefs)
+{
+	bool plus_answer = c->op == FS_READDIRPLUS, full = false;
+	struct gdirent d;
+
+	while (r->left > 0) {
+		if (!rd_dirent(r, plus_answer, &d))
+			return -1;
+		if (full) {
+			if (d.nid)
+				forget_nid(c->s, d.nid);
+			continue;
+		}
+		struct fuse_entry_param e = {0};
+		e.attr.st_ino = d.ino;
+		e.attr.st_mode = (d.type & 017) << 12;
+		size_t need = c->plus ? fuse_add_direntry_plus(c->req, NULL, 0,
+							       d.name, NULL, 0)
+				      : fuse_add_direntry(c->req, NULL, 0,
+							  d.name, NULL, 0);
+		if (*used + need > c->size) {
+			full = true;
+			if (d.nid)
+				forget_nid(c->s, d.nid);
+			continue;
+		}
+		if (!c->plus) {
+			fuse_add_direntry(c->req, out + *used, c->size - *used,
+					  d.name, &e.attr, (off_t)d.next);
+		} else {
+			if (d.nid) {
+				e.ino = gnode_ref(c->s, d.nid);
+				refs[(*nrefs)++] = e.ino;
+				to_stat(&d.a, e.ino, &e.attr);
+				e.attr_timeout = cache_timeout(c->s);
+				e.entry_timeout = e.attr_timeout;
+			}
+			fuse_add_direntry_plus(c->req, out + *used,
+					       c->size - *used, d.name, &e,
+					       (off_t)d.next);
+		}
+		*used += need;
+	}
+	return 0;
 }
 
 static void on_readdir(struct session *s, int err, const uint8_t *res,
@@ -388,38 +596,28 @@ static void on_readdir(struct session *s, int err, const uint8_t *res,
 	struct gctx *c = arg;
 	struct proto_rd r = {res, len, 0};
 	char *out = malloc(c->size ? c->size : 1);
-	size_t used = 0;
+	/* an entry takes at least 8+8+4+2+1 bytes of the answer */
+	uint64_t *refs = malloc((len / 23 + 1) * sizeof(*refs));
+	size_t used = 0, nrefs = 0;
 
-	if (!out)
+	if (!out || !refs)
 		abort();
 	if (err) {
-		fuse_reply_err(c->req, err);
+		ctx_reply_err(c, err);
 		goto out;
 	}
-	while (r.left > 0) {
-		uint64_t next = proto_rd_u64(&r);
-		uint64_t ino = proto_rd_u64(&r);
-		uint32_t type = proto_rd_u32(&r);
-		uint16_t nlen;
-		const uint8_t *name = proto_rd_str(&r, &nlen);
-		char nm[256];
-		if (r.bad || nlen == 0 || nlen > 255 ||
-		    memchr(name, '/', nlen) || memchr(name, '\0', nlen)) {
-			bad_answer(c);
-			goto out;
-		}
-		memcpy(nm, name, nlen);
-		nm[nlen] = '\0';
-		struct stat st = {.st_ino = ino, .st_mode = (type & 017) << 12};
-		size_t need = fuse_add_direntry(c->req, NULL, 0, nm, NULL, 0);
-		if (used + need > c->size)
-			break;
-		fuse_add_direntry(c->req, out + used, c->size - used, nm, &st,
-				  (off_t)next);
-		used += need;
+	if (pack_dirents(c, &r, out, &used, refs, &nrefs) < 0) {
+		bad_answer(c);
+		goto undo;
 	}
-	fuse_reply_buf(c->req, out, used);
+	if (ctx_claim(c) && fuse_reply_buf(c->req, out, used) == 0)
+		goto out;
+undo:
+	/* The kernel did not take the entries: nor their references. */
+	for (size_t i = 0; i < nrefs; i++)
+		gnode_forget(refs[i], 1);
 out:
+	free(refs);
 	free(out);
 	ctx_free(c);
 }
@@ -432,7 +630,7 @@ static void on_statfs(struct session *s, int err, const uint8_t *res,
 	struct statvfs v = {0};
 
 	if (err) {
-		fuse_reply_err(c->req, err);
+		ctx_reply_err(c, err);
 		goto out;
 	}
 	v.f_blocks = proto_rd_u64(&r);
@@ -447,7 +645,8 @@ static void on_statfs(struct session *s, int err, const uint8_t *res,
 		bad_answer(c);
 		goto out;
 	}
-	fuse_reply_statfs(c->req, &v);
+	if (ctx_claim(c))
+		fuse_reply_statfs(c->req, &v);
 out:
 	ctx_free(c);
 }
@@ -461,12 +660,18 @@ static int send_op(fuse_req_t req, struct session *s, uint32_t op,
 
 	if (!err && w->bad)
 		err = ENAMETOOLONG;
+	/* Interrupted before its context was in flight: see gfs_interrupt. */
+	if (!err && fuse_req_interrupted(req))
+		err = EINTR;
 	if (!err)
 		err = -agent_fs_request(s, op, w->p, w->len, data, dlen, cb, c);
 	if (err) {
-		fuse_reply_err(req, err);
-		if (c)
+		if (c) {
+			ctx_reply_err(c, err);
 			ctx_free(c);
+		} else {
+			fuse_reply_err(req, err);
+		}
 		return -1;
 	}
 	return 0;
@@ -479,6 +684,12 @@ static struct gnode *node_of(fuse_req_t req, fuse_ino_t ino)
 
 	if (!g || g->s->gone) {
 		fuse_reply_err(req, g ? ENOENT : ESTALE);
+		return NULL;
+	}
+	/* A node of an earlier agent connection: its nid is gone (or,
+	 * after a guest restart, may name another file). */
+	if (agent_conn_gen(g->s) != 0 && !gnode_live(g)) {
+		fuse_reply_err(req, ESTALE);
 		return NULL;
 	}
 	return g;
@@ -502,7 +713,7 @@ static void on_root_attr(struct session *s, int err, const uint8_t *res,
 	struct proto_attr a;
 
 	if (err) {
-		fuse_reply_err(c->req, err);
+		ctx_reply_err(c, err);
 		goto out;
 	}
 	proto_rd_attr(&r, &a);
@@ -512,7 +723,9 @@ static void on_root_attr(struct session *s, int err, const uint8_t *res,
 	}
 	e.ino = gnode_ref(s, PROTO_FS_ROOT);
 	to_stat(&a, e.ino, &e.attr);
-	if (fuse_reply_entry(c->req, &e) != 0)
+	/* The entry files/ belongs to the tree, which never caches. */
+	e.attr_timeout = cache_timeout(s);
+	if (!ctx_claim(c) || fuse_reply_entry(c->req, &e) != 0)
 		gnode_forget(e.ino, 1);
 out:
 	ctx_free(c);
@@ -526,8 +739,12 @@ void gfs_lookup_root(fuse_req_t req, struct session *s)
 	WR(b);
 
 	proto_wr_u64(&w, PROTO_FS_ROOT);
+	want_interrupt(req);
+	lock();
 	struct gctx *c = ctx_new(req, s, FS_GETATTR);
 	send_op(req, s, FS_GETATTR, &w, NULL, 0, on_root_attr, c);
+	session_put(s);
+	unlock();
 }
 
 static void gfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
@@ -554,6 +771,7 @@ static void gfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	uint8_t b[8 * 6 + 4 * 8];
 	WR(b);
 
+	want_interrupt(req);
 	lock();
 	struct gnode *g = node_of(req, ino);
 	if (!g)
@@ -586,6 +804,7 @@ static void simple_node_op(fuse_req_t req, fuse_ino_t ino, uint32_t op,
 	uint8_t b[8];
 	WR(b);
 
+	want_interrupt(req);
 	lock();
 	struct gnode *g = node_of(req, ino);
 	if (g) {
@@ -622,6 +841,7 @@ static void name_op(fuse_req_t req, fuse_ino_t parent, const char *name,
 	uint8_t b[8 + 8 + 2 + 256 + 2 + 4096];
 	WR(b);
 
+	want_interrupt(req);
 	lock();
 	struct gnode *g = node_of(req, parent);
 	if (!g)
@@ -689,6 +909,7 @@ static void gfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	uint8_t b[8 + 2 + 256 + 8 + 2 + 256 + 4];
 	WR(b);
 
+	want_interrupt(req);
 	lock();
 	struct gnode *g = node_of(req, parent);
 	struct gnode *ng = g ? node_of(req, newparent) : NULL;
@@ -719,6 +940,7 @@ static void gfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	uint8_t b[8 + 8 + 2 + 256];
 	WR(b);
 
+	want_interrupt(req);
 	lock();
 	struct gnode *g = node_of(req, ino);
 	struct gnode *ng = g ? node_of(req, newparent) : NULL;
@@ -747,6 +969,7 @@ static void open_op(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	uint8_t b[12];
 	WR(b);
 
+	want_interrupt(req);
 	lock();
 	struct gnode *g = node_of(req, ino);
 	if (g) {
@@ -778,6 +1001,7 @@ static void gfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	uint8_t b[8 + 4 + 4 + 2 + 256];
 	WR(b);
 
+	want_interrupt(req);
 	lock();
 	struct gnode *g = node_of(req, parent);
 	if (!g)
@@ -808,17 +1032,24 @@ static void handle_io(fuse_req_t req, struct fuse_file_info *fi, uint32_t op,
 		      off_t off, size_t size, agent_fs_cb cb)
 {
 	struct gfh *h = gfh_of(fi);
+	bool plus = op == FS_READDIRPLUS;
 	uint8_t b[20];
 	WR(b);
 
 	if (size > PROTO_FS_IO_MAX)
 		size = PROTO_FS_IO_MAX;
+	want_interrupt(req);
 	lock();
+	/* Agents before change notifications have no READDIRPLUS: their
+	 * entries go out in its format without attributes. */
+	if (plus && !agent_fs_notifies(h->s))
+		op = FS_READDIR;
 	proto_wr_u64(&w, h->fh);
 	proto_wr_u64(&w, (uint64_t)off);
 	proto_wr_u32(&w, (uint32_t)size);
 	struct gctx *c = ctx_new(req, h->s, op);
 	c->size = size;
+	c->plus = plus;
 	send_op(req, h->s, op, &w, NULL, 0, cb, c);
 	unlock();
 }
@@ -840,6 +1071,7 @@ static void gfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		fuse_reply_err(req, EFBIG);
 		return;
 	}
+	want_interrupt(req);
 	lock();
 	proto_wr_u64(&w, h->fh);
 	proto_wr_u64(&w, (uint64_t)off);
@@ -863,6 +1095,7 @@ static void gfs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		fuse_reply_err(req, EXDEV);
 		return;
 	}
+	want_interrupt(req);
 	lock();
 	proto_wr_u64(&w, in->fh);
 	proto_wr_u64(&w, (uint64_t)off_in);
@@ -882,6 +1115,7 @@ static void gfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	uint8_t b[12];
 	WR(b);
 
+	want_interrupt(req);
 	lock();
 	proto_wr_u64(&w, h->fh);
 	proto_wr_u32(&w, (uint32_t)datasync);
@@ -932,6 +1166,199 @@ static void gfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	handle_io(req, fi, FS_READDIR, off, size, on_readdir);
 }
 
+/* find, du, ls -l, git status: names and attributes in one round trip. */
+static void gfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			    off_t off, struct fuse_file_info *fi)
+{
+	handle_io(req, fi, FS_READDIRPLUS, off, size, on_readdir);
+}
+
+/* ---- change notifications ------------------------------------------- */
+
+/*
+ * The agent reports changes in the guest (FSNOTIFY); the kernel's cached
+ * entries, attributes, pages and listings for them are dropped by a thread
+ * of its own: fuse_lowlevel_notify_inval_entry waits for the directory's
+ * lock, which a FUSE request may hold while it waits for the event loop,
+ * so neither the loop nor anything holding model_lock may call it.
+ */
+#define QCAP 4096
+
+struct inval {
+	uint64_t ino;	   /* attributes and data of ino go */
+	uint64_t parent;   /* nonzero: the entry name in parent goes too */
+	struct session *s; /* ino 0: every node of s (only compared) */
+	uint16_t nlen;
+	char name[256];
+};
+
+static struct fuse_session *notify_se;
+static pthread_t notify_thread;
+static bool notify_running;
+static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
+static struct inval q[QCAP];
+static size_t q_head, q_len;
+static bool q_overflow, q_stop;
+
+static bool inval_same(const struct inval *a, const struct inval *b)
+{
+	return a->ino == b->ino && a->parent == b->parent && a->s == b->s &&
+	       a->nlen == b->nlen && memcmp(a->name, b->name, a->nlen) == 0;
+}
+
+/* Queue one invalidation (model_lock held).  When the thread falls that
+ * far behind, it drops everything instead. */
+static void inval_push(const struct inval *v)
+{
+	pthread_mutex_lock(&q_lock);
+	if (q_len > 0 && inval_same(&q[(q_head + q_len - 1) % QCAP], v))
+		goto out;
+	if (q_len == QCAP) {
+		q_overflow = true;
+		q_len = 0;
+	} else {
+		q[(q_head + q_len) % QCAP] = *v;
+		q_len++;
+	}
+	pthread_cond_signal(&q_cond);
+out:
+	pthread_mutex_unlock(&q_lock);
+}
+
+/* Every node of s (NULL: of every session), copied under model_lock. */
+static uint64_t *inos_of(struct session *s, size_t *n)
+{
+	size_t cap = 64, used = 0;
+	uint64_t *v = malloc(cap * sizeof(*v));
+
+	if (!v)
+		abort();
+	lock();
+	for (size_t b = 0; b < NBUCKETS; b++)
+		for (struct gnode *g = by_ino[b]; g; g = g->next_ino) {
+			if (s && g->s != s)
+				continue;
+			if (used == cap) {
+				cap *= 2;
+				v = realloc(v, cap * sizeof(*v));
+				if (!v)
+					abort();
+			}
+			v[used++] = g->ino;
+		}
+	unlock();
+	*n = used;
+	return v;
+}
+
+static void inval_nodes(struct session *s)
+{
+	size_t n;
+	uint64_t *v = inos_of(s, &n);
+
+	for (size_t i = 0; i < n; i++)
+		fuse_lowlevel_notify_inval_inode(notify_se, v[i], 0, 0);
+	free(v);
+}
+
+/* Errors (ENOENT: the kernel does not hold it) need nothing done. */
+static void inval_apply(const struct inval *v)
+{
+	if (v->ino == 0) {
+		inval_nodes(v->s);
+		return;
+	}
+	if (v->parent)
+		fuse_lowlevel_notify_inval_entry(notify_se, v->parent, v->name,
+						 v->nlen);
+	fuse_lowlevel_notify_inval_inode(notify_se, v->ino, 0, 0);
+}
+
+static void *notify_main(void *arg)
+{
+	static struct inval batch[64];
+
+	(void)arg;
+	pthread_mutex_lock(&q_lock);
+	for (;;) {
+		while (!q_len && !q_overflow && !q_stop)
+			pthread_cond_wait(&q_cond, &q_lock);
+		if (q_stop)
+			break;
+		bool all = q_overflow;
+		size_t n = 0;
+		q_overflow = false;
+		while (q_len && n < 64) {
+			batch[n++] = q[q_head];
+			q_head = (q_head + 1) % QCAP;
+			q_len--;
+		}
+		pthread_mutex_unlock(&q_lock);
+		if (all)
+			inval_nodes(NULL);
+		for (size_t i = 0; i < n; i++)
+			inval_apply(&batch[i]);
+		pthread_mutex_lock(&q_lock);
+	}
+	pthread_mutex_unlock(&q_lock);
+	return NULL;
+}
+
+/* One FSNOTIFY frame (model_lock held; the hook of agent.h). */
+static int gfs_on_notify(struct session *s, const uint8_t *p, size_t len)
+{
+	struct proto_rd r = {p, len, 0};
+	struct proto_fs_note n;
+	int rc;
+
+	while ((rc = proto_fs_note_next(&r, &n)) > 0) {
+		struct inval v = {.s = s};
+		if (n.kind != FSN_ALL) {
+			struct gnode *g = gnode_by_key(s, n.nid);
+			if (!g)
+				continue; /* not known here: nothing cached */
+			v.ino = g->ino;
+			if (n.kind == FSN_ENTRY) {
+				v.parent = g->ino;
+				v.nlen = n.nlen;
+				memcpy(v.name, n.name, n.nlen);
+			}
+		}
+		inval_push(&v);
+	}
+	return rc;
+}
+
+void gfs_start(struct fuse_session *se)
+{
+	notify_se = se;
+	if (pthread_create(&notify_thread, NULL, notify_main, NULL) != 0) {
+		log_warnx("files/: no notification thread; nothing is cached");
+		return;
+	}
+	notify_running = true;
+	agent_set_fs_notify(gfs_on_notify);
+}
+
+bool gfs_stop(void)
+{
+	struct timespec until;
+
+	if (!notify_running)
+		return true;
+	pthread_mutex_lock(&q_lock);
+	q_stop = true;
+	pthread_cond_signal(&q_cond);
+	pthread_mutex_unlock(&q_lock);
+	/* It may sit in the kernel behind a directory lock: do not hang
+	 * the shutdown on it. */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 1;
+	notify_running = pthread_timedjoin_np(notify_thread, NULL, &until) != 0;
+	return !notify_running;
+}
+
 const struct fuse_lowlevel_ops gfs_ops = {
     .lookup = gfs_lookup,
     .forget = gfs_forget,
@@ -954,6 +1381,7 @@ const struct fuse_lowlevel_ops gfs_ops = {
     .fsync = gfs_fsync,
     .opendir = gfs_opendir,
     .readdir = gfs_readdir,
+    .readdirplus = gfs_readdirplus,
     .releasedir = gfs_releasedir,
     .statfs = gfs_statfs,
     .copy_file_range = gfs_copy_file_range,

@@ -8,6 +8,8 @@
 
 #include "ops.h"
 
+#include <stdbool.h>
+
 struct session;
 
 /* Inode numbers of guest nodes have this bit; the tree's never do. */
@@ -18,10 +20,17 @@ static inline int gfs_owns(fuse_ino_t ino)
 	return (ino & GFS_INO_BIT) != 0;
 }
 
-/* lookup of sessions/NAME/files (model_lock held; replies). */
+/* lookup of sessions/NAME/files (model_lock NOT held; replies); takes
+ * over the caller's reference to s. */
 void gfs_lookup_root(fuse_req_t req, struct session *s);
 
 void gfs_init(struct fuse_conn_info *conn);
+
+/* Start and stop the thread that applies the guest's change notifications
+ * to the kernel's caches (after mounting; before destroying se).
+ * gfs_stop returns false when the thread would not end: se must stay. */
+void gfs_start(struct fuse_session *se);
+bool gfs_stop(void);
 
 /* The operations, for inodes gfs_owns (model_lock NOT held). */
 extern const struct fuse_lowlevel_ops gfs_ops;

@@ -296,9 +296,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	lock();
 	rc = node_resolve(path, &n);
 	if (rc == 0 && n.kind == N_FILES) {
-		gfs_lookup_root(req, n.s);
+		struct session *s = n.s;
+		n.s = NULL; /* gfs_lookup_root takes this reference over */
 		node_release(&n);
 		unlock();
+		gfs_lookup_root(req, s);
 		return;
 	}
 	if (rc == 0) {
@@ -503,6 +505,54 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	fuse_reply_buf(req, fh->text.data + start, end - start);
 	unlock();
+}
+
+/*
+ * The kernel asks every directory of the mount for READDIRPLUS once files/
+ * offers it.  The tree's listings carry no attributes: the entries packed
+ * at opendir go out again in READDIRPLUS format with no node (nodeid 0),
+ * which the kernel takes as plain entries.
+ */
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
+	size_t pos = (size_t)off, used = 0;
+	GFS_DELEGATE(ino, readdirplus(req, ino, size, off, fi));
+
+	char *out = malloc(size ? size : 1);
+	if (!out)
+		abort();
+	lock();
+	/* struct fuse_dirent: u64 ino, u64 off, u32 namelen, u32 type, name,
+	 * padded to 8 bytes */
+	while (pos + 24 <= fh->text.len) {
+		const uint8_t *d = (const uint8_t *)fh->text.data + pos;
+		struct fuse_entry_param e = {0};
+		uint64_t next;
+		uint32_t nlen, type;
+		char name[256];
+		memcpy(&e.attr.st_ino, d, 8);
+		memcpy(&next, d + 8, 8);
+		memcpy(&nlen, d + 16, 4);
+		memcpy(&type, d + 20, 4);
+		if (nlen > 255 || pos + 24 + nlen > fh->text.len)
+			break;
+		memcpy(name, d + 24, nlen);
+		name[nlen] = '\0';
+		e.attr.st_mode = (mode_t)type << 12;
+		size_t need =
+		    fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0);
+		if (used + need > size)
+			break;
+		fuse_add_direntry_plus(req, out + used, size - used, name, &e,
+				       (off_t)next);
+		used += need;
+		pos += (24 + nlen + 7) & ~(size_t)7;
+	}
+	fuse_reply_buf(req, out, used);
+	unlock();
+	free(out);
 }
 
 static void fh_free(struct fh *fh)
@@ -1673,6 +1723,7 @@ const struct fuse_lowlevel_ops tenki_ops = {
     .setattr = op_setattr,
     .opendir = op_opendir,
     .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
     .releasedir = op_releasedir,
     .mkdir = op_mkdir,
     .rmdir = op_rmdir,

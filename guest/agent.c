@@ -146,6 +146,9 @@ static void dispatch(size_t i)
 	case PE_CONNECT:
 		conn_on_connect(pents[i].ptr, fd);
 		break;
+	case PE_FSNOTIFY:
+		fs_notify_flush();
+		break;
 	case PE_PORT:
 	case PE_LISTEN:
 		port_on_poll(pents[i].kind, fd, pfds[i].revents);
@@ -189,6 +192,7 @@ static void loop_once(void)
 	poll_add(sigfd, POLLIN, PE_SIGNAL, NULL);
 	jobs_add_polls();
 	conns_add_polls();
+	fs_add_polls();
 	port_add_polls(); /* last: see the comment at the top */
 
 	n = poll(pfds, npfds, poll_timeout());

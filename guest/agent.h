@@ -58,7 +58,8 @@ enum pe_kind {
 	PE_OUT,
 	PE_IN,
 	PE_START,
-	PE_CONNECT
+	PE_CONNECT,
+	PE_FSNOTIFY
 };
 
 /* util.c */
@@ -227,6 +228,10 @@ void event_exit(const struct job *j);
 void fs_set_home(const char *path);
 void fs_reset(void);
 void fs_handle(const uint8_t *p, size_t len);
+void fs_set_notify(bool on); /* the host's HELLO asked for FSNOTIFY */
+bool fs_notifying(void);
+void fs_notify_flush(void);
+void fs_add_polls(void);
 
 /* volume.c: mounting volumes (a child per request) */
 void volop_start(json_int_t id, bool mount_it, const char *serial,

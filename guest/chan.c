@@ -340,6 +340,11 @@ bool ostream_emit(struct ostream *s)
 
 	if (s->chan == 0)
 		return false;
+	/* File changes the stream's writer made before this output reach
+	 * the host first: whoever reads the output and then files/ sees
+	 * them (docs/protocol.md, "Change notifications"). */
+	if (s->sent < s->end || (s->fd < 0 && !s->eof_sent))
+		fs_notify_flush();
 	if (s->sent < s->end) {
 		n = (size_t)(s->end - s->sent);
 		if (n > DATA_MAX)

@@ -30,11 +30,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/inotify.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -46,8 +48,9 @@
 #define NODE_BUCKETS   16384
 #define NAME_MAX_LEN   255
 #define TARGET_MAX_LEN 4095
-#define COPY_MAX       (64u * 1024u * 1024u) /* per COPY_RANGE: keep the loop live \
-					      */
+#define COPY_MAX                                                               \
+	(64u * 1024u * 1024u) /* per COPY_RANGE: keep the loop live            \
+			       */
 #define DIRENT_BUF (64u * 1024u)
 #define RESP_HDR   12 /* u64 id, i32 err */
 #define NO_ANSWER  (-1)
@@ -60,8 +63,10 @@ struct node {
 	uint64_t refs;
 	dev_t dev;
 	ino_t ino;
-	int fd;	       /* O_PATH|O_NOFOLLOW */
-	uint32_t next; /* hash chain, or free list */
+	int fd;		/* O_PATH|O_NOFOLLOW */
+	uint32_t next;	/* hash chain, or free list */
+	int wd;		/* directories: inotify watch, 0: none */
+	uint32_t wnext; /* chain of wd_buckets */
 };
 
 struct handle {
@@ -82,6 +87,21 @@ static uint64_t node_seq;
 static struct handle handles[MAX_HANDLES];
 static uint32_t handle_free, handle_high = 1;
 static uint64_t handle_seq;
+
+/* Change notifications (FSNOTIFY), when the host asked for them. */
+#define NOTE_MASK                                                              \
+	(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODIFY |     \
+	 IN_ATTRIB | IN_CLOSE_WRITE | IN_ONLYDIR)
+static bool notify_on;
+static int ifd = -1;
+static uint32_t wd_buckets[NODE_BUCKETS];
+static uint8_t notes[PROTO_MAX_NOTIFY];
+static size_t notes_len, last_note; /* last_note: offset of the last record */
+/* Nids of the INODE records in the frame being built (writes give one
+ * event per write(2): the host needs one record). */
+#define NOTED_SLOTS 64
+static uint64_t noted[NOTED_SLOTS];
+static bool watch_full_logged;
 
 static uint8_t resp[PROTO_MAX_FS]; /* an FSRESP payload */
 static uint8_t dirents[DIRENT_BUF];
@@ -142,6 +162,65 @@ static void node_hash_remove(struct node *n)
 		*pp = n->next;
 }
 
+/* ---- watches: the host caches what it looked up, so the agent tells it
+ * when a known directory's entries or a known file change ---- */
+
+static struct node *node_by_wd(int wd)
+{
+	for (uint32_t slot = wd_buckets[(uint32_t)wd % NODE_BUCKETS]; slot != 0;
+	     slot = nodes[slot].wnext)
+		if (nodes[slot].wd == wd && nodes[slot].nid != 0)
+			return &nodes[slot];
+	return NULL;
+}
+
+static void wd_forget(struct node *n)
+{
+	uint32_t *pp = &wd_buckets[(uint32_t)n->wd % NODE_BUCKETS];
+	uint32_t slot = (uint32_t)(n - nodes);
+
+	while (*pp != 0 && *pp != slot)
+		pp = &nodes[*pp].wnext;
+	if (*pp == slot)
+		*pp = n->wnext;
+	n->wd = 0;
+}
+
+/*
+ * Watch directory node n.  Without a watch (the guest's watch limit) its
+ * changes reach the host only when its cache times out.
+ */
+static void node_watch(struct node *n)
+{
+	char path[64];
+	int wd;
+
+	if (ifd < 0 || n->wd != 0)
+		return;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->fd);
+	wd = inotify_add_watch(ifd, path, NOTE_MASK);
+	if (wd <= 0) {
+		if (!watch_full_logged)
+			alog(L_WARN, "files: inotify_add_watch: %s",
+			     strerror(errno));
+		watch_full_logged = true;
+		return;
+	}
+	n->wd = wd;
+	n->wnext = wd_buckets[(uint32_t)wd % NODE_BUCKETS];
+	wd_buckets[(uint32_t)wd % NODE_BUCKETS] = (uint32_t)(n - nodes);
+}
+
+static void node_unwatch(struct node *n)
+{
+	if (n->wd == 0)
+		return;
+	inotify_rm_watch(ifd, n->wd);
+	wd_forget(n);
+}
+
+static void node_drop(struct node *n);
+
 /*
  * One more reference to the file behind fd (O_PATH, stat in st): the node
  * that already holds it, or a new one.  Takes fd over in every case.
@@ -172,7 +251,10 @@ static struct node *node_add(int fd, const struct stat *st)
 	n->dev = st->st_dev;
 	n->ino = st->st_ino;
 	n->fd = fd;
+	n->wd = 0;
 	node_hash_insert(n);
+	if (S_ISDIR(st->st_mode))
+		node_watch(n);
 	return n;
 }
 
@@ -180,6 +262,7 @@ static void node_drop(struct node *n)
 {
 	uint32_t slot = (uint32_t)(n - nodes);
 
+	node_unwatch(n);
 	node_hash_remove(n);
 	close(n->fd);
 	n->nid = 0;
@@ -320,6 +403,24 @@ static void reset_handles(void)
 	handle_high = 1;
 }
 
+/* Watches belong to one connection, like the nodes they are on. */
+static void notify_reset(void)
+{
+	if (ifd >= 0)
+		close(ifd);
+	ifd = -1;
+	memset(wd_buckets, 0, sizeof(wd_buckets));
+	notes_len = 0;
+	memset(noted, 0, sizeof(noted));
+	if (!notify_on)
+		return;
+	ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (ifd < 0)
+		alog(L_WARN,
+		     "files: inotify_init1: %s; no change notifications",
+		     strerror(errno));
+}
+
 /*
  * A new HELLO: nids and handles belong to one connection.  Home is opened
  * afresh too, in case the guest replaced it meanwhile.
@@ -333,6 +434,7 @@ void fs_reset(void)
 	raise_nofile_for_fs();
 	reset_nodes();
 	reset_handles();
+	notify_reset();
 	fd = open_home();
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		alog(L_ERR, "files: cannot open %s: %s", home, strerror(errno));
@@ -346,6 +448,7 @@ void fs_reset(void)
 	root->ino = st.st_ino;
 	root->fd = fd;
 	node_hash_insert(root);
+	node_watch(root);
 }
 
 /* ---- request fields and answers ---- */
@@ -427,12 +530,12 @@ static void proc_path(char *buf, size_t len, int fd)
  * Look name up in dir and add a reference to its node; never follows a
  * symlink.  On success *out is the node and st its attributes.
  */
-static int lookup_at(struct node *dir, const char *name, struct node **out,
+static int lookup_fd(int dirfd, const char *name, struct node **out,
 		     struct stat *st)
 {
 	int fd;
 
-	fd = openat(dir->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return errno;
 	if (fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
@@ -442,6 +545,12 @@ static int lookup_at(struct node *dir, const char *name, struct node **out,
 	}
 	*out = node_add(fd, st);
 	return *out != NULL ? 0 : errno;
+}
+
+static int lookup_at(struct node *dir, const char *name, struct node **out,
+		     struct stat *st)
+{
+	return lookup_fd(dir->fd, name, out, st);
 }
 
 /* Creation ops: look the new name up and answer with its entry. */
@@ -1031,10 +1140,12 @@ static bool dot_or_dotdot(const char *name)
  * sent, so its position is unknown).
  */
 static bool emit_dirents(struct handle *h, struct proto_wr *w, size_t size,
-			 const uint8_t *buf, size_t n)
+			 const uint8_t *buf, size_t n, bool plus)
 {
 	const struct dirent64 *d;
 	size_t off, nlen;
+	struct node *child;
+	struct stat st;
 
 	for (off = 0; off < n; off += d->d_reclen) {
 		d = (const struct dirent64 *)(buf + off);
@@ -1045,7 +1156,9 @@ static bool emit_dirents(struct handle *h, struct proto_wr *w, size_t size,
 		nlen = strnlen(d->d_name, NAME_MAX_LEN + 1);
 		if (nlen == 0 || nlen > NAME_MAX_LEN)
 			continue;
-		if (w->len + 8 + 8 + 4 + 2 + nlen > size) {
+		if (w->len + 8 + 8 + 4 + 2 + nlen +
+			(plus ? 8 + PROTO_FS_ATTR_LEN : 0) >
+		    size) {
 			h->dpos = -1;
 			return false;
 		}
@@ -1054,6 +1167,17 @@ static bool emit_dirents(struct handle *h, struct proto_wr *w, size_t size,
 		proto_wr_u32(w, d->d_type);
 		proto_wr_str(w, d->d_name, (uint16_t)nlen);
 		h->dpos = d->d_off;
+		if (!plus)
+			continue;
+		/* READDIRPLUS: the entry as LOOKUP would answer it; nid 0
+		 * when it went meanwhile (or the node table is full). */
+		if (lookup_fd(h->fd, d->d_name, &child, &st) == 0) {
+			wr_entry(w, child, &st);
+		} else {
+			memset(&st, 0, sizeof(st));
+			proto_wr_u64(w, 0);
+			wr_stat(w, &st);
+		}
 	}
 	return true;
 }
@@ -1065,7 +1189,7 @@ static bool emit_dirents(struct handle *h, struct proto_wr *w, size_t size,
  * Each batch asks for about as many bytes as the answer has room for, so
  * a small READDIR does not read a big directory whole.
  */
-static int op_readdir(struct proto_rd *r, struct proto_wr *w)
+static int readdir_op(struct proto_rd *r, struct proto_wr *w, bool plus)
 {
 	uint64_t fh = proto_rd_u64(r);
 	uint64_t off = proto_rd_u64(r);
@@ -1092,10 +1216,21 @@ static int op_readdir(struct proto_rd *r, struct proto_wr *w)
 			continue;
 		if (n < 0)
 			return w->len > 0 ? 0 : errno;
-		if (n == 0 || !emit_dirents(h, w, size, dirents, (size_t)n))
+		if (n == 0 ||
+		    !emit_dirents(h, w, size, dirents, (size_t)n, plus))
 			break;
 	}
 	return 0;
+}
+
+static int op_readdir(struct proto_rd *r, struct proto_wr *w)
+{
+	return readdir_op(r, w, false);
+}
+
+static int op_readdirplus(struct proto_rd *r, struct proto_wr *w)
+{
+	return readdir_op(r, w, true);
 }
 
 static int op_statfs(struct proto_rd *r, struct proto_wr *w)
@@ -1152,17 +1287,29 @@ static int op_copy_range(struct proto_rd *r, struct proto_wr *w)
 typedef int (*fs_op_fn)(struct proto_rd *, struct proto_wr *);
 
 static const fs_op_fn fs_ops[FS_MAX_OP + 1] = {
-    [FS_LOOKUP] = op_lookup,	 [FS_FORGET] = op_forget,
-    [FS_GETATTR] = op_getattr,	 [FS_SETATTR] = op_setattr,
-    [FS_READLINK] = op_readlink, [FS_MKDIR] = op_mkdir,
-    [FS_UNLINK] = op_unlink,	 [FS_RMDIR] = op_rmdir,
-    [FS_SYMLINK] = op_symlink,	 [FS_RENAME] = op_rename,
-    [FS_LINK] = op_link,	 [FS_OPEN] = op_open,
-    [FS_CREATE] = op_create,	 [FS_READ] = op_read,
-    [FS_WRITE] = op_write,	 [FS_RELEASE] = op_release,
-    [FS_FSYNC] = op_fsync,	 [FS_OPENDIR] = op_opendir,
-    [FS_READDIR] = op_readdir,	 [FS_RELEASEDIR] = op_releasedir,
-    [FS_STATFS] = op_statfs,	 [FS_COPY_RANGE] = op_copy_range,
+    [FS_LOOKUP] = op_lookup,
+    [FS_FORGET] = op_forget,
+    [FS_GETATTR] = op_getattr,
+    [FS_SETATTR] = op_setattr,
+    [FS_READLINK] = op_readlink,
+    [FS_MKDIR] = op_mkdir,
+    [FS_UNLINK] = op_unlink,
+    [FS_RMDIR] = op_rmdir,
+    [FS_SYMLINK] = op_symlink,
+    [FS_RENAME] = op_rename,
+    [FS_LINK] = op_link,
+    [FS_OPEN] = op_open,
+    [FS_CREATE] = op_create,
+    [FS_READ] = op_read,
+    [FS_WRITE] = op_write,
+    [FS_RELEASE] = op_release,
+    [FS_FSYNC] = op_fsync,
+    [FS_OPENDIR] = op_opendir,
+    [FS_READDIR] = op_readdir,
+    [FS_RELEASEDIR] = op_releasedir,
+    [FS_STATFS] = op_statfs,
+    [FS_COPY_RANGE] = op_copy_range,
+    [FS_READDIRPLUS] = op_readdirplus,
 };
 
 static void fs_answer(uint64_t id, int err, size_t len)
@@ -1205,4 +1352,136 @@ void fs_handle(const uint8_t *p, size_t len)
 		alog(L_DEBUG, "fs op %u (id %llu): %s", op,
 		     (unsigned long long)id, strerror(err));
 	fs_answer(id, err, w.len);
+}
+
+/* ---- change notifications (FSNOTIFY) ---- */
+
+void fs_set_notify(bool on)
+{
+	notify_on = on;
+}
+
+bool fs_notifying(void)
+{
+	return ifd >= 0;
+}
+
+static void notes_send(void)
+{
+	if (notes_len > 0)
+		port_send(PT_FSNOTIFY, 0, notes, notes_len, NULL, 0);
+	notes_len = 0;
+	memset(noted, 0, sizeof(noted));
+}
+
+static bool inode_noted(uint64_t nid)
+{
+	uint64_t *slot = &noted[nid % NOTED_SLOTS];
+
+	if (*slot == nid)
+		return true;
+	*slot = nid;
+	return false;
+}
+
+/* Queue one record; a repeat of the one before is dropped. */
+static void note_add(uint32_t kind, uint64_t nid, const char *name,
+		     uint16_t nlen)
+{
+	uint8_t rec[14 + NAME_MAX_LEN];
+	struct proto_wr w = {rec, 0, sizeof(rec), 0};
+
+	if (kind == FSN_INODE && inode_noted(nid))
+		return;
+
+	proto_wr_u32(&w, kind);
+	proto_wr_u64(&w, nid);
+	proto_wr_str(&w, name, nlen);
+	if (notes_len > 0 && notes_len - last_note == w.len &&
+	    memcmp(notes + last_note, rec, w.len) == 0)
+		return;
+	if (notes_len + w.len > sizeof(notes))
+		notes_send();
+	last_note = notes_len;
+	memcpy(notes + notes_len, rec, w.len);
+	notes_len += w.len;
+}
+
+/* The node the host may know as name in dir (never follows a symlink). */
+static struct node *child_node(const struct node *dir, const char *name)
+{
+	struct stat st;
+
+	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return NULL;
+	for (uint32_t slot = buckets[bucket_of(st.st_dev, st.st_ino)];
+	     slot != 0; slot = nodes[slot].next)
+		if (nodes[slot].dev == st.st_dev &&
+		    nodes[slot].ino == st.st_ino)
+			return &nodes[slot];
+	return NULL;
+}
+
+static void note_event(const struct inotify_event *e)
+{
+	struct node *dir, *child;
+	size_t nlen;
+
+	if (e->mask & IN_Q_OVERFLOW) {
+		note_add(FSN_ALL, 0, NULL, 0);
+		return;
+	}
+	if ((dir = node_by_wd(e->wd)) == NULL)
+		return;
+	if (e->mask & IN_IGNORED) { /* removed, or its directory went */
+		wd_forget(dir);
+		return;
+	}
+	nlen = e->len ? strnlen(e->name, e->len) : 0;
+	if (nlen == 0) {
+		if (e->mask & (IN_ATTRIB | IN_MODIFY))
+			note_add(FSN_INODE, dir->nid, NULL, 0);
+		return;
+	}
+	if (nlen > NAME_MAX_LEN || dot_or_dotdot(e->name))
+		return;
+	if (e->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO))
+		note_add(FSN_ENTRY, dir->nid, e->name, (uint16_t)nlen);
+	/* A created name is new to the host (ENTRY covers it); a name moved
+	 * here may be a node it knows under another name. */
+	if ((e->mask &
+	     (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_TO)) &&
+	    (child = child_node(dir, e->name)) != NULL && child != dir)
+		note_add(FSN_INODE, child->nid, NULL, 0);
+}
+
+/*
+ * Read every pending inotify event and send what the host must forget.
+ * Also called before an exit event, so a job's changes reach the host
+ * before it learns that the job ended.
+ */
+void fs_notify_flush(void)
+{
+	static uint8_t ev[64 * 1024]
+	    __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+
+	if (ifd < 0)
+		return;
+	while ((n = read(ifd, ev, sizeof(ev))) > 0) {
+		for (size_t off = 0;
+		     off + sizeof(struct inotify_event) <= (size_t)n;) {
+			const struct inotify_event *e =
+			    (const struct inotify_event *)(ev + off);
+			note_event(e);
+			off += sizeof(*e) + e->len;
+		}
+	}
+	notes_send();
+}
+
+void fs_add_polls(void)
+{
+	if (ifd >= 0)
+		poll_add(ifd, POLLIN, PE_FSNOTIFY, NULL);
 }

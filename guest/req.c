@@ -89,6 +89,7 @@ void event_exit(const struct job *j)
 {
 	json_t *o;
 
+	fs_notify_flush(); /* the job's file changes go first */
 	o = json_pack("{s:s,s:s,s:i}", "event", "exit", "job", j->key, "pid",
 		      (int)j->pid);
 	if (o == NULL)
@@ -152,6 +153,7 @@ int hello_check(const uint8_t *p, size_t len)
 		goto out;
 	}
 	init_apply_hello(o);
+	fs_set_notify(json_is_true(json_object_get(o, "fs_notify")));
 	rc = HELLO_OK;
 out:
 	json_decref(o);
@@ -178,8 +180,9 @@ void hello_reply(bool resend)
 						"pid", (int)j->pid, "running",
 						j->state != JOB_ENDED));
 	}
-	o = json_pack("{s:i,s:s,s:s,s:o}", "proto", PROTO_VERSION, "agent",
-		      AGENT_VERSION, "boot_id", boot_id(), "jobs", list);
+	o = json_pack("{s:i,s:s,s:s,s:o,s:b}", "proto", PROTO_VERSION, "agent",
+		      AGENT_VERSION, "boot_id", boot_id(), "jobs", list,
+		      "fs_notify", fs_notifying());
 	if (o == NULL)
 		return;
 	port_send_json(PT_HELLO, o);

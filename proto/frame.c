@@ -23,6 +23,8 @@ static uint32_t max_payload(uint8_t type)
 		return PROTO_MAX_FS;
 	case PT_FSRESP:
 		return PROTO_MAX_FS;
+	case PT_FSNOTIFY:
+		return PROTO_MAX_NOTIFY;
 	default:
 		return 0;
 	}
@@ -44,6 +46,8 @@ static int min_payload(uint8_t type)
 		return 16;
 	case PT_FSRESP:
 		return 12;
+	case PT_FSNOTIFY:
+		return 14; /* one record */
 	default:
 		return 0;
 	}
@@ -132,9 +136,9 @@ const char *proto_status_str(int status)
 
 const char *proto_type_str(uint8_t type)
 {
-	static const char *names[] = {"?",     "HELLO", "REQ",	 "RESP",
-				      "EVENT", "DATA",	"ACK",	 "EOF",
-				      "PING",  "PONG",	"FSREQ", "FSRESP"};
+	static const char *names[] = {
+	    "?",   "HELLO", "REQ",  "RESP",  "EVENT",  "DATA",	  "ACK",
+	    "EOF", "PING",  "PONG", "FSREQ", "FSRESP", "FSNOTIFY"};
 
 	return type <= PT_MAX_TYPE ? names[type] : "?";
 }
@@ -259,4 +263,35 @@ void proto_wr_attr(struct proto_wr *w, const struct proto_attr *a)
 	proto_wr_u32(w, a->gid);
 	proto_wr_u32(w, a->rdev);
 	proto_wr_u32(w, a->blksize);
+}
+
+/* ---- FSNOTIFY records --------------------------------------------------- */
+
+static int note_name_ok(const uint8_t *name, uint16_t n)
+{
+	if (n == 0 || n > 255 || memchr(name, '/', n) || memchr(name, 0, n))
+		return 0;
+	return !(n == 1 && name[0] == '.') &&
+	       !(n == 2 && name[0] == '.' && name[1] == '.');
+}
+
+int proto_fs_note_next(struct proto_rd *r, struct proto_fs_note *n)
+{
+	if (r->left == 0 && !r->bad)
+		return 0;
+	n->kind = proto_rd_u32(r);
+	n->nid = proto_rd_u64(r);
+	n->name = proto_rd_str(r, &n->nlen);
+	if (r->bad)
+		return -1;
+	switch (n->kind) {
+	case FSN_INODE:
+		return n->nid != 0 && n->nlen == 0 ? 1 : -1;
+	case FSN_ENTRY:
+		return n->nid != 0 && note_name_ok(n->name, n->nlen) ? 1 : -1;
+	case FSN_ALL:
+		return n->nid == 0 && n->nlen == 0 ? 1 : -1;
+	default:
+		return -1;
+	}
 }

@@ -23,18 +23,19 @@
 				       */
 
 enum proto_type {
-	PT_HELLO = 1,	/* JSON, both ways, on channel 0 */
-	PT_REQ = 2,	/* JSON, host -> agent: {"id":N,"op":"..."} */
-	PT_RESP = 3,	/* JSON, agent -> host: {"id":N,...} */
-	PT_EVENT = 4,	/* JSON, agent -> host: {"event":"..."} */
-	PT_DATA = 5,	/* u64 stream offset, then bytes; channel > 0 */
-	PT_ACK = 6,	/* u64 offset consumed by the receiver; channel > 0 */
-	PT_EOF = 7,	/* u64 final stream offset; channel > 0 */
-	PT_PING = 8,	/* opaque payload, at most 64 bytes */
-	PT_PONG = 9,	/* echoes a PING's payload */
-	PT_FSREQ = 10,	/* binary file operation, host -> agent */
-	PT_FSRESP = 11, /* its answer, agent -> host */
-	PT_MAX_TYPE = 11
+	PT_HELLO = 1,	  /* JSON, both ways, on channel 0 */
+	PT_REQ = 2,	  /* JSON, host -> agent: {"id":N,"op":"..."} */
+	PT_RESP = 3,	  /* JSON, agent -> host: {"id":N,...} */
+	PT_EVENT = 4,	  /* JSON, agent -> host: {"event":"..."} */
+	PT_DATA = 5,	  /* u64 stream offset, then bytes; channel > 0 */
+	PT_ACK = 6,	  /* u64 offset consumed by the receiver; channel > 0 */
+	PT_EOF = 7,	  /* u64 final stream offset; channel > 0 */
+	PT_PING = 8,	  /* opaque payload, at most 64 bytes */
+	PT_PONG = 9,	  /* echoes a PING's payload */
+	PT_FSREQ = 10,	  /* binary file operation, host -> agent */
+	PT_FSRESP = 11,	  /* its answer, agent -> host */
+	PT_FSNOTIFY = 12, /* files changed in the guest, agent -> host */
+	PT_MAX_TYPE = 12
 };
 
 /* File operations (docs/protocol.md, "File operations"). */
@@ -67,7 +68,27 @@ enum proto_fs_op {
 	FS_RELEASEDIR = 20,
 	FS_STATFS = 21,
 	FS_COPY_RANGE = 22,
-	FS_MAX_OP = 22
+	FS_READDIRPLUS = 23, /* agents that announce fs_notify */
+	FS_MAX_OP = 23
+};
+
+/*
+ * FSNOTIFY records (docs/protocol.md, "Change notifications"): u32 kind,
+ * u64 nid, str name.  Only sent when the host's HELLO asked for them.
+ */
+enum proto_fs_note_kind {
+	FSN_INODE = 1, /* nid's attributes or data changed; name empty */
+	FSN_ENTRY = 2, /* name in directory nid appeared, went or changed */
+	FSN_ALL = 3,   /* events were lost: forget everything; nid 0 */
+};
+
+#define PROTO_MAX_NOTIFY (64u * 1024u)
+
+struct proto_fs_note {
+	uint32_t kind;
+	uint64_t nid;
+	const uint8_t *name; /* into the payload, not NUL-terminated */
+	uint16_t nlen;
 };
 
 /* SETATTR valid bits (FUSE's FATTR_* values) */
@@ -116,6 +137,12 @@ void proto_wr_u32(struct proto_wr *w, uint32_t v);
 void proto_wr_str(struct proto_wr *w, const void *s, uint16_t len);
 void proto_wr_bytes(struct proto_wr *w, const void *s, size_t len);
 void proto_wr_attr(struct proto_wr *w, const struct proto_attr *a);
+
+/*
+ * The next record of an FSNOTIFY payload: 1, 0 at its end, or -1 for a
+ * malformed one (an unknown kind, a name where none belongs, a bad name).
+ */
+int proto_fs_note_next(struct proto_rd *r, struct proto_fs_note *n);
 
 struct proto_hdr {
 	uint32_t len; /* payload bytes after the header */

@@ -13,7 +13,8 @@
 #   exec:   `true` through exec/ (clone, cmd, exit)   vs  ssh into the same
 #           guest, over a ControlMaster and on a new connection each time
 #   stream: 200 MiB of job stdout   vs  the same command's output over ssh
-#   files:  cp of 256 MiB in and out, tar x of 5,000 small files, rm -rf
+#   files:  cp of 256 MiB in and out (and out again), tar x of 5,000 small
+#           files, a stat walk of them (twice), rm -rf
 #           through files/   vs  sshfs (sftp) mounted on the same guest
 #   ports:  wrk requests/s and transfer rate to python3 -m http.server in
 #           the guest through the preview URL (ports/)   vs  ssh -L
@@ -271,7 +272,7 @@ if [ -z "${BENCH_SKIP_FILES:-}" ]; then
 	say "files/: probe"
 	files_why=
 	echo "tenki bench probe" >"$tk/probe"
-	# files/ requests ignore SIGTERM while the guest does not answer: -k
+	# -k: a build whose files/ requests ignore signals while the guest does not answer
 	if ! timeout -k 2 15 ls "$F/" >/dev/null 2>"$tk/probe.err"; then
 		files_why="ls files/: $(tail -1 "$tk/probe.err" | sed 's/.*: //')"
 		[ -s "$tk/probe.err" ] || files_why="ls files/: no answer in 15 s"
@@ -337,6 +338,12 @@ if [ "$files_state" = ok ]; then
 		r_ssh=$(timed_cp "$M/bench-r.ssh" "$tk/out.ssh" 600)
 		cmp -s "$tk/big" "$tk/out.ssh" || { echo "sshfs: the file read back differs from the one written"; r_ssh=failed; w_ssh=failed; }
 	fi
+	# the same files again, unchanged in the guest: what the host keeps
+	say "files/ vs sshfs: read $fmib MiB again (unchanged file)"
+	rr_tk=$(timed_cp "$F/bench-r.tk" "$tk/out.tk" 600)
+	cmp -s "$tk/big" "$tk/out.tk" || { echo "files/: the file read again differs"; rr_tk=failed; }
+	rr_ssh=$(timed_cp "$M/bench-r.ssh" "$tk/out.ssh" 600)
+	cmp -s "$tk/big" "$tk/out.ssh" || { echo "sshfs: the file read again differs"; rr_ssh=failed; }
 	rm -f "$tk/out.tk" "$tk/out.ssh" "$tk/big"
 	gx 'rm -f /home/tenki/bench-r.tk /home/tenki/bench-r.ssh' 120 >/dev/null
 
@@ -353,6 +360,14 @@ if [ "$files_state" = ok ]; then
 	read -r c_tk c_ssh <<<"$counts"
 	[ "$c_tk" = "$want" ] || { echo "files/: tar left $c_tk of $want entries"; t_tk=failed; }
 	[ "$c_ssh" = "$want" ] || { echo "sshfs: tar left $c_ssh of $want entries"; t_ssh=failed; }
+	# a stat of every entry (what find, du and git status do), twice: the
+	# second walk shows what the host keeps of the tree
+	say "files/ vs sshfs: stat walk of the $nsmall files, twice"
+	walk="find . -printf '%s %T@ %m\n' >/dev/null"
+	s1_tk=$(timed_sh 900 "cd '$F/bench-t.tk' && $walk")
+	s2_tk=$(timed_sh 900 "cd '$F/bench-t.tk' && $walk")
+	s1_ssh=$(timed_sh 900 "cd '$M/bench-t.ssh' && $walk")
+	s2_ssh=$(timed_sh 900 "cd '$M/bench-t.ssh' && $walk")
 	gx sync 300 >/dev/null
 	d_tk=$(timed_sh 900 "rm -rf '$F/bench-t.tk'")
 	gx sync 300 >/dev/null
@@ -362,6 +377,8 @@ if [ "$files_state" = ok ]; then
 	printf '%s %s\n' "$w_tk" "$w_ssh" >"$out/files_write_us.txt"
 	printf '%s %s\n' "$r_tk" "$r_ssh" >"$out/files_read_us.txt"
 	printf '%s %s\n' "$t_tk" "$t_ssh" >"$out/files_tar_us.txt"
+	printf '%s %s\n' "$rr_tk" "$rr_ssh" >"$out/files_reread_us.txt"
+	printf '%s %s %s %s\n' "$s1_tk" "$s1_ssh" "$s2_tk" "$s2_ssh" >"$out/files_walk_us.txt"
 	printf '%s %s\n' "$d_tk" "$d_ssh" >"$out/files_rm_us.txt"
 	[ -s "$tk/files.err" ] && { echo "errors during the files/ figures:"; head -20 "$tk/files.err"; }
 	fusermount3 -u "$M"
@@ -460,7 +477,10 @@ row() { printf '%-46s %11s %11s   %s\n' "$@"; }
 	ok)
 		row "files/ write, cp in $fmib MiB" "$(fmt_mbps "$fbytes" "$w_tk") MB/s" "$(fmt_mbps "$fbytes" "$w_ssh") MB/s" "sshfs (sftp) on the same guest"
 		row "files/ read, cp out $fmib MiB" "$(fmt_mbps "$fbytes" "$r_tk") MB/s" "$(fmt_mbps "$fbytes" "$r_ssh") MB/s" "sshfs (sftp) on the same guest"
+		row "files/ read again, unchanged $fmib MiB" "$(fmt_mbps "$fbytes" "$rr_tk") MB/s" "$(fmt_mbps "$fbytes" "$rr_ssh") MB/s" "sshfs (sftp) on the same guest"
 		row "files/ tar x of $nsmall small files" "$(fmt_s "$t_tk") s" "$(fmt_s "$t_ssh") s" "sshfs (sftp) on the same guest"
+		row "files/ stat walk of those (find), first" "$(fmt_s "$s1_tk") s" "$(fmt_s "$s1_ssh") s" "sshfs (sftp) on the same guest"
+		row "files/ stat walk again" "$(fmt_s "$s2_tk") s" "$(fmt_s "$s2_ssh") s" "sshfs (sftp) on the same guest"
 		row "files/ rm -rf of those" "$(fmt_s "$d_tk") s" "$(fmt_s "$d_ssh") s" "sshfs (sftp) on the same guest"
 		;;
 	unavailable) echo "files/ not available ($files_why): files/ figures and their sshfs peers skipped" ;;

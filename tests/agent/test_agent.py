@@ -35,7 +35,7 @@ AGENT = os.environ.get("TENKI_AGENT", os.path.join(ROOT, "build", "tenki-agent")
 
 MAGIC = b"TNK1"
 HDR = struct.Struct("<4sIIBBBB")
-HELLO, REQ, RESP, EVENT, DATA, ACK, EOF, PING, PONG, FSREQ, FSRESP = range(1, 12)
+HELLO, REQ, RESP, EVENT, DATA, ACK, EOF, PING, PONG, FSREQ, FSRESP, FSNOTIFY = range(1, 13)
 WINDOW = 1 << 20
 MAX_PAYLOAD = 256 * 1024
 MAX_FS = (1 << 20) + 4096  # FSREQ and FSRESP payloads
@@ -128,6 +128,7 @@ class Conn:
         self.keys = []
         self.fsresps = {}  # id -> (err, result)
         self.fs_answered = set()  # every id answered on this connection
+        self.notes = []  # FSNOTIFY records: (kind, nid, name)
 
     # -- raw I/O --
     def send(self, data):
@@ -182,7 +183,7 @@ class Conn:
                 self.skip_to_hello()
             if len(self.rbuf) >= HDR.size:
                 magic, plen, chan, ftype, fl, r1, r2 = HDR.unpack_from(self.rbuf)
-                if magic != MAGIC or fl or r1 or r2 or not 1 <= ftype <= 11:
+                if magic != MAGIC or fl or r1 or r2 or not 1 <= ftype <= 12:
                     raise ProtocolError("bad frame header from agent: %r" % bytes(self.rbuf[:16]))
                 if ftype == DATA and plen > MAX_PAYLOAD:
                     raise ProtocolError("DATA of %d bytes" % plen)
@@ -243,7 +244,21 @@ class Conn:
             o = json.loads(p)
             self.resps[o["id"]] = o
         elif ftype == EVENT:
-            self.events.append(json.loads(p))
+            ev = json.loads(p)
+            ev["_notes"] = len(self.notes)  # records that came before it
+            self.events.append(ev)
+        elif ftype == FSNOTIFY:
+            if not self.hello_reply or not self.hello_reply.get("fs_notify"):
+                raise ProtocolError("FSNOTIFY without fs_notify")
+            i = 0
+            while i < len(p):
+                kind, nid, nlen = struct.unpack_from("<IQH", p, i)
+                i += 14
+                name = bytes(p[i:i + nlen]).decode()
+                i += nlen
+                if i > len(p) or kind not in (1, 2, 3):
+                    raise ProtocolError("bad FSNOTIFY record")
+                self.notes.append((kind, nid, name))
         elif ftype == PONG:
             self.pongs.append(p)
         elif ftype == HELLO:
@@ -1209,7 +1224,8 @@ class Malformed(AgentTest):
 (FS_LOOKUP, FS_FORGET, FS_GETATTR, FS_SETATTR, FS_READLINK, FS_MKDIR, FS_UNLINK,
  FS_RMDIR, FS_SYMLINK, FS_RENAME, FS_LINK, FS_OPEN, FS_CREATE, FS_READ, FS_WRITE,
  FS_RELEASE, FS_FSYNC, FS_OPENDIR, FS_READDIR, FS_RELEASEDIR, FS_STATFS,
- FS_COPY_RANGE) = range(1, 23)
+ FS_COPY_RANGE, FS_READDIRPLUS) = range(1, 24)
+FSN_INODE, FSN_ENTRY, FSN_ALL = 1, 2, 3
 SET_MODE, SET_UID, SET_GID, SET_SIZE, SET_ATIME, SET_MTIME = 1, 2, 4, 8, 16, 32
 SET_ATIME_NOW, SET_MTIME_NOW = 128, 256
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
@@ -1313,6 +1329,22 @@ class Fs:
             i += 22
             out.append((nxt, ino, typ, res[i:i + nlen].decode()))
             i += nlen
+        return out
+
+    def readdirplus(self, fh, off, size):
+        res = self.ok(FS_READDIRPLUS, u64(fh) + u64(off) + u32(size))
+        if len(res) > size:
+            raise AssertionError("READDIRPLUS of %d bytes for %d" % (len(res), size))
+        out, i = [], 0
+        while i < len(res):
+            nxt, ino, typ, nlen = struct.unpack_from("<QQIH", res, i)
+            i += 22
+            name = res[i:i + nlen].decode()
+            i += nlen
+            nid = struct.unpack_from("<Q", res, i)[0]
+            a = self.attr(res, i + 8)
+            i += 8 + ATTR.size
+            out.append((nxt, ino, typ, name, nid, a))
         return out
 
     def releasedir(self, fh):
@@ -1783,7 +1815,7 @@ class FilesMalformed(FsTest):
         for op, body in bad:
             self.assertErr(errno.EINVAL, op, body)
         self.assertEqual(c.fs(FS_GETATTR, u64(1), reserved=1)[0], errno.EINVAL)
-        for op in (0, 23, 99, 0xffffffff):
+        for op in (0, 24, 99, 0xffffffff):
             self.assertEqual(c.fs(op, u64(1))[0], errno.ENOSYS)
         # Unknown nodes and handles.
         for nid in (0, 2, f + 1, f ^ (1 << 40), (1 << 64) - 1):
@@ -1865,6 +1897,100 @@ class FilesMalformed(FsTest):
         self.fs = Fs(self.conn())
         self.fs.getattr(1)
 
+
+
+class FilesNotify(FsTest):
+    """Change notifications (docs/protocol.md, "Change notifications")."""
+
+    def setUp(self):
+        FsTest.setUp(self)
+        self.c.hello(fs_notify=True)  # a new session that asks for them
+        self.fs = Fs(self.c)
+        self.dir, _ = self.fs.lookup(1, self.dname)
+
+    def wait_note(self, note, timeout=10.0):
+        self.c.pump(lambda: note in self.c.notes, timeout, "note %r" % (note,))
+
+    def guest(self, key, script):
+        e, out, err = self.c.run(key, ["sh", "-c", script])
+        self.assertEqual(e["exit_code"], 0, err)
+        return e
+
+    def test_offered_only_when_asked(self):
+        self.assertIs(self.c.hello_reply.get("fs_notify"), True)
+        # a new session on the same socket that does not ask: its watches
+        # go, and no FSNOTIFY comes (handle() fails on one)
+        c = self.c
+        self.assertFalse(c.hello().get("fs_notify", False))
+        fs = Fs(c)
+        d, _ = fs.lookup(1, self.dname)
+        self.guest("n-off", "touch '%s'; mkdir '%s'" %
+                   (self.path("quiet"), self.path("quiet.d")))
+        c.ping()
+        self.assertEqual(c.notes, [])
+
+    def test_changes_in_the_guest_are_reported_before_the_exit(self):
+        fs = self.fs
+        f, a, fh = fs.create(self.dir, "f")
+        fs.release(fh)
+        self.c.notes.clear()
+        e = self.guest("n-write", "echo hello >> '%s'; touch '%s'" %
+                       (self.path("f"), self.path("new")))
+        # the exit event came after the records of the job's changes
+        before = self.c.notes[:e["_notes"]]
+        self.assertIn((FSN_INODE, f, ""), before)
+        self.assertIn((FSN_ENTRY, self.dir, "new"), before)
+
+    def test_renames_and_removals_name_both_entries(self):
+        fs = self.fs
+        f, _, fh = fs.create(self.dir, "a")
+        fs.release(fh)
+        sub, _ = fs.mkdir(self.dir, "sub")
+        self.c.notes.clear()
+        self.guest("n-mv", "mv '%s' '%s'; rmdir '%s'" %
+                   (self.path("a"), self.path("b"), self.path("sub")))
+        self.wait_note((FSN_ENTRY, self.dir, "a"))
+        self.wait_note((FSN_ENTRY, self.dir, "b"))
+        self.wait_note((FSN_ENTRY, self.dir, "sub"))
+        # the moved node, known to the host, under its new name
+        self.wait_note((FSN_INODE, f, ""))
+
+    def test_attribute_change_of_the_directory_itself(self):
+        self.c.notes.clear()
+        self.guest("n-chmod", "chmod 700 '%s'" % self.path())
+        # the home's watch sees the entry's attributes change
+        self.wait_note((FSN_INODE, self.dir, ""))
+
+    def test_readdirplus_answers_entries_with_references(self):
+        fs = self.fs
+        names = ["e%03d" % i for i in range(40)]
+        for n in names:
+            _, _, fh = fs.create(self.dir, n)
+            fs.write(fh, 0, n.encode())
+            fs.release(fh)
+        dfh = fs.opendir(self.dir)
+        got, off = [], 0
+        while True:
+            ents = fs.readdirplus(dfh, off, 1500)  # a few entries a time
+            if not ents:
+                break
+            got += ents
+            off = ents[-1][0]
+        fs.releasedir(dfh)
+        self.assertEqual(sorted(e[3] for e in got), names)
+        for nxt, ino, typ, name, nid, a in got:
+            self.assertNotEqual(nid, 0)
+            self.assertEqual(a.size, 4)
+            self.assertEqual(a.ino, ino)
+            # the same node LOOKUP gives, and the reference is real: one
+            # FORGET of each of the two leaves it known
+            self.assertEqual(fs.lookup(self.dir, name)[0], nid)
+            fs.forget(nid, 1)
+        self.assertEqual(fs.getattr(got[0][4]).size, 4)
+        # a size too small for one entry: nothing, and no error
+        dfh = fs.opendir(self.dir)
+        self.assertEqual(fs.readdirplus(dfh, 0, 50), [])
+        fs.releasedir(dfh)
 
 class FilesSession(FsTest):
     def test_new_hello_drops_nodes_and_handles(self):

@@ -143,3 +143,82 @@ print(os.read(fd, 100).decode().strip())' "$F/pollme" >"$TK/poll.out"
 	kill -0 "$(cat "$TK/pid")"
 	[ "$(cat "$F/pollme")" = pollme ]
 }
+
+# The session's libvirt domain, to freeze the guest behind tenkid's back.
+f_domain() {
+	local d
+	d=$(domains)
+	[ "$(echo "$d" | wc -l)" -eq 1 ] && [ -n "$d" ] || { echo "domains: $d"; return 1; }
+	echo "$d"
+}
+
+@test "cached entries and attributes: guest changes show at once, writes through the mount never leave a stale size" {
+	echo one >"$F/cache.txt"
+	[ "$(cat "$F/cache.txt")" = one ]
+	[ "$(stat -c %s "$F/cache.txt")" -eq 4 ]
+	# an exec job rewrites it: the size and the bytes are the new ones
+	tk_exec f 'echo two-longer > /home/tenki/cache.txt'
+	[ "$(stat -c %s "$F/cache.txt")" -eq 11 ]
+	[ "$(cat "$F/cache.txt")" = two-longer ]
+	# replaced by a directory in the guest
+	tk_exec f 'rm /home/tenki/cache.txt; mkdir /home/tenki/cache.txt; echo in >/home/tenki/cache.txt/f'
+	[ -d "$F/cache.txt" ]
+	[ "$(cat "$F/cache.txt/f")" = in ]
+	# renamed in the guest: the old name is gone from listings and lookups
+	tk_exec f 'mv /home/tenki/cache.txt /home/tenki/cache.moved'
+	[ ! -e "$F/cache.txt" ]
+	ls "$F" | grep -qx cache.moved
+	! ls "$F" | grep -qx cache.txt
+	# a job still running appends: visible well before the 5 s timeout
+	stat "$F/cache.moved/f" >/dev/null
+	j=$(cat "$T/sessions/f/exec/clone")
+	echo 'echo more >> /home/tenki/cache.moved/f; echo appended; sleep 30' >"$T/sessions/f/exec/$j/cmd"
+	# "appended" reaches the host after the change notification does
+	for _ in $(seq 600); do grep -q appended "$T/sessions/f/exec/$j/stdout" && break; sleep 0.1; done
+	[ "$(cat "$F/cache.moved/f")" = "$(printf 'in\nmore')" ]
+	echo kill >"$T/sessions/f/exec/$j/ctl" || true
+	# appends through the mount: stat is right after each one
+	: >"$F/grow"
+	for i in 1 2 3 4 5; do
+		echo x >>"$F/grow"
+		[ "$(stat -c %s "$F/grow")" -eq $((i * 2)) ]
+	done
+	truncate -s 3 "$F/grow"
+	[ "$(stat -c %s "$F/grow")" -eq 3 ]
+	[ "$(tk_exec f 'stat -c %s /home/tenki/grow')" -eq 3 ]
+}
+
+@test "a request the guest does not answer ends with EINTR on a signal; the late answer is dropped" {
+	echo waiting >"$F/slow.txt"
+	# the guest reports the write (the host drops what it cached) before
+	# this job's end: after it, what is cached stays
+	tk_exec f true >/dev/null
+	cd "$F"
+	stat slow.txt >/dev/null
+	dom=$(f_domain)
+	t0=$SECONDS
+	virsh -q -c qemu:///system suspend "$dom" >/dev/null
+	# the guest is frozen; tenkid does not know it.  A relative path: an
+	# absolute one looks files/ itself up in the guest each time
+	cached=$(timeout -k 5 3 stat -c %s slow.txt 2>/dev/null || echo none)
+	elapsed=$((SECONDS - t0))
+	# open always asks the guest: SIGINT must end it at once
+	s0=$SECONDS
+	run timeout -k 30 -s INT 2 cat slow.txt
+	int_secs=$((SECONDS - s0))
+	# SIGTERM too (a fatal signal), on the lookup of files/ itself
+	s0=$SECONDS
+	run timeout -k 30 -s TERM 2 cat "$F/slow.txt"
+	term_secs=$((SECONDS - s0))
+	cd /
+	virsh -q -c qemu:///system resume "$dom" >/dev/null
+	echo "cached stat: $cached after ${elapsed}s; SIGINT: ${int_secs}s; SIGTERM: ${term_secs}s"
+	[ "$int_secs" -le 6 ]
+	[ "$term_secs" -le 6 ]
+	# within the cache time a stat needed no answer from the frozen guest
+	[ "$elapsed" -ge 4 ] || [ "$cached" = 8 ]
+	# the guest answers the interrupted opens late: dropped, files/ works
+	[ "$(cat "$F/slow.txt")" = waiting ]
+	kill -0 "$(cat "$TK/pid")"
+	! grep -qi "double reply\|fuse: .*error" "$TK/tenkid.log"
+}
