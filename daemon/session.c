@@ -673,10 +673,8 @@ static void *create_worker(void *arg)
 			     sizeof(paths[3]));
 	}
 	if (rc == 0)
-		if (rc == 0)
-			rc = prepared ? 0
-				      : vmm_disk_create(sess_vmm(s), base,
-							v.disk, err);
+		rc = prepared ? 0
+			      : vmm_disk_create(sess_vmm(s), base, v.disk, err);
 	int64_t t_disk = now_ms();
 	if (rc == 0)
 		rc = prepared ? vmm_restore_prepared(sess_vmm(s), copy, &v, err)
