@@ -351,7 +351,7 @@ static void on_entry(struct session *s, int err, const uint8_t *res, size_t len,
 	e.ino = gnode_ref(s, nid);
 	to_stat(&a, e.ino, &e.attr);
 	e.attr_timeout = cache_timeout(s);
-	e.entry_timeout = e.attr_timeout;
+	e.entry_timeout = 0; /* see inval_apply */
 	if (!ctx_claim(c)) {
 		rc = -1; /* interrupted: the kernel takes no reference */
 	} else if (c->op == FS_CREATE) {
@@ -579,7 +579,7 @@ static int pack_dirents(struct gctx *c, struct proto_rd *r, char *out,
 				refs[(*nrefs)++] = e.ino;
 				to_stat(&d.a, e.ino, &e.attr);
 				e.attr_timeout = cache_timeout(c->s);
-				e.entry_timeout = e.attr_timeout;
+				e.entry_timeout = 0; /* see inval_apply */
 			}
 			fuse_add_direntry_plus(c->req, out + *used,
 					       c->size - *used, d.name, &e,
@@ -1262,16 +1262,21 @@ static void inval_nodes(struct session *s)
 	free(v);
 }
 
-/* Errors (ENOENT: the kernel does not hold it) need nothing done. */
+/*
+ * Errors (ENOENT: the kernel does not hold it) need nothing done.
+ * Names are never invalidated: notify_inval_entry unhashes the dentry
+ * even when it is a process's cwd (a directory just made through the
+ * mount and entered: its own creation is reported back, and getcwd then
+ * fails with ENOENT).  Entries are answered with a zero timeout instead,
+ * so the kernel revalidates names by lookup and keeps a dentry whose
+ * node is unchanged; attributes, pages and listings stay cached.
+ */
 static void inval_apply(const struct inval *v)
 {
 	if (v->ino == 0) {
 		inval_nodes(v->s);
 		return;
 	}
-	if (v->parent)
-		fuse_lowlevel_notify_inval_entry(notify_se, v->parent, v->name,
-						 v->nlen);
 	fuse_lowlevel_notify_inval_inode(notify_se, v->ino, 0, 0);
 }
 

@@ -51,6 +51,9 @@ teardown_file() { cleanup_tenkid; }
 @test "git init, add, commit inside files/ from the host" {
 	mkdir "$F/repo"
 	cd "$F/repo"
+	# the guest reports the mkdir back: the cwd must survive it
+	sleep 1
+	[ "$(/bin/pwd -P)" = "$F/repo" ]
 	git init -q .
 	echo hello >README
 	git add -A
@@ -194,13 +197,15 @@ f_domain() {
 	# this job's end: after it, what is cached stays
 	tk_exec f true >/dev/null
 	cd "$F"
-	stat slow.txt >/dev/null
+	exec 5<slow.txt
+	stat -L /dev/fd/5 >/dev/null
 	dom=$(f_domain)
 	t0=$SECONDS
 	virsh -q -c qemu:///system suspend "$dom" >/dev/null
-	# the guest is frozen; tenkid does not know it.  A relative path: an
-	# absolute one looks files/ itself up in the guest each time
-	cached=$(timeout -k 5 3 stat -c %s slow.txt 2>/dev/null || echo none)
+	# the guest is frozen; tenkid does not know it.  Names are looked up
+	# again on every walk, so the cached attributes are reached through
+	# the open file
+	cached=$(timeout -k 5 3 stat -L -c %s /dev/fd/5 2>/dev/null || echo none)
 	elapsed=$((SECONDS - t0))
 	# open always asks the guest: SIGINT must end it at once
 	s0=$SECONDS
@@ -212,6 +217,7 @@ f_domain() {
 	term_secs=$((SECONDS - s0))
 	cd /
 	virsh -q -c qemu:///system resume "$dom" >/dev/null
+	exec 5<&-
 	echo "cached stat: $cached after ${elapsed}s; SIGINT: ${int_secs}s; SIGTERM: ${term_secs}s"
 	[ "$int_secs" -le 6 ]
 	[ "$term_secs" -le 6 ]
