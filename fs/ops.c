@@ -1439,11 +1439,31 @@ static void write_stdin(fuse_req_t req, struct fh *fh, const char *buf,
 	pending_park(p);
 }
 
+/* A `new` file whose spec makes an object that is not a session or a
+ * volume, and reads back its name (snapshots block, without the lock,
+ * while the capture runs). */
+typedef int (*spec_make_fn)(const char *, size_t, char *, size_t);
+
+static spec_make_fn spec_maker(enum file_id id)
+{
+	switch (id) {
+	case F_SNAPSHOTS_NEW:
+		return snapshot_create_spec;
+	case F_TEMPLATES_NEW:
+		return template_create_spec;
+	case F_HOSTS_NEW:
+		return host_new_spec;
+	default:
+		return NULL;
+	}
+}
+
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
 	char label[PATH_CAP];
+	spec_make_fn make;
 	int rc;
 	GFS_DELEGATE(ino, write(req, ino, buf, size, off, fi));
 
@@ -1486,28 +1506,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			break;
 		}
 		fh->pos = 0;
-		if (fh->n.fd->id == F_SNAPSHOTS_NEW) {
-			/* Blocks (without the lock) while the capture runs. */
-			rc = snapshot_create_spec(buf, size, fh->created,
-						  sizeof(fh->created));
-			if (rc < 0)
-				fuse_reply_err(req, -rc);
-			else
-				fuse_reply_write(req, size);
-			break;
-		}
-		if (fh->n.fd->id == F_TEMPLATES_NEW) {
-			rc = template_create_spec(buf, size, fh->created,
-						  sizeof(fh->created));
-			if (rc < 0)
-				fuse_reply_err(req, -rc);
-			else
-				fuse_reply_write(req, size);
-			break;
-		}
-		if (fh->n.fd->id == F_HOSTS_NEW) {
-			rc = host_new_spec(buf, size, fh->created,
-					   sizeof(fh->created));
+		if ((make = spec_maker(fh->n.fd->id)) != NULL) {
+			rc = make(buf, size, fh->created, sizeof(fh->created));
 			if (rc < 0)
 				fuse_reply_err(req, -rc);
 			else
