@@ -1215,6 +1215,7 @@ static void on_vm_stopped(const char *domname, const char *reason, void *opaque)
 	for (struct session *s = sessions; s; s = s->next) {
 		if (strcmp(s->domname, domname) != 0)
 			continue;
+		log_info("session %s: %s %s", s->name, domname, reason);
 		if (!s->busy && !session_final(s) && s->state != S_TERMINATING)
 			session_fail(s, "the VM stopped: %s", reason);
 		break;

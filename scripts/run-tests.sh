@@ -109,7 +109,7 @@ run_e2e() {
 		passed=$((passed + ok)); failed=$((failed + bad))
 		if [ "$bad" -gt 0 ]; then
 			failures+=("e2e:$n")
-			grep -A30 '^not ok' "$logdir/e2e-$n.tap" | head -80
+			grep -v '^ok ' "$logdir/e2e-$n.tap" | head -150
 		fi
 		echo "e2e $n: $ok passed, $bad failed ($secs s)"
 	done

@@ -23,6 +23,19 @@ start_tenkid() {
 	[ -s "$T/defaults" ] || echo 'cpu=1 memory=512' >"$T/defaults"
 }
 
+# After a failed test, what tenkid said: the err files of the top-level
+# directories and the log's last lines, so a CI run shows the reason.
+teardown() {
+	[ -n "${BATS_TEST_COMPLETED:-}" ] && return 0
+	[ -n "${TK:-}" ] || return 0
+	local f
+	for f in "$T"/sessions/err "$T"/snapshots/err "$T"/volumes/err "$T"/templates/err; do
+		[ -s "$f" ] && timeout 5 tail -n 5 "$f" | sed "s|^|# ${f#"$T"/}: |" >&3
+	done
+	[ -f "$TK/tenkid.log" ] && tail -n 30 "$TK/tenkid.log" | sed 's/^/# tenkid: /' >&3
+	return 0
+}
+
 stop_tenkid() { # leaves VMs running, like SIGTERM does
 	local pid
 	pid=$(cat "$TK/pid" 2>/dev/null) || return 0
