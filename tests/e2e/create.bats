@@ -72,7 +72,8 @@ PY
 }
 
 @test "wait_timeout: ETIMEDOUT, and the session stays and finishes booting" {
-	refused_with "timed out" bash -c "echo 'name=slow wait_timeout=1s' > '$T/sessions/new'"
+	# A shape no pooled or golden guest has: a cold boot, seconds long.
+	refused_with "timed out" bash -c "echo 'name=slow memory=736 wait_timeout=1s' > '$T/sessions/new'"
 	[ -d "$T/sessions/slow" ]
 	[ "$(timeout 200 cat "$T/sessions/slow/wait")" = READY ]
 	grep -q "still CREATING after wait_timeout" "$T/sessions/slow/err"

@@ -34,9 +34,9 @@ tssh() {
 # -N client has been seen to sit out a SIGTERM that came just after a
 # refused forward; the test is of the gateway, not of that).
 stop_client() {
-	kill "$1" 2>/dev/null
+	kill "$1" 2>/dev/null || true
 	for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-	kill -9 "$1" 2>/dev/null
+	kill -9 "$1" 2>/dev/null || true
 	wait "$1" || true
 }
 
