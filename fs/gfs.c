@@ -37,11 +37,31 @@ struct gnode {
 static struct gnode *by_ino[NBUCKETS], *by_key[NBUCKETS];
 static uint64_t next_ino = 1;
 
+/*
+ * Write-behind: a WRITE is answered as soon as it is queued to the agent
+ * while its handle has at most WB_WINDOW bytes on the way, so one cp
+ * keeps several requests on the channel instead of waiting a round trip
+ * for each.  The agent runs file operations one at a time in the order
+ * they arrive, so anything sent later (a read, a getattr, another
+ * handle's rename) sees these writes.  A write that fails in the guest
+ * is remembered on its handle and returned by the next write, fsync or
+ * close (FLUSH waits for every write of the handle), as on other
+ * write-back filesystems (docs/tree.md, "Writes").
+ */
+#define WB_WINDOW (8u << 20)
+
+/* A FLUSH waiting on write-behind: no agent op, only a context's op. */
+#define GFS_FLUSH 0x10000u
+
 /* An open file or directory under files/. */
 struct gfh {
 	struct session *s;
 	uint64_t fh;
 	bool dir;
+	int refs;	    /* the kernel's, and one per write on the way */
+	size_t wb_bytes;    /* written, answered, not yet done in the guest */
+	int wb_err;	    /* the first such write's failure, not yet told */
+	struct gctx *waits; /* WRITEs over the window, FLUSHes: in order */
 };
 
 /* What a callback needs to reply. */
@@ -56,6 +76,8 @@ struct gctx {
 	bool has_fi;
 	size_t size; /* READ/READDIR: bytes asked for */
 	bool plus;   /* READDIRPLUS asked: entries in its format */
+	struct gfh *h;	    /* FSYNC, and those waiting on write-behind */
+	struct gctx *wnext; /* in h->waits */
 };
 
 static uid_t owner_uid(void)
@@ -229,6 +251,20 @@ static void to_stat(const struct proto_attr *a, uint64_t ino, struct stat *st)
  */
 static struct gctx inflight = {.next = &inflight, .prev = &inflight};
 
+static struct gfh *gfh_get(struct gfh *h)
+{
+	h->refs++;
+	return h;
+}
+
+static void gfh_put(struct gfh *h)
+{
+	if (--h->refs > 0)
+		return;
+	session_put(h->s);
+	free(h);
+}
+
 static struct gctx *ctx_new(fuse_req_t req, struct session *s, uint32_t op)
 {
 	struct gctx *c = calloc(1, sizeof(*c));
@@ -250,6 +286,8 @@ static void ctx_free(struct gctx *c)
 {
 	c->prev->next = c->next;
 	c->next->prev = c->prev;
+	if (c->h)
+		gfh_put(c->h);
 	session_put(c->s);
 	free(c);
 }
@@ -360,6 +398,7 @@ static void on_entry(struct session *s, int err, const uint8_t *res, size_t len,
 			abort();
 		h->s = s;
 		h->fh = fh;
+		h->refs = 1;
 		session_get(s);
 		c->fi.fh = (uintptr_t)h;
 		c->fi.keep_cache = agent_fs_notifies(s);
@@ -411,6 +450,11 @@ static void on_empty(struct session *s, int err, const uint8_t *res, size_t len,
 {
 	struct gctx *c = arg;
 
+	/* FSYNC went after the handle's writes: their failure is its. */
+	if (!err && c->h && c->h->wb_err) {
+		err = c->h->wb_err;
+		c->h->wb_err = 0;
+	}
 	ctx_reply_err(c, err);
 	ctx_free(c);
 }
@@ -482,6 +526,7 @@ static void on_open(struct session *s, int err, const uint8_t *res, size_t len,
 	h->s = s;
 	h->fh = fh;
 	h->dir = dir;
+	h->refs = 1;
 	session_get(s);
 	c->fi.fh = (uintptr_t)h;
 	c->fi.keep_cache = agent_fs_notifies(s);
@@ -1060,11 +1105,68 @@ static void gfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	handle_io(req, fi, FS_READ, off, size, on_bytes);
 }
 
+/* One write on the way (see WB_WINDOW). */
+struct wbreq {
+	struct gfh *h;
+	size_t size;
+};
+
+/*
+ * Answer the writes and flushes of h that may go now: a WRITE once the
+ * window has room for it again, a FLUSH once nothing is on the way.  A
+ * failure already known is their answer (and is then told).
+ */
+static void wb_wake(struct gfh *h)
+{
+	struct gctx *c;
+
+	while ((c = h->waits) != NULL) {
+		bool flush = c->op == GFS_FLUSH;
+		if (flush ? h->wb_bytes > 0 : h->wb_bytes > WB_WINDOW)
+			break;
+		h->waits = c->wnext;
+		if (h->wb_err) {
+			ctx_reply_err(c, h->wb_err);
+			h->wb_err = 0;
+		} else if (flush) {
+			ctx_reply_err(c, 0);
+		} else if (ctx_claim(c)) {
+			fuse_reply_write(c->req, c->size);
+		}
+		ctx_free(c);
+	}
+}
+
+static void on_wb_written(struct session *s, int err, const uint8_t *res,
+			  size_t len, void *arg)
+{
+	struct wbreq *w = arg;
+	struct gfh *h = w->h;
+	struct proto_rd r = {res, len, 0};
+
+	if (!err) {
+		uint32_t n = proto_rd_u32(&r);
+		/* A short write to a regular file: the guest's disk is full. */
+		if (r.bad || n > w->size)
+			err = EIO;
+		else if (n < w->size)
+			err = ENOSPC;
+	}
+	if (err && !h->wb_err)
+		h->wb_err = err;
+	h->wb_bytes -= w->size;
+	wb_wake(h);
+	gfh_put(h);
+	free(w);
+}
+
 static void gfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		      size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct gfh *h = gfh_of(fi);
+	struct wbreq *wb;
 	uint8_t b[16];
+	int err;
 	WR(b);
 
 	if (size > PROTO_FS_IO_MAX) {
@@ -1073,12 +1175,44 @@ static void gfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	}
 	want_interrupt(req);
 	lock();
+	if (h->wb_err) {
+		err = h->wb_err;
+		h->wb_err = 0;
+		goto fail;
+	}
+	if ((err = session_check(h->s)) != 0)
+		goto fail;
 	proto_wr_u64(&w, h->fh);
 	proto_wr_u64(&w, (uint64_t)off);
-	struct gctx *c = ctx_new(req, h->s, FS_WRITE);
-	c->size = size;
-	send_op(req, h->s, FS_WRITE, &w, buf, size, on_written, c);
+	wb = malloc(sizeof(*wb));
+	if (!wb)
+		abort();
+	wb->h = gfh_get(h);
+	wb->size = size;
+	err = -agent_fs_request(h->s, FS_WRITE, w.p, w.len, buf, size,
+				on_wb_written, wb);
+	if (err) {
+		gfh_put(h);
+		free(wb);
+		goto fail;
+	}
+	h->wb_bytes += size;
+	if (h->wb_bytes <= WB_WINDOW && h->waits == NULL) {
+		fuse_reply_write(req, size);
+	} else {
+		/* Over the window: answered when the guest catches up. */
+		struct gctx *c = ctx_new(req, h->s, FS_WRITE), **pp;
+		c->size = size;
+		c->h = gfh_get(h);
+		for (pp = &h->waits; *pp; pp = &(*pp)->wnext)
+			;
+		*pp = c;
+	}
 	unlock();
+	return;
+fail:
+	unlock();
+	fuse_reply_err(req, err);
 }
 
 static void gfs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
@@ -1120,14 +1254,26 @@ static void gfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	proto_wr_u64(&w, h->fh);
 	proto_wr_u32(&w, (uint32_t)datasync);
 	struct gctx *c = ctx_new(req, h->s, FS_FSYNC);
+	c->h = gfh_get(h);
 	send_op(req, h->s, FS_FSYNC, &w, NULL, 0, on_empty, c);
 	unlock();
 }
 
+/* close(2): wait for the handle's writes; their failure is close's. */
 static void gfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	/* Writes are not buffered on the host: nothing to push. */
-	fuse_reply_err(req, 0);
+	struct gfh *h = gfh_of(fi);
+	struct gctx *c, **pp;
+
+	want_interrupt(req);
+	lock();
+	c = ctx_new(req, h->s, GFS_FLUSH);
+	c->h = gfh_get(h);
+	for (pp = &h->waits; *pp; pp = &(*pp)->wnext)
+		;
+	*pp = c;
+	wb_wake(h);
+	unlock();
 }
 
 static void release_any(fuse_req_t req, struct fuse_file_info *fi)
@@ -1142,8 +1288,7 @@ static void release_any(fuse_req_t req, struct fuse_file_info *fi)
 		agent_fs_request(h->s, h->dir ? FS_RELEASEDIR : FS_RELEASE, a,
 				 8, NULL, 0, NULL, NULL);
 	}
-	session_put(h->s);
-	free(h);
+	gfh_put(h); /* writes still on the way hold it */
 	unlock();
 	fuse_reply_err(req, 0);
 }

@@ -74,6 +74,26 @@ teardown_file() { cleanup_tenkid; }
 	[ "$(readlink "$W/out/a/link")" = f1 ]
 }
 
+@test "write-behind: a write the guest cannot do fails close(2) with the guest's errno" {
+	# A 1 MiB tmpfs in the home: cp of 6 MiB runs past it while earlier
+	# writes are already answered; cp must still see ENOSPC.
+	tk_exec f 'mkdir -p /home/tenki/small && mount -t tmpfs -o size=1m tmpfs /home/tenki/small && echo ok' | grep -q ok
+	head -c $((6 << 20)) /dev/urandom >"$W/six"
+	run cp "$W/six" "$F/small/six"
+	echo "$output"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"No space left on device"* ]]
+	# the handle's failure was told once: the mount works on
+	rm -f "$F/small/six"
+	echo fits >"$F/small/ok"
+	[ "$(tk_exec f 'cat /home/tenki/small/ok')" = fits ]
+	# and a large write elsewhere is whole once close(2) returned
+	head -c $((24 << 20)) /dev/urandom >"$W/mid"
+	cp "$W/mid" "$F/mid"
+	[ "$(tk_exec f 'sha256sum </home/tenki/mid' | cut -d' ' -f1)" = "$(sha256sum <"$W/mid" | cut -d' ' -f1)" ]
+	tk_exec f 'umount /home/tenki/small; rmdir /home/tenki/small; rm /home/tenki/mid'
+}
+
 @test "rename over an existing file, truncate, chmod +x then run it" {
 	echo old >"$F/cfg"
 	echo new >"$F/cfg.tmp"
