@@ -51,6 +51,17 @@ int agent_fs_request(struct session *s, uint32_t op, const void *args,
 		     void *arg);
 
 /*
+ * When a file request's agent timeout passes: with this hook set, the hook
+ * runs (model_lock held) to answer the caller, and the request stays, so
+ * its cb still runs exactly once, with the guest's late answer (whose
+ * nodes and handles can then be given back) or ECONNRESET when the
+ * connection ends.  Without it cb gets ETIMEDOUT and the request is gone.
+ * Set once at start.
+ */
+typedef void (*agent_fs_timeout_fn)(agent_fs_cb cb, void *arg);
+void agent_set_fs_timeout(agent_fs_timeout_fn fn);
+
+/*
  * Change notifications for files/ (FSNOTIFY frames, docs/protocol.md).
  * The host asks for them in its HELLO; the hook runs for each frame with
  * model_lock held and returns -1 for a malformed payload, which ends the

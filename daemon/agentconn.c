@@ -16,7 +16,16 @@
 #include <sys/random.h>
 
 #define MAX_PENDING 1024
+/*
+ * Bytes waiting to go to the guest.  Past MAX_QUEUED, a guest that took
+ * nothing for STALL_MS has stopped reading (a hostile one may send PINGs
+ * and never read the PONGs); past HARD_QUEUED it has in any case.  The
+ * host itself may queue a lot for a guest that reads (write-behind under
+ * files/, many writers at once), hence the time bound.
+ */
 #define MAX_QUEUED  (16u * 1024 * 1024)
+#define HARD_QUEUED (64u * 1024 * 1024)
+#define STALL_MS    5000
 #define RBUF_CAP    (PROTO_HDR_LEN + PROTO_MAX_FS)
 
 struct pending {
@@ -40,12 +49,14 @@ struct agent_conn {
 	struct pending *pend;
 	int npend;
 	struct timer req_timer;
-	uint64_t gen;	/* agent_conn_gen, set at the handshake */
-	bool fs_notify; /* the agent sends FSNOTIFY */
+	int64_t sent_ms; /* when the guest last took bytes */
+	uint64_t gen;	 /* agent_conn_gen, set at the handshake */
+	bool fs_notify;	 /* the agent sends FSNOTIFY */
 };
 
 static uint64_t last_gen;
 static agent_fs_notify_fn fs_notify_hook;
+static agent_fs_timeout_fn fs_timeout_hook;
 
 static void conn_flush(struct agent_conn *c);
 static int agent_attach_transport(struct session *s, struct transport *t);
@@ -114,6 +125,8 @@ static void conn_flush(struct agent_conn *c)
 			break;
 		}
 		c->out_off += (size_t)n;
+		if (n > 0)
+			c->sent_ms = mono_ms();
 	}
 	if (c->out_off == c->out.len) {
 		c->out.len = 0;
@@ -207,7 +220,11 @@ static void req_timeout(struct timer *t)
 
 	for (struct pending **pp = &c->pend; *pp;) {
 		struct pending *p = *pp;
-		if (p->deadline <= now) {
+		if (p->deadline <= now && p->fs_cb && fs_timeout_hook) {
+			/* Answered now; the late answer still comes to cb. */
+			p->deadline = INT64_MAX;
+			fs_timeout_hook(p->fs_cb, p->arg);
+		} else if (p->deadline <= now) {
 			*pp = p->next;
 			c->npend--;
 			if (p->fs_cb)
@@ -224,6 +241,11 @@ static void req_timeout(struct timer *t)
 	}
 	if (next != INT64_MAX)
 		timer_arm(&c->req_timer, next - now);
+}
+
+void agent_set_fs_timeout(agent_fs_timeout_fn fn)
+{
+	fs_timeout_hook = fn;
 }
 
 int agent_request(struct session *s, json_t *req, agent_resp_cb cb, void *arg,
@@ -639,9 +661,11 @@ static void conn_ready(struct transport *t, bool readable, bool writable,
 		session_agent_lost(s, "agent channel closed");
 		return;
 	}
-	if (c->out.len - c->out_off > MAX_QUEUED)
+	size_t queued = c->out.len - c->out_off;
+	if (queued > HARD_QUEUED ||
+	    (queued > MAX_QUEUED && mono_ms() - c->sent_ms > STALL_MS))
 		conn_violation(c, "agent stopped reading (%zu bytes queued)",
-			       c->out.len - c->out_off);
+			       queued);
 }
 
 int agent_attach(struct session *s, const char *sock_path, char *err,
@@ -670,6 +694,7 @@ static int agent_attach_transport(struct session *s, struct transport *t)
 		abort();
 	c->s = s;
 	c->t = t;
+	c->sent_ms = mono_ms();
 	c->req_timer.cb = req_timeout;
 	t->opaque = c;
 	t->on_ready = conn_ready;

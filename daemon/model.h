@@ -198,6 +198,8 @@ void session_sweep_orphans(struct vmm_host *v);
 
 /* Worker threads for slow work. */
 void spawn_worker(void *(*fn)(void *), void *arg);
+/* Wait up to timeout_ms for every worker to end; how many still run. */
+int model_workers_wait(int timeout_ms);
 
 /* The vmm host sessions run on. */
 extern struct vmm_host *vmm;

@@ -65,16 +65,68 @@ bool session_failed_create(const struct session *s)
 	return s->gone && s->state == S_CREATING;
 }
 
+/* Workers still running, so shutdown knows whether it may free what they
+ * use (see model_workers_wait). */
+static int nworkers;
+static pthread_cond_t workers_cond = PTHREAD_COND_INITIALIZER;
+
+struct worker {
+	void *(*fn)(void *);
+	void *arg;
+};
+
+static void *worker_main(void *p)
+{
+	struct worker w = *(struct worker *)p;
+
+	free(p);
+	w.fn(w.arg);
+	pthread_mutex_lock(&model_lock);
+	if (--nworkers == 0)
+		pthread_cond_broadcast(&workers_cond);
+	pthread_mutex_unlock(&model_lock);
+	return NULL;
+}
+
+/* Callers may hold model_lock, so the count goes up atomically; it goes
+ * down under the lock, where model_workers_wait looks. */
 void spawn_worker(void *(*fn)(void *), void *arg)
 {
+	struct worker *w = malloc(sizeof(*w));
 	pthread_attr_t a;
 	pthread_t t;
 
+	if (!w)
+		abort();
+	w->fn = fn;
+	w->arg = arg;
+	__atomic_add_fetch(&nworkers, 1, __ATOMIC_SEQ_CST);
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &a, fn, arg) != 0)
+	if (pthread_create(&t, &a, worker_main, w) != 0)
 		fatal("pthread_create");
 	pthread_attr_destroy(&a);
+}
+
+int model_workers_wait(int timeout_ms)
+{
+	struct timespec until;
+	int n;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&model_lock);
+	while (__atomic_load_n(&nworkers, __ATOMIC_SEQ_CST) > 0 &&
+	       pthread_cond_timedwait(&workers_cond, &model_lock, &until) == 0)
+		;
+	n = __atomic_load_n(&nworkers, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&model_lock);
+	return n;
 }
 
 /* The vmm host of s's VM. */

@@ -5,6 +5,7 @@
 #include "evloop.h"
 #include "fs.h"
 #include "log.h"
+#include "privs.h"
 #include "model.h"
 #include "ports.h"
 #include "sshgw.h"
@@ -324,6 +325,9 @@ int main(int argc, char **argv)
 		log_init(0, cfg.debug);
 	}
 	raise_fd_limit();
+	/* Capabilities are per thread: drop them before any thread starts,
+	 * so every thread (and libvirt's, libfuse's) runs with the rest. */
+	privs_drop();
 	/* Threads inherit this mask: signals are taken by sigwait below. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -372,6 +376,16 @@ int main(int argc, char **argv)
 	sshgw_stop();
 	model_shutdown();
 	evloop_stop();
+	/* A worker (a boot, a capture, a golden or template build) still
+	 * uses the libvirt connection and the model: freeing them under it
+	 * would crash.  Its work is recorded as in progress on disk, and the
+	 * next tenkid finishes or undoes it, as after a crash. */
+	int left = model_workers_wait(5000);
+	if (left > 0) {
+		log_info("%d worker(s) still running: left to the next start",
+			 left);
+		_exit(0);
+	}
 	vmm_close(host);
 	return 0;
 }

@@ -49,6 +49,9 @@ static uint64_t next_ino = 1;
  * write-back filesystems (docs/tree.md, "Writes").
  */
 #define WB_WINDOW (8u << 20)
+/* ... and while the session's channel has at most this much queued: past
+ * it, a write is answered when the guest did it (one per writer). */
+#define WB_QUEUE_MAX (8u << 20)
 
 /* A FLUSH waiting on write-behind: no agent op, only a context's op. */
 #define GFS_FLUSH 0x10000u
@@ -74,8 +77,8 @@ struct gctx {
 	uint64_t ino; /* GETATTR/SETATTR: the host ino to answer with */
 	struct fuse_file_info fi;
 	bool has_fi;
-	size_t size; /* READ/READDIR: bytes asked for */
-	bool plus;   /* READDIRPLUS asked: entries in its format */
+	size_t size;	    /* READ/READDIR: bytes asked for */
+	bool plus;	    /* READDIRPLUS asked: entries in its format */
 	struct gfh *h;	    /* FSYNC, and those waiting on write-behind */
 	struct gctx *wnext; /* in h->waits */
 };
@@ -1109,6 +1112,7 @@ static void gfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 struct wbreq {
 	struct gfh *h;
 	size_t size;
+	bool timed_out; /* counted as failed already (gfs_timeout) */
 };
 
 /*
@@ -1144,6 +1148,8 @@ static void on_wb_written(struct session *s, int err, const uint8_t *res,
 	struct gfh *h = w->h;
 	struct proto_rd r = {res, len, 0};
 
+	if (w->timed_out)
+		goto out;
 	if (!err) {
 		uint32_t n = proto_rd_u32(&r);
 		/* A short write to a regular file: the guest's disk is full. */
@@ -1156,6 +1162,7 @@ static void on_wb_written(struct session *s, int err, const uint8_t *res,
 		h->wb_err = err;
 	h->wb_bytes -= w->size;
 	wb_wake(h);
+out:
 	gfh_put(h);
 	free(w);
 }
@@ -1184,7 +1191,14 @@ static void gfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		goto fail;
 	proto_wr_u64(&w, h->fh);
 	proto_wr_u64(&w, (uint64_t)off);
-	wb = malloc(sizeof(*wb));
+	if (agent_queued(h->s) > WB_QUEUE_MAX) {
+		struct gctx *c = ctx_new(req, h->s, FS_WRITE);
+		c->size = size;
+		send_op(req, h->s, FS_WRITE, &w, buf, size, on_written, c);
+		unlock();
+		return;
+	}
+	wb = calloc(1, sizeof(*wb));
 	if (!wb)
 		abort();
 	wb->h = gfh_get(h);
@@ -1480,8 +1494,29 @@ static int gfs_on_notify(struct session *s, const uint8_t *p, size_t len)
 	return rc;
 }
 
+/*
+ * The agent timeout passed: answer ETIMEDOUT now, like an interrupt, and
+ * let the late answer (or the connection's end) come to the callback,
+ * which gives back what the guest made for a request answered already.
+ */
+static void gfs_timeout(agent_fs_cb cb, void *arg)
+{
+	if (cb == on_wb_written) {
+		struct wbreq *w = arg;
+		struct gfh *h = w->h;
+		w->timed_out = true;
+		if (!h->wb_err)
+			h->wb_err = ETIMEDOUT;
+		h->wb_bytes -= w->size;
+		wb_wake(h);
+		return;
+	}
+	ctx_reply_err(arg, ETIMEDOUT);
+}
+
 void gfs_start(struct fuse_session *se)
 {
+	agent_set_fs_timeout(gfs_timeout);
 	notify_se = se;
 	if (pthread_create(&notify_thread, NULL, notify_main, NULL) != 0) {
 		log_warnx("files/: no notification thread; nothing is cached");

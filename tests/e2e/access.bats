@@ -30,6 +30,26 @@ teardown_file() { cleanup_tenkid; }
 	[ ! -e "$T/sessions/intruder" ]
 }
 
+@test "tenkid keeps only the capabilities it uses, in every thread, and cannot regain others" {
+	pid=$(cat "$TK/pid")
+	# kept: CHOWN 0, DAC_OVERRIDE 1, DAC_READ_SEARCH 2, FOWNER 3,
+	# NET_BIND_SERVICE 10, SYS_ADMIN 21
+	want=$(printf '%016x' $(((1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 10) | (1 << 21))))
+	n=0
+	for t in /proc/"$pid"/task/*; do
+		for k in CapEff CapPrm CapBnd; do
+			v=$(awk -v k="$k:" '$1 == k { print $2 }' "$t/status")
+			[ "$v" = "$want" ] || { echo "$t $k $v, want $want"; false; }
+		done
+		[ "$(awk '$1 == "NoNewPrivs:" { print $2 }' "$t/status")" = 1 ]
+		n=$((n + 1))
+	done
+	echo "$n threads checked"
+	[ "$n" -ge 4 ]
+	# and with them it still does its work
+	[ "$(tk_exec a1 'echo fine')" = fine ]
+}
+
 @test "the state directory holds nothing another user can read or write" {
 	# Directories are traversable (qemu, another user, must reach its
 	# disk and socket) but not listable; no file is readable by others

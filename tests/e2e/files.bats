@@ -87,11 +87,17 @@ teardown_file() { cleanup_tenkid; }
 	rm -f "$F/small/six"
 	echo fits >"$F/small/ok"
 	[ "$(tk_exec f 'cat /home/tenki/small/ok')" = fits ]
-	# and a large write elsewhere is whole once close(2) returned
+	# and a large write elsewhere is whole once close(2) returned; four
+	# writers at once queue more than one window: the session stays up
 	head -c $((24 << 20)) /dev/urandom >"$W/mid"
-	cp "$W/mid" "$F/mid"
-	[ "$(tk_exec f 'sha256sum </home/tenki/mid' | cut -d' ' -f1)" = "$(sha256sum <"$W/mid" | cut -d' ' -f1)" ]
-	tk_exec f 'umount /home/tenki/small; rmdir /home/tenki/small; rm /home/tenki/mid'
+	want=$(sha256sum <"$W/mid" | cut -d' ' -f1)
+	for i in 1 2 3 4; do cp "$W/mid" "$F/mid$i" & done
+	wait
+	for i in 1 2 3 4; do
+		[ "$(tk_exec f "sha256sum </home/tenki/mid$i" | cut -d' ' -f1)" = "$want" ]
+	done
+	[ "$(cat "$T/sessions/f/state")" = READY ]
+	tk_exec f 'umount /home/tenki/small; rmdir /home/tenki/small; rm /home/tenki/mid?'
 }
 
 @test "rename over an existing file, truncate, chmod +x then run it" {
@@ -247,4 +253,40 @@ f_domain() {
 	[ "$(cat "$F/slow.txt")" = waiting ]
 	kill -0 "$(cat "$TK/pid")"
 	! grep -qi "double reply\|fuse: .*error" "$TK/tenkid.log"
+}
+
+# Last: restarts tenkid with a 3 s agent timeout for itself.
+@test "past the agent timeout: ETIMEDOUT, and the late answers give back the nodes and handles they made" {
+	stop_tenkid
+	TENKID_ARGS="--agent-timeout 3s" start_tenkid
+	[ "$(timeout 60 cat "$T/sessions/f/wait")" = READY ]
+	echo late >"$F/late.txt"
+	[ "$(cat "$F/late.txt")" = late ]
+	agent_fds() { tk_exec f 'ls /proc/1/fd | wc -l'; }
+	fds0=$(agent_fds)
+	exec 5<"$F/late.txt"
+	dom=$(f_domain)
+	virsh -q -c qemu:///system suspend "$dom" >/dev/null
+	# an open through the open file (no lookup), and a lookup of a name
+	s0=$SECONDS
+	run timeout -k 5 20 cat /dev/fd/5
+	open_status=$status open_out=$output
+	run timeout -k 5 20 cat "$F/never-seen.txt"
+	lookup_status=$status lookup_out=$output
+	secs=$((SECONDS - s0))
+	virsh -q -c qemu:///system resume "$dom" >/dev/null
+	exec 5<&-
+	echo "open: $open_status $open_out; lookup: $lookup_status $lookup_out; ${secs}s"
+	[[ "$open_out" == *"timed out"* ]]
+	[[ "$lookup_out" == *"timed out"* ]]
+	[ "$secs" -le 15 ]
+	# the late answers came, and what they made in the agent was given back
+	for _ in $(seq 20); do
+		[ "$(agent_fds)" -le "$fds0" ] && break
+		sleep 0.5
+	done
+	fds1=$(agent_fds)
+	echo "agent fds: $fds0 before, $fds1 after"
+	[ "$fds1" -le "$fds0" ]
+	[ "$(cat "$F/late.txt")" = late ]
 }

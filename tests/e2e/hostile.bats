@@ -6,7 +6,7 @@
 # reason, leaving nothing behind once it is removed.
 load lib
 
-MODES="garbage oversize deepjson noid wrongid gap flood chans exitspam pingflood silent mute"
+MODES="garbage oversize deepjson noid wrongid gap flood chans exitspam pingflood silent mute notifyflood"
 
 # An images directory holding the real `sandbox` and `hostile`: the same
 # kernel and root disk, and the sandbox initramfs with a second cpio
@@ -166,6 +166,26 @@ start_job() {
 	rss=$(tenkid_rss_kb)
 	figure "rss after the channel, exit and PING floods: $rss kB"
 	[ "$rss" -lt $(($(cat "$TK/rss0") + 200000)) ]
+}
+
+@test "a flood of change notifications: tenkid stays up and bounded, the neighbour's files/ works; a malformed note fails the session" {
+	[ "$(cat "$T/sessions/notifyflood-1/wait")" = READY ]
+	# The flood lasts about 20 s from the guest's HELLO.
+	for i in 1 2 3 4 5; do
+		echo "round $i" >"$T/sessions/good/files/during-flood"
+		[ "$(cat "$T/sessions/good/files/during-flood")" = "round $i" ]
+		good_answers
+		sleep 1
+	done
+	run wait_failed notifyflood-1
+	echo "notifyflood: $output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"protocol violation"* ]]
+	tenkid_alive
+	rss=$(tenkid_rss_kb)
+	figure "rss after the notification flood: $rss kB"
+	[ "$rss" -lt $(($(cat "$TK/rss0") + 200000)) ]
+	ls "$T/sessions/good/files/" | grep -q during-flood
 }
 
 @test "removing every hostile session leaves no domain, no state and no leaked descriptors" {

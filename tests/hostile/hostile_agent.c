@@ -180,14 +180,14 @@ static long long json_int(const char *txt, const char *key)
 	return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
 }
 
-static void hello_answer(int proto)
+static void hello_answer(int proto, bool fs_notify)
 {
 	char txt[200];
 
 	snprintf(txt, sizeof(txt),
 		 "{\"proto\":%d,\"agent\":\"hostile-agent\",\"boot_id\":"
-		 "\"hostile\",\"jobs\":[]}",
-		 proto);
+		 "\"hostile\",\"jobs\":[],\"fs_notify\":%s}",
+		 proto, fs_notify ? "true" : "false");
 	json_frame(PT_HELLO, txt);
 }
 
@@ -308,6 +308,48 @@ static void mode_deepjson(void)
 	idle_forever();
 }
 
+/*
+ * FSNOTIFY frames as fast as the channel takes them for about 20 s:
+ * nodes and directories tenkid never heard of, long names, "lost
+ * everything" again and again; then one malformed note (an ENTRY
+ * without a name), which must end the connection.
+ */
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void mode_notifyflood(void)
+{
+	static uint8_t buf[60 * 1024];
+	char name[255];
+	uint64_t nid = 2;
+
+	memset(name, 'n', sizeof(name));
+	for (int64_t end = now_ms() + 20000; now_ms() < end;) {
+		struct proto_wr w = {.p = buf, .cap = sizeof(buf)};
+		while (w.len + 4 + 8 + 2 + sizeof(name) <= sizeof(buf)) {
+			uint32_t kind = 1 + (uint32_t)(nid % 3);
+			proto_wr_u32(&w, kind);
+			proto_wr_u64(&w, kind == FSN_ALL ? 0 : nid);
+			proto_wr_str(&w, name,
+				     kind == FSN_ENTRY ? 1 + nid % 255 : 0);
+			nid++;
+		}
+		if (!frame(PT_FSNOTIFY, 0, buf, w.len))
+			msleep(50);
+	}
+	struct proto_wr w = {.p = buf, .cap = sizeof(buf)};
+	proto_wr_u32(&w, FSN_ENTRY);
+	proto_wr_u64(&w, 7);
+	proto_wr_str(&w, "", 0);
+	frame(PT_FSNOTIFY, 0, buf, w.len);
+	idle_forever();
+}
+
 int main(void)
 {
 	char mode[64];
@@ -318,7 +360,8 @@ int main(void)
 	say("mode %s", mode);
 	if (strcmp(mode, "nohello") == 0)
 		idle_forever();
-	hello_answer(strcmp(mode, "badproto") == 0 ? 99 : PROTO_VERSION);
+	hello_answer(strcmp(mode, "badproto") == 0 ? 99 : PROTO_VERSION,
+		     strcmp(mode, "notifyflood") == 0);
 
 	if (strcmp(mode, "garbage") == 0) {
 		if (getrandom(junk, sizeof(junk), 0) > 0)
@@ -346,6 +389,8 @@ int main(void)
 		for (;;)
 			if (!frame(PT_PING, 0, "ping", 4))
 				msleep(100);
+	} else if (strcmp(mode, "notifyflood") == 0) {
+		mode_notifyflood();
 	} else if (strcmp(mode, "mute") == 0) {
 		struct proto_hdr h;
 		for (;;)
