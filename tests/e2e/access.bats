@@ -37,11 +37,13 @@ teardown_file() { cleanup_tenkid; }
 	want=$(printf '%016x' $(((1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 10) | (1 << 21))))
 	n=0
 	for t in /proc/"$pid"/task/*; do
+		# worker threads come and go: one may end while we look
+		st=$(cat "$t/status" 2>/dev/null) || continue
 		for k in CapEff CapPrm CapBnd; do
-			v=$(awk -v k="$k:" '$1 == k { print $2 }' "$t/status")
+			v=$(awk -v k="$k:" '$1 == k { print $2 }' <<<"$st")
 			[ "$v" = "$want" ] || { echo "$t $k $v, want $want"; false; }
 		done
-		[ "$(awk '$1 == "NoNewPrivs:" { print $2 }' "$t/status")" = 1 ]
+		[ "$(awk '$1 == "NoNewPrivs:" { print $2 }' <<<"$st")" = 1 ]
 		n=$((n + 1))
 	done
 	echo "$n threads checked"
