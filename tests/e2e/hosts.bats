@@ -167,6 +167,33 @@ host_of() { json_get "$T/sessions/$1/info.json" host; }
 	grep -q "h2: UP again" "$T/hosts/h2/err"
 }
 
+@test "the second libvirtd frozen (a silent peer): DOWN within the keepalive bound, local work never waits; thawed: UP" {
+	p=$(h2_libvirtd_pid)
+	kill -STOP "$p"
+	t0=$SECONDS
+	# Meanwhile the local host answers at once, tree reads do not block.
+	for _ in 1 2 3; do
+		[ "$(timeout 20 cat "$T/sessions/l1/state")" = READY ]
+		[ "$(tk_exec l1 'echo local')" = local ]
+		timeout 5 cat "$T/hosts/h2/info.json" >/dev/null
+		sleep 1
+	done
+	# keepalive: 5 s interval, 3 missed answers; bound it at 60 s
+	run wait_for "$T/hosts/h2/state" DOWN 60
+	secs=$((SECONDS - t0))
+	kill -CONT "$p"
+	echo "$output; DOWN after ${secs}s"
+	[ "$status" -eq 0 ]
+	[[ "$(json_get "$T/sessions/r1/info.json" reason)" == "host h2 is DOWN: "* ]]
+	wait_for "$T/hosts/h2/state" UP 60
+	for _ in $(seq 100); do
+		[ "$(json_get "$T/sessions/r1/info.json" reason)" = null ] && break
+		sleep 0.2
+	done
+	[ "$(json_get "$T/sessions/r1/info.json" reason)" = null ]
+	[ "$(tk_exec r1 'cat /home/tenki/kept.txt')" = kept ]
+}
+
 @test "tenkid restarted: hosts and remote sessions come back" {
 	stop_tenkid
 	start_tenkid
