@@ -649,6 +649,12 @@ int host_place(const struct sess_spec *sp, bool local_only, struct host **out)
 			buf_printf(&all, "%s%s", all.len > 0 ? "; " : "", why);
 			continue;
 		}
+		/* A pooled guest of this shape is READY in tens of ms; any
+		 * other host would boot one cold, in seconds. */
+		if (h->local && pool_has(sp)) {
+			best = h;
+			break;
+		}
 		uint64_t cap = host_cap_mb(h), used = host_used_mb(h, sp);
 		uint64_t room = cap > used ? cap - used : 0;
 		unsigned n = host_sessions(h);

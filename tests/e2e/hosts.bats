@@ -206,6 +206,24 @@ host_of() { json_get "$T/sessions/$1/info.json" host; }
 	[ "$(host_of r1)" = h2 ]
 }
 
+@test "a pooled guest ready here wins over a remote host with more room" {
+	stop_tenkid
+	TENKI_POOL=1 TENKID_ARGS= start_tenkid
+	wait_for "$T/hosts/h2/state" UP
+	# one more session here than on h2 (it takes the pooled guest; the
+	# pool refills): by room alone h2 now wins
+	echo 'name=l9 host=local' >"$T/sessions/new"
+	for _ in $(seq 300); do grep -q '^ready 1$' "$T/pool" && break; sleep 0.5; done
+	grep -q '^ready 1$' "$T/pool"
+	echo 'name=p1' >"$T/sessions/new"
+	[ "$(host_of p1)" = local ]
+	[ "$(json_get "$T/sessions/p1/info.json" boot)" = pool ]
+	# with no pooled guest left, room decides again
+	echo 'name=p2 wait=false' >"$T/sessions/new"
+	[ "$(host_of p2)" = h2 ]
+	rmdir "$T/sessions/p1" "$T/sessions/p2" "$T/sessions/l9"
+}
+
 @test "rmdir of a host: EBUSY with sessions, then gone with nothing left there" {
 	refused_with "Device or resource busy" rmdir "$T/hosts/h2"
 	grep -q "h2: 2 sessions are still on this host" "$T/hosts/h2/err"
