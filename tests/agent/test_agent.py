@@ -1328,31 +1328,28 @@ class Fs:
         return struct.unpack("<Q", self.ok(FS_OPENDIR, u64(nid)))[0]
 
     def readdir(self, fh, off, size):
-        res = self.ok(FS_READDIR, u64(fh) + u64(off) + u32(size))
-        if len(res) > size:
-            raise AssertionError("READDIR of %d bytes for %d" % (len(res), size))
-        out, i = [], 0
-        while i < len(res):
-            nxt, ino, typ, nlen = struct.unpack_from("<QQIH", res, i)
-            i += 22
-            out.append((nxt, ino, typ, res[i:i + nlen].decode()))
-            i += nlen
-        return out
+        return self._listing(FS_READDIR, fh, off, size)
 
     def readdirplus(self, fh, off, size):
-        res = self.ok(FS_READDIRPLUS, u64(fh) + u64(off) + u32(size))
+        return self._listing(FS_READDIRPLUS, fh, off, size)
+
+    def _listing(self, op, fh, off, size):
+        """READDIR entries (next, ino, type, name); READDIRPLUS adds nid, attr."""
+        res = self.ok(op, u64(fh) + u64(off) + u32(size))
         if len(res) > size:
-            raise AssertionError("READDIRPLUS of %d bytes for %d" % (len(res), size))
+            raise AssertionError("%s of %d bytes for %d" % (
+                "READDIRPLUS" if op == FS_READDIRPLUS else "READDIR", len(res), size))
         out, i = [], 0
         while i < len(res):
             nxt, ino, typ, nlen = struct.unpack_from("<QQIH", res, i)
             i += 22
-            name = res[i:i + nlen].decode()
+            ent = (nxt, ino, typ, res[i:i + nlen].decode())
             i += nlen
-            nid = struct.unpack_from("<Q", res, i)[0]
-            a = self.attr(res, i + 8)
-            i += 8 + ATTR.size
-            out.append((nxt, ino, typ, name, nid, a))
+            if op == FS_READDIRPLUS:
+                nid = struct.unpack_from("<Q", res, i)[0]
+                ent += (nid, self.attr(res, i + 8))
+                i += 8 + ATTR.size
+            out.append(ent)
         return out
 
     def releasedir(self, fh):
