@@ -113,13 +113,7 @@ int model_workers_wait(int timeout_ms)
 	struct timespec until;
 	int n;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	realtime_after(timeout_ms, &until);
 	pthread_mutex_lock(&model_lock);
 	while (__atomic_load_n(&nworkers, __ATOMIC_SEQ_CST) > 0 &&
 	       pthread_cond_timedwait(&workers_cond, &model_lock, &until) == 0)

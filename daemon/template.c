@@ -454,13 +454,7 @@ static void wait_on(struct waitq *q, int64_t deadline)
 		return;
 	if (ms > 1000)
 		ms = 1000;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	realtime_after(ms, &ts);
 	waitq_add(q, &w);
 	pthread_cond_timedwait(&tpl_cond, &model_lock, &ts);
 	waitq_del(&w);

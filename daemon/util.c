@@ -180,6 +180,17 @@ int64_t now_ms(void)
 	return now_ns() / 1000000;
 }
 
+void realtime_after(int64_t ms, struct timespec *ts)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
 int64_t now_ns(void)
 {
 	struct timespec ts;

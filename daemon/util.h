@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -28,6 +29,8 @@ int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *v);
 void uuid_new(char out[UUID_LEN + 1]);
 int64_t now_ms(void);
 int64_t now_ns(void);
+/* The CLOCK_REALTIME moment ms from now, for pthread_cond_timedwait. */
+void realtime_after(int64_t ms, struct timespec *ts);
 /* RFC 3339 UTC with milliseconds: 2026-11-23T13:37:00.123Z */
 void fmt_time(int64_t ms, char out[32]);
 
