@@ -82,7 +82,7 @@ static void *worker_main(void *p)
 	free(p);
 	w.fn(w.arg);
 	pthread_mutex_lock(&model_lock);
-	if (--nworkers == 0)
+	if (__atomic_sub_fetch(&nworkers, 1, __ATOMIC_SEQ_CST) == 0)
 		pthread_cond_broadcast(&workers_cond);
 	pthread_mutex_unlock(&model_lock);
 	return NULL;
