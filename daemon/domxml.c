@@ -785,6 +785,18 @@ static bool secmodel_dac_ids(const char *p, const char *end,
 	return false;
 }
 
+char *domxml_host_cpu(const char *caps)
+{
+	const char *end = caps + strlen(caps), *host, *close, *cpu, *cend;
+
+	if ((host = find_elem(caps, end, "host")) == NULL ||
+	    (close = elem_close(host, end, "host")) == NULL ||
+	    (cpu = find_elem(host, close, "cpu")) == NULL ||
+	    (cend = elem_close(cpu, close, "cpu")) == NULL)
+		return NULL;
+	return strndup(cpu, (size_t)(cend - cpu));
+}
+
 bool domxml_dac_ids(const char *caps, const char *virttype, uid_t *uid,
 		    gid_t *gid)
 {
@@ -862,6 +874,56 @@ static bool disk_mark(const char *p, const char *close, void *arg)
 	return false;
 }
 
+struct other_disks {
+	struct domxml_disk_ref *out;
+	int max, n;
+	bool bad;
+};
+
+static bool disk_other(const char *p, const char *close, void *arg)
+{
+	struct other_disks *od = arg;
+	const char *t = find_elem(p, close, "target");
+	const char *src = find_elem(p, close, "source");
+	char *dev = t != NULL ? tag_attr(t, close, "dev") : NULL;
+
+	if (dev == NULL || strcmp(dev, "vda") == 0 || strlen(dev) > 7) {
+		od->bad |= dev == NULL || strlen(dev) > 7;
+		free(dev);
+		return od->bad;
+	}
+	if (od->n == od->max) {
+		od->bad = true;
+		free(dev);
+		return true;
+	}
+	struct domxml_disk_ref *r = &od->out[od->n++];
+	snprintf(r->target, sizeof(r->target), "%s", dev);
+	r->source = src != NULL ? tag_attr(src, close, "file") : NULL;
+	free(dev);
+	return false;
+}
+
+int domxml_other_disks(const char *xml, struct domxml_disk_ref *out, int max)
+{
+	struct other_disks od = {out, max, 0, false};
+
+	each_disk(xml, disk_other, &od);
+	if (od.bad) {
+		domxml_disk_refs_free(out, od.n);
+		return -1;
+	}
+	return od.n;
+}
+
+void domxml_disk_refs_free(struct domxml_disk_ref *refs, int n)
+{
+	for (int i = 0; i < n; i++) {
+		free(refs[i].source);
+		refs[i].source = NULL;
+	}
+}
+
 bool domxml_free_target(const char *xml, char *out)
 {
 	bool used[26] = {true}; /* vda is the root disk */
@@ -878,7 +940,8 @@ bool domxml_free_target(const char *xml, char *out)
 
 /* ---- snapshots and restored copies ---- */
 
-char *domxml_snapshot(const char *mem, const char *new_disk)
+char *domxml_snapshot(const char *mem, const char *new_disk,
+		      const struct domxml_disk_ref *skip, int nskip)
 {
 	char *buf;
 	size_t len;
@@ -897,8 +960,14 @@ char *domxml_snapshot(const char *mem, const char *new_disk)
 	      f);
 	put_escaped(f, new_disk);
 	fputs("'/>\n"
-	      "    </disk>\n"
-	      "  </disks>\n"
+	      "    </disk>\n",
+	      f);
+	for (int i = 0; i < nskip; i++) {
+		fputs("    <disk name='", f);
+		put_escaped(f, skip[i].target);
+		fputs("' snapshot='no'/>\n", f);
+	}
+	fputs("  </disks>\n"
 	      "</domainsnapshot>\n",
 	      f);
 	return xml_close(f, &buf);
@@ -910,7 +979,7 @@ struct edit {
 	const char *text;
 };
 
-#define MAX_EDITS 8
+#define MAX_EDITS (8 + VMM_MAX_DISKS)
 
 /* The span of the value of attribute attr in the tag at p (inside its
  * quotes), or false. */
@@ -986,9 +1055,89 @@ static int edit_cmp(const void *a, const void *b)
 	return x->from < y->from ? -1 : x->from > y->from;
 }
 
+/* The <os> element's kernel or initrd file, when the copy runs where the
+ * image's files have other paths (another host's pool). */
+static int os_file_edit(const char *xml, const char *end, const char *tag,
+			const char *path, struct edit *ed, int *n, char *err)
+{
+	const char *os, *close, *p, *from, *to;
+
+	if (path == NULL)
+		return 0;
+	if ((os = find_elem(xml, end, "os")) == NULL ||
+	    (close = elem_close(os, end, "os")) == NULL ||
+	    (p = find_elem(os, close, tag)) == NULL ||
+	    !text_span(p, close, &from, &to) ||
+	    add_edit(ed, n, from, to, path) < 0) {
+		vmm_seterr(err, "the saved domain XML has no %s", tag);
+		return -1;
+	}
+	return 0;
+}
+
+void domxml_stand_in_path(const char *dir, const char *target, char *out,
+			  size_t n)
+{
+	snprintf(out, n, "%s/" DOMXML_STAND_IN "%s.raw", dir, target);
+}
+
+/*
+ * Disks of the saved guest besides vda are volumes that were attached at
+ * the capture: a copy must never open them (it would write into a
+ * volume another guest has mounted), so each gets a blank stand-in in
+ * spec->stand_in_dir, which the caller makes and detaches after the
+ * restore.  Without stand_in_dir such a guest is refused.  The paths go
+ * to stand_ins (static storage), as many as the return value.
+ */
+static int stand_in_edits(const char *xml, const char *end,
+			  const struct vmm_vm_spec *spec, struct edit *ed,
+			  int *n, char stand_ins[][600], char *err)
+{
+	const char *p = xml, *close, *t, *src, *from, *to;
+	int k = 0;
+
+	while ((p = find_elem(p, end, "disk")) != NULL) {
+		if (tag_is_empty(p, end)) {
+			p++;
+			continue;
+		}
+		if ((close = elem_close(p, end, "disk")) == NULL)
+			break;
+		t = find_elem(p, close, "target");
+		if (t == NULL || tag_attr_is(t, close, "dev", "vda")) {
+			p = close;
+			continue;
+		}
+		char *dev = tag_attr(t, close, "dev");
+		src = find_elem(p, close, "source");
+		if (spec->stand_in_dir == NULL || dev == NULL ||
+		    strlen(dev) > 7 || k == VMM_MAX_DISKS || src == NULL ||
+		    !attr_span(src, close, "file", &from, &to)) {
+			vmm_seterr(err,
+				   "the saved guest has a disk %s besides vda "
+				   "and no place for its stand-in",
+				   dev ? dev : "without a target");
+			free(dev);
+			return -1;
+		}
+		domxml_stand_in_path(spec->stand_in_dir, dev, stand_ins[k],
+				     sizeof(stand_ins[k]));
+		free(dev);
+		if (add_edit(ed, n, from, to, stand_ins[k]) < 0) {
+			vmm_seterr(err, "the saved domain XML has too many "
+					"disks");
+			return -1;
+		}
+		k++;
+		p = close;
+	}
+	return k;
+}
+
 char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
 			   char *err)
 {
+	char stand_ins[VMM_MAX_DISKS][600];
 	const char *end = xml + strlen(xml), *p, *from, *to;
 	struct edit ed[MAX_EDITS];
 	int n = 0, i;
@@ -999,7 +1148,9 @@ char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
 	if (check_text("domain name", spec->domname, err) == -1 ||
 	    check_text("uuid", spec->uuid, err) == -1 ||
 	    check_text("disk path", spec->disk, err) == -1 ||
-	    check_text("console path", spec->console, err) == -1)
+	    check_text("console path", spec->console, err) == -1 ||
+	    check_text("kernel path", spec->kernel, err) == -1 ||
+	    check_text("initrd path", spec->initrd, err) == -1)
 		return NULL;
 	if ((p = find_elem(xml, end, "name")) == NULL ||
 	    !text_span(p, end, &from, &to) ||
@@ -1015,6 +1166,11 @@ char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
 		vmm_seterr(err, "the saved domain XML has no vda disk file");
 		return NULL;
 	}
+	if (stand_in_edits(xml, end, spec, ed, &n, stand_ins, err) < 0)
+		return NULL;
+	if (os_file_edit(xml, end, "kernel", spec->kernel, ed, &n, err) < 0 ||
+	    os_file_edit(xml, end, "initrd", spec->initrd, ed, &n, err) < 0)
+		return NULL;
 	for (p = xml; (p = find_elem(p, end, "log")) != NULL; p++) {
 		if (spec->console != NULL &&
 		    attr_span(p, end, "file", &from, &to) &&

@@ -58,16 +58,38 @@ char *domxml_disk_target(const char *xml, const char *path);
 /* In a domain XML, the first of vdb..vdz no disk uses, into out[8];
  * false when all are taken. */
 bool domxml_free_target(const char *xml, char *out);
+
+/* A disk of a domain XML: its target (vdb) and source file (malloc'd,
+ * NULL when it has none). */
+struct domxml_disk_ref {
+	char target[8];
+	char *source;
+};
+
+/* The disks besides vda (volumes) of a domain XML, at most max: their
+ * count, or -1 for more or a malformed one.  Free with
+ * domxml_disk_refs_free. */
+int domxml_other_disks(const char *xml, struct domxml_disk_ref *out, int max);
+void domxml_disk_refs_free(struct domxml_disk_ref *refs, int n);
+
+/* Where a restored copy's stand-in for the saved guest's disk target
+ * goes in dir (see domxml_saved_rewrite). */
+#define DOMXML_STAND_IN "stand-in-"
+void domxml_stand_in_path(const char *dir, const char *target, char *out,
+			  size_t n);
+
 /*
  * A live external snapshot: memory into the save image mem, the disk vda
  * switched to the overlay new_disk (made beforehand, on the current disk).
  */
-char *domxml_snapshot(const char *mem, const char *new_disk);
+char *domxml_snapshot(const char *mem, const char *new_disk,
+		      const struct domxml_disk_ref *skip, int nskip);
 
 /*
  * The XML saved in a save image, rewritten for a copy of the guest: the
  * domain name and UUID, the vda disk's source file, the console log files
- * (serial and console) from spec; everything else (the guest's ABI) kept.
+ * (serial and console) and, when spec gives them, the kernel and initrd
+ * files, from spec; everything else (the guest's ABI) kept.
  * malloc'd, or NULL with err when xml lacks one of them.
  */
 char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
@@ -88,6 +110,9 @@ char *domxml_pool_path(const char *xml);
 /* In a storage volume XML, the format type of its target ("qcow2", "raw",
  * ...), malloc'd, or NULL. */
 char *domxml_vol_format(const char *xml);
+
+/* The host's <cpu> element in the capabilities XML, malloc'd, or NULL. */
+char *domxml_host_cpu(const char *caps);
 
 /*
  * In the host capabilities XML, the uid:gid the DAC security driver gives

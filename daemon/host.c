@@ -748,3 +748,88 @@ out:
 	pthread_mutex_unlock(&upload_lock);
 	return rc;
 }
+
+bool host_takes_saved(const struct host *h)
+{
+	const struct host *l = host_local();
+
+	if (h->local)
+		return true;
+	return h->vmm != NULL && l != NULL && l->vmm != NULL &&
+	       vmm_same_machine(l->vmm, h->vmm);
+}
+
+/* A golden file's volume name there: its build (inode and mtime), so a
+ * rebuilt golden state is uploaded again and a live overlay keeps the
+ * base it was made on. */
+static int saved_vol(const char *path, const char *ext, char *vol, size_t n,
+		     char *err)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0) {
+		vmm_seterr(err, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	snprintf(
+	    vol, n, "golden-%llx-%llx%09ld.%s", (unsigned long long)st.st_ino,
+	    (unsigned long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, ext);
+	return 0;
+}
+
+int host_golden(struct host *h, const char *dir, char *base, size_t n,
+		char *mem_vol, size_t mn, char *err)
+{
+	char disk[600], mem[600], dvol[128];
+	struct vmm_host *v;
+	char pool[64], *there = NULL;
+	int64_t t0 = now_ms();
+	int rc = -1;
+
+	snprintf(disk, sizeof(disk), "%s/base.qcow2", dir);
+	snprintf(mem, sizeof(mem), "%s/restore.src", dir);
+	if (saved_vol(disk, "qcow2", dvol, sizeof(dvol), err) < 0 ||
+	    saved_vol(mem, "save", mem_vol, mn, err) < 0)
+		return -1;
+	pthread_mutex_lock(&model_lock);
+	v = h->vmm;
+	snprintf(pool, sizeof(pool), "%s", h->pool_name);
+	pthread_mutex_unlock(&model_lock);
+	if (!v) {
+		vmm_seterr(err, "host %s is not connected", h->name);
+		return -1;
+	}
+	pthread_mutex_lock(&upload_lock);
+	/* The golden disk is an overlay on the image's base: there, on the
+	 * base uploaded by host_image (its path in base). */
+	if (!(there = vmm_overlay_upload(v, pool, dvol, disk, base, err)))
+		goto out;
+	snprintf(base, n, "%s", there);
+	free(there);
+	if (!(there = vmm_vol_upload(v, pool, mem_vol, mem, err)))
+		goto out;
+	free(there);
+	rc = 0;
+	log_debug("host %s: golden state %s ready in %lld ms", h->name, mem_vol,
+		  (long long)(now_ms() - t0));
+out:
+	pthread_mutex_unlock(&upload_lock);
+	return rc;
+}
+
+int host_restore(struct host *h, const char *image, const char *image_vol,
+		 const struct vmm_vm_spec *spec, char *err)
+{
+	struct vmm_host *v;
+	char pool[64];
+
+	pthread_mutex_lock(&model_lock);
+	v = h->vmm;
+	snprintf(pool, sizeof(pool), "%s", h->pool_name);
+	pthread_mutex_unlock(&model_lock);
+	if (!v) {
+		vmm_seterr(err, "host %s is not connected", h->name);
+		return -1;
+	}
+	return vmm_restore_in_pool(v, pool, image, image_vol, spec, err);
+}

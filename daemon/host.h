@@ -100,6 +100,25 @@ int host_place(const struct sess_spec *sp, bool local_only, struct host **out);
  */
 int host_image(struct host *h, const char *image, char *kernel, char *initrd,
 	       char *base, size_t n, char *err);
+/*
+ * Whether h can run copies of this machine's saved guests (golden
+ * states): the local host, or a remote one with the same accelerator,
+ * qemu and (KVM) CPU.  model_lock held.
+ */
+bool host_takes_saved(const struct host *h);
+/*
+ * A remote host's copy of the golden state linked into the session
+ * directory dir (base.qcow2, restore.src), uploaded once per host and
+ * golden build: on entry base is the image's base there (host_image), on
+ * return the golden disk there; mem_vol names the saved memory's volume
+ * there.  No lock held.
+ */
+int host_golden(struct host *h, const char *dir, char *base, size_t n,
+		char *mem_vol, size_t mn, char *err);
+/* vmm_restore on remote host h of the saved guest image (a local file)
+ * uploaded there as image_vol by host_golden.  No lock held. */
+int host_restore(struct host *h, const char *image, const char *image_vol,
+		 const struct vmm_vm_spec *spec, char *err);
 /* The path on remote host h of a VM's file (overlay, console log). */
 void host_vm_file(const struct host *h, const char *domname, const char *suffix,
 		  char *out, size_t n);

@@ -96,7 +96,11 @@ struct session {
 	char domname[64];
 	char dir[512];
 	char *reason; /* why it ended, when it did */
-	bool busy;    /* a lifecycle change is under way */
+	/* Restored from a snapshot that left volumes out: their mounts to
+	 * drop before READY (volume.c); and while that worker runs. */
+	json_t *left_out;
+	bool volumes_booting;
+	bool busy; /* a lifecycle change is under way */
 	bool agent_up;
 	int64_t guest_ready_ms;
 	struct errlog err;

@@ -19,7 +19,8 @@
 #define OFF_COOKIE 32
 
 /* The header's integers are in the byte order of the host that saved
- * it, which is this one (images never move between hosts). */
+ * it, which is this one; a copy restored on another host needs one of
+ * the same order (tenki's hosts are all x86_64). */
 static uint32_t get_u32(const uint8_t *p)
 {
 	uint32_t v;
@@ -122,21 +123,24 @@ static int copy_rest(int in, int out, off_t off, off_t size, char *err)
 	return 0;
 }
 
-int saveimage_copy(const char *src, const char *dst, saveimage_rewrite_fn fn,
-		   void *arg, char *err)
+/* Read src's header and data, rewrite its XML: the new head in *out
+ * (*total bytes), the open file in *in (its size in st). */
+static int read_rewritten(const char *src, saveimage_rewrite_fn fn, void *arg,
+			  int *in, struct stat *st, uint8_t **out,
+			  size_t *total, char *err)
 {
-	uint8_t first[SAVEIMAGE_HDR_LEN], *buf = NULL, *out = NULL;
-	int in = -1, fd = -1, rc = -1;
+	uint8_t first[SAVEIMAGE_HDR_LEN], *buf = NULL;
 	const char *xml;
 	char *newxml = NULL;
-	size_t dl, total;
-	struct stat st;
+	size_t dl;
+	int rc = -1;
 
-	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0 || fstat(in, &st) < 0) {
+	*out = NULL;
+	if ((*in = open(src, O_RDONLY | O_CLOEXEC)) < 0 || fstat(*in, st) < 0) {
 		vmm_seterr(err, "%s: %s", src, strerror(errno));
 		goto out;
 	}
-	if (pread(in, first, sizeof(first), 0) != (ssize_t)sizeof(first)) {
+	if (pread(*in, first, sizeof(first), 0) != (ssize_t)sizeof(first)) {
 		vmm_seterr(err, "%s: short save image", src);
 		goto out;
 	}
@@ -146,19 +150,53 @@ int saveimage_copy(const char *src, const char *dst, saveimage_rewrite_fn fn,
 			   src, dl);
 		goto out;
 	}
-	total = SAVEIMAGE_HDR_LEN + dl;
-	if ((off_t)total > st.st_size || !(buf = malloc(total)) ||
-	    !(out = malloc(total)) ||
-	    pread(in, buf, total, 0) != (ssize_t)total) {
+	*total = SAVEIMAGE_HDR_LEN + dl;
+	if ((off_t)*total > st->st_size || !(buf = malloc(*total)) ||
+	    !(*out = malloc(*total)) ||
+	    pread(*in, buf, *total, 0) != (ssize_t)*total) {
 		vmm_seterr(err, "%s: cannot read its header", src);
 		goto out;
 	}
-	if (saveimage_parse(buf, total, &xml, &dl, err) < 0)
+	if (saveimage_parse(buf, *total, &xml, &dl, err) < 0 ||
+	    !(newxml = fn(xml, arg, err)) ||
+	    saveimage_relayout(buf, dl, newxml, *out, err) < 0)
 		goto out;
-	if (!(newxml = fn(xml, arg, err)))
-		goto out;
-	if (saveimage_relayout(buf, dl, newxml, out, err) < 0)
-		goto out;
+	rc = 0;
+out:
+	if (rc < 0) {
+		free(*out);
+		*out = NULL;
+		if (*in >= 0)
+			close(*in);
+		*in = -1;
+	}
+	free(newxml);
+	free(buf);
+	return rc;
+}
+
+int saveimage_head(const char *src, saveimage_rewrite_fn fn, void *arg,
+		   uint8_t **out, size_t *len, char *err)
+{
+	struct stat st;
+	int in;
+
+	if (read_rewritten(src, fn, arg, &in, &st, out, len, err) < 0)
+		return -1;
+	close(in);
+	return 0;
+}
+
+int saveimage_copy(const char *src, const char *dst, saveimage_rewrite_fn fn,
+		   void *arg, char *err)
+{
+	uint8_t *out = NULL;
+	int in = -1, fd = -1, rc = -1;
+	size_t total;
+	struct stat st;
+
+	if (read_rewritten(src, fn, arg, &in, &st, &out, &total, err) < 0)
+		return -1;
 	fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		vmm_seterr(err, "%s: %s", dst, strerror(errno));
@@ -177,10 +215,7 @@ out:
 		if (rc < 0)
 			unlink(dst);
 	}
-	if (in >= 0)
-		close(in);
-	free(newxml);
-	free(buf);
+	close(in);
 	free(out);
 	return rc;
 }

@@ -51,4 +51,10 @@ int saveimage_relayout(const uint8_t *old, size_t data_len, const char *newxml,
 int saveimage_copy(const char *src, const char *dst, saveimage_rewrite_fn fn,
 		   void *arg, char *err);
 
+/* The header and data of src with the XML rewritten by fn (the first
+ * *len bytes of a copy, the rest being src's from there): malloc'd in
+ * *out.  For a copy made elsewhere (another host's pool). */
+int saveimage_head(const char *src, saveimage_rewrite_fn fn, void *arg,
+		   uint8_t **out, size_t *len, char *err);
+
 #endif

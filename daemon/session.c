@@ -160,6 +160,7 @@ static void session_free(struct session *s)
 		host_put(s->host);
 	errlog_free(&s->err);
 	spec_free(&s->spec);
+	json_decref(s->left_out);
 	free(s->env_text);
 	free(s->reason);
 	free(s);
@@ -493,17 +494,19 @@ int session_create(const struct sess_spec *spec, struct session **out)
 	s->host = h;
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	/* A restored guest takes volumes on its spare hot-plug ports; a
-	 * session given more boots cold, its volumes disks from the start;
-	 * so does one on a remote host (the pool and golden states are this
-	 * host's).  A template's build session boots cold too: its captured
-	 * disk layer must back onto the image, not onto a file of its own
-	 * dir. */
+	 * session given more boots cold, its volumes disks from the start.
+	 * A remote host takes golden states when it runs this machine's
+	 * guests (host_takes_saved); the warm pool is this host's.  A
+	 * template's build session boots cold too: its captured disk layer
+	 * must back onto the image, not onto a file of its own dir. */
 	bool saved_ok = !sn && !tpl && spec->nvolumes <= VMM_HOTPLUG_DISKS &&
-			!spec->internal && h->local;
-	struct pooled *pg = saved_ok && cfg.pool ? pool_take(&s->spec) : NULL;
+			!spec->internal && host_takes_saved(h);
+	struct pooled *pg =
+	    saved_ok && h->local && cfg.pool ? pool_take(&s->spec) : NULL;
 	/* No running guest: a staged one, which only needs restoring. */
-	struct pooled *sg =
-	    saved_ok && !pg && cfg.golden ? pool_take_staged(&s->spec) : NULL;
+	struct pooled *sg = saved_ok && h->local && !pg && cfg.golden
+				? pool_take_staged(&s->spec)
+				: NULL;
 	if (pg || sg)
 		snprintf(s->id, sizeof(s->id), "%s", (pg ? pg : sg)->id);
 	else
@@ -555,6 +558,7 @@ int session_create(const struct sess_spec *spec, struct session **out)
 		s->next_chan = sn->next_chan;
 		s->restore = true;
 		s->boot = "snapshot";
+		s->left_out = json_incref(sn->left_out);
 	} else if (tpl) {
 		/* Hold the build's files: a rebuild may remove it. */
 		if (template_link_into(&tr, s->dir) < 0) {
@@ -625,6 +629,8 @@ static void build_vm_spec(struct session *s, struct vmm_vm_spec *v,
 	v->disk = paths[2];
 	v->console = paths[3];
 	v->network = s->spec.allow_outbound;
+	/* A snapshot's volumes get stand-ins beside the session's files. */
+	v->stand_in_dir = sess_remote(s) ? NULL : s->dir;
 }
 
 /*
@@ -678,7 +684,7 @@ static void *create_worker(void *arg)
 	struct vmm_vm_spec v;
 	struct vol_boot_disks disks;
 	char paths[5][600], cmdline[4096], err[VMM_ERRLEN], base[600];
-	char src[600], copy[600];
+	char src[600], copy[600], mem_vol[128];
 	struct vm_chan chan = {NULL, -1};
 	int64_t t0 = now_ms();
 	bool restore, prepared;
@@ -717,6 +723,11 @@ static void *create_worker(void *arg)
 				base, sizeof(base), err);
 		host_vm_file(s->host, s->domname, ".console.log", paths[3],
 			     sizeof(paths[3]));
+		/* A golden state is copied there once, then restored from
+		 * its copy there. */
+		if (rc == 0 && restore)
+			rc = host_golden(s->host, s->dir, base, sizeof(base),
+					 mem_vol, sizeof(mem_vol), err);
 	}
 	if (rc == 0)
 		rc = prepared ? 0
@@ -724,6 +735,8 @@ static void *create_worker(void *arg)
 	int64_t t_disk = now_ms();
 	if (rc == 0)
 		rc = prepared ? vmm_restore_prepared(sess_vmm(s), copy, &v, err)
+		     : restore && sess_remote(s)
+			 ? host_restore(s->host, src, mem_vol, &v, err)
 		     : restore ? vmm_restore(sess_vmm(s), src, copy, &v, err)
 			       : vmm_create(sess_vmm(s), &v, err);
 	log_debug("session %s: disk %lld ms, VM %lld ms", s->name,

@@ -36,6 +36,7 @@ void snapshot_put(struct snapshot *sn)
 	if (--sn->refs > 0)
 		return;
 	errlog_free(&sn->err);
+	json_decref(sn->left_out);
 	free(sn->reason);
 	free(sn);
 }
@@ -102,6 +103,8 @@ static json_t *snap_json(const struct snapshot *sn)
 
 	if (o && sn->reason)
 		json_object_set_new(o, "reason", json_string(sn->reason));
+	if (o && sn->left_out)
+		json_object_set(o, "volumes_left_out", sn->left_out);
 	return o;
 }
 
@@ -151,6 +154,16 @@ char *snapshot_info_json(struct snapshot *sn)
 	json_object_set_new(o, "cpu_cores", json_integer(sn->cpu_cores));
 	json_object_set_new(o, "memory_mb", json_integer(sn->memory_mb));
 	json_object_set_new(o, "image", json_string(sn->image));
+	json_t *lo = json_array();
+	for (size_t i = 0; sn->left_out && i < json_array_size(sn->left_out);
+	     i++) {
+		json_t *e = json_array_get(sn->left_out, i);
+		json_array_append_new(
+		    lo,
+		    json_pack("{s:O, s:O}", "name", json_object_get(e, "name"),
+			      "mount_path", json_object_get(e, "mount_path")));
+	}
+	json_object_set_new(o, "volumes_left_out", lo);
 	json_object_set_new(o, "reason",
 			    sn->reason ? json_string(sn->reason) : json_null());
 	return json_dump_line(o, JSON_INDENT(1));
@@ -292,16 +305,10 @@ int snapshot_take(struct session *s, const char *name, int64_t ttl_secs,
 	if (snapshot_find(name)) /* taken while we waited */
 		return refuse(log, EEXIST, object,
 			      "snapshot: a snapshot named %s exists", name);
-	/* The saved machine would carry the volumes' disks into every
-	 * restored copy (and libvirt cannot capture raw volumes). */
-	if (session_has_volumes(s))
-		return refuse(log, EBUSY, object,
-			      "snapshot: session %s has volumes attached: "
-			      "detach them first (restores can take them "
-			      "with volume=)",
-			      s->name);
-
 	sn = snap_new(name);
+	/* Volumes are not part of the capture (vmm_snapshot): copies get
+	 * stand-ins for them and unmount them before READY. */
+	sn->left_out = volumes_left_out(s);
 	uuid_new(sn->id);
 	sn->state = SN_CREATING;
 	snprintf(sn->source, sizeof(sn->source), "%s", s->name);
@@ -454,6 +461,8 @@ static struct snapshot *load_one(const char *dir)
 	sn->network = json_is_true(json_object_get(o, "network"));
 	snprintf(sn->image, sizeof(sn->image), "%s", jstr(o, "image"));
 	sn->next_chan = (uint32_t)jint(o, "next_chan");
+	sn->left_out =
+	    volumes_left_out_check(json_object_get(o, "volumes_left_out"));
 	if (json_object_get(o, "reason"))
 		sn->reason = strdup(jstr(o, "reason"));
 	snprintf(sn->dir, sizeof(sn->dir), "%s", dir);

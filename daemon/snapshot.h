@@ -43,6 +43,9 @@ struct snapshot {
 	bool network;
 	char image[64];
 	uint32_t next_chan; /* channels the saved agent may still use */
+	/* Volumes the source had mounted, left out of the capture:
+	 * [{name, mount_path, serial}]; restored copies unmount them. */
+	json_t *left_out;
 	char *reason;
 	char dir[512];
 	struct errlog err;

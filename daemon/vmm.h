@@ -67,6 +67,9 @@ struct vmm_vm_spec {
 	bool network;	     /* user-mode NIC (outbound access) or none */
 	const struct vmm_disk *disks; /* volumes attached from the start */
 	unsigned ndisks;	      /* at most VMM_MAX_DISKS */
+	/* Restores: where blank stand-ins for the saved guest's volumes go
+	 * (vmm_restore); NULL refuses a saved guest that had volumes. */
+	const char *stand_in_dir;
 };
 
 /* Open a connection to the libvirt at uri; chooses the accelerator when
@@ -222,6 +225,33 @@ int vmm_node_info(struct vmm_host *host, unsigned *cpus, uint64_t *mem_mb,
  */
 char *vmm_vol_upload(struct vmm_host *host, const char *pool, const char *name,
 		     const char *local_path, char *err);
+
+/* Where a restore puts the stand-in for the saved guest's volume disk
+ * target (vdb...) in spec->stand_in_dir; detach it by this path. */
+void vmm_stand_in_path(const char *dir, const char *target, char *out,
+		       size_t n);
+
+/* vmm_vol_upload of a qcow2 overlay whose backing file is renamed to
+ * backing, a path on host (its base there), on the way. */
+char *vmm_overlay_upload(struct vmm_host *host, const char *pool,
+			 const char *name, const char *local_path,
+			 const char *backing, char *err);
+
+/* Whether a guest saved on a can run on from its memory on b: the same
+ * accelerator and qemu, and under KVM the same host CPU. */
+bool vmm_same_machine(const struct vmm_host *a, const struct vmm_host *b);
+
+/*
+ * vmm_restore on another host: image is the saved guest on this machine,
+ * image_vol the same file uploaded into host's pool (vmm_vol_upload).
+ * The copy is a clone of image_vol made there by libvirtd, its header
+ * (a few KiB, naming spec's domain and spec's paths there, kernel and
+ * initrd included) sent from here; it is deleted once the guest runs.
+ * On failure no domain remains.
+ */
+int vmm_restore_in_pool(struct vmm_host *host, const char *pool,
+			const char *image, const char *image_vol,
+			const struct vmm_vm_spec *spec, char *err);
 
 /*
  * The domain's agent channel carried over the libvirt connection

@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,8 +54,10 @@ struct vmm_host {
 	int refs; /* atomic: the caller's, and one per event registration */
 	char *uri;
 	bool remote;
-	enum vmm_accel accel; /* KVM or TCG, never AUTO */
-	uid_t qemu_uid;	      /* owner of overlays, (uid_t)-1 if unknown */
+	enum vmm_accel accel;	  /* KVM or TCG, never AUTO */
+	uid_t qemu_uid;		  /* owner of overlays, (uid_t)-1 if unknown */
+	unsigned long hv_version; /* qemu's, 0 if unknown */
+	char *cpu;		  /* the host's <cpu> in its capabilities */
 	gid_t qemu_gid;
 	pthread_mutex_t disk_lock; /* storage calls: pools are shared */
 
@@ -172,6 +176,7 @@ static void host_unref(void *opaque)
 	pthread_mutex_destroy(&h->conn_lock);
 	pthread_mutex_destroy(&h->disk_lock);
 	free(h->uri);
+	free(h->cpu);
 	free(h);
 }
 
@@ -411,6 +416,9 @@ static void find_qemu_ids(struct vmm_host *h, virConnectPtr c)
 	else
 		log_debug("%s: qemu runs as %u:%u", h->uri,
 			  (unsigned)h->qemu_uid, (unsigned)h->qemu_gid);
+	h->cpu = caps ? domxml_host_cpu(caps) : NULL;
+	if (virConnectGetVersion(c, &h->hv_version) < 0)
+		h->hv_version = 0;
 	free(caps);
 }
 
@@ -1558,21 +1566,29 @@ out:
 int vmm_snapshot(struct vmm_host *h, const char *domname, const char *mem_path,
 		 const char *new_disk, char *err)
 {
+	struct domxml_disk_ref vols[VMM_MAX_DISKS];
 	virDomainSnapshotPtr snap;
 	virDomainPtr dom;
 	virConnectPtr c;
-	char *xml;
-	bool missing;
-	int rc = -1;
+	char *xml = NULL, *live = NULL;
+	int nvols, rc = -1;
 
-	if ((xml = domxml_snapshot(mem_path, new_disk)) == NULL) {
-		vmm_seterr(err, "out of memory");
-		return -1;
-	}
 	if ((c = host_conn(h, err)) == NULL)
-		goto out_free;
-	if ((dom = dom_get(c, domname, &missing, err)) == NULL)
+		return -1;
+	if ((dom = live_dom(c, domname, &live, err)) == NULL)
 		goto out;
+	/* The volumes stay out of the capture: they are not part of the
+	 * guest's disk, and the source keeps writing them. */
+	if ((nvols = domxml_other_disks(live, vols, VMM_MAX_DISKS)) < 0) {
+		vmm_seterr(err, "%s has disks tenki did not attach", domname);
+		goto out_dom;
+	}
+	xml = domxml_snapshot(mem_path, new_disk, vols, nvols);
+	domxml_disk_refs_free(vols, nvols);
+	if (xml == NULL) {
+		vmm_seterr(err, "out of memory");
+		goto out_dom;
+	}
 	/* No metadata: tenki keeps its own records, and libvirt could not
 	 * revert an external snapshot anyway. */
 	snap = virDomainSnapshotCreateXML(
@@ -1586,10 +1602,11 @@ int vmm_snapshot(struct vmm_host *h, const char *domname, const char *mem_path,
 		virDomainSnapshotFree(snap);
 		rc = 0;
 	}
+out_dom:
 	virDomainFree(dom);
 out:
 	virConnectClose(c);
-out_free:
+	free(live);
 	free(xml);
 	return rc;
 }
@@ -1677,36 +1694,102 @@ static char *rewrite_saved(const char *xml, void *arg, char *err)
 	return domxml_saved_rewrite(xml, arg, err);
 }
 
+/* A blank raw file for the saved guest's volume at source (its size, so
+ * the guest's view of the disk stays in range until it is detached),
+ * the qemu user's. */
+static int stand_in_make(struct vmm_host *h, const char *dir,
+			 const struct domxml_disk_ref *r, char *err)
+{
+	char path[600];
+	struct stat st;
+	int fd;
+
+	domxml_stand_in_path(dir, r->target, path, sizeof(path));
+	if (r->source == NULL || stat(r->source, &st) < 0)
+		st.st_size = 1 << 20;
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) <
+		0 ||
+	    ftruncate(fd, st.st_size) < 0 ||
+	    (h->qemu_uid != (uid_t)-1 &&
+	     fchown(fd, h->qemu_uid, h->qemu_gid) < 0)) {
+		vmm_seterr(err, "stand-in %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		unlink(path);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+struct prepare {
+	struct vmm_host *h;
+	const struct vmm_vm_spec *spec;
+};
+
+static char *rewrite_with_stand_ins(const char *xml, void *arg, char *err)
+{
+	struct prepare *pr = arg;
+	struct domxml_disk_ref vols[VMM_MAX_DISKS];
+	int n = 0, i;
+	char *out = domxml_saved_rewrite(xml, pr->spec, err);
+
+	if (out == NULL || pr->spec->stand_in_dir == NULL)
+		return out;
+	if ((n = domxml_other_disks(xml, vols, VMM_MAX_DISKS)) < 0) {
+		vmm_seterr(err, "the saved guest's disks are malformed");
+		free(out);
+		return NULL;
+	}
+	for (i = 0; i < n; i++) {
+		if (stand_in_make(pr->h, pr->spec->stand_in_dir, &vols[i],
+				  err) < 0) {
+			free(out);
+			out = NULL;
+			break;
+		}
+	}
+	domxml_disk_refs_free(vols, n);
+	return out;
+}
+
 int vmm_restore_prepare(struct vmm_host *h, const char *image, const char *copy,
 			const struct vmm_vm_spec *spec, char *err)
 {
-	(void)h;
-	return saveimage_copy(image, copy, rewrite_saved, (void *)spec, err);
+	struct prepare pr = {h, spec};
+
+	return saveimage_copy(image, copy, rewrite_with_stand_ins, &pr, err);
 }
 
-int vmm_restore_prepared(struct vmm_host *h, const char *copy,
-			 const struct vmm_vm_spec *spec, char *err)
+/* Start the saved guest at path (a file where h runs) as spec's domain. */
+static int restore_file(struct vmm_host *h, const char *path,
+			const struct vmm_vm_spec *spec, char *err)
 {
 	virConnectPtr c;
-	int rc = -1;
 
 	if ((c = host_conn(h, err)) == NULL)
-		goto out;
+		return -1;
 	/* A failed restore may still send a stop event: not news. */
 	quiet_add(h, spec->domname);
-	if (virDomainRestoreFlags(c, copy, NULL, VIR_DOMAIN_SAVE_RUNNING) < 0) {
+	if (virDomainRestoreFlags(c, path, NULL, VIR_DOMAIN_SAVE_RUNNING) < 0) {
 		virt_err(err, "cannot restore %s", spec->domname);
 		virConnectClose(c);
 		/* Nothing half-started may stay. */
 		char err2[VMM_ERRLEN];
 		if (vmm_remove(h, spec->domname, err2) < 0)
 			log_warnx("%s", err2);
-		goto out;
+		return -1;
 	}
 	quiet_del(h, spec->domname);
 	virConnectClose(c);
-	rc = 0;
-out:
+	return 0;
+}
+
+int vmm_restore_prepared(struct vmm_host *h, const char *copy,
+			 const struct vmm_vm_spec *spec, char *err)
+{
+	int rc = restore_file(h, copy, spec, err);
+
 	unlink(copy);
 	return rc;
 }
@@ -1819,9 +1902,84 @@ static bool plain_vol_name(const char *name)
 	return true;
 }
 
-char *vmm_vol_upload(struct vmm_host *h, const char *poolname, const char *name,
-		     const char *local_path, char *err)
+/* dst (made 0600, replaced if there) a copy of src. */
+static int copy_whole(const char *src, const char *dst, char *err)
 {
+	int in, out = -1, rc = -1;
+	struct stat st;
+	ssize_t n;
+
+	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0 || fstat(in, &st) < 0 ||
+	    (out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) <
+		0) {
+		vmm_seterr(err, "copy of %s: %s", src, strerror(errno));
+		goto out;
+	}
+	for (off_t left = st.st_size; left > 0; left -= n) {
+		n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
+		if (n < 0 && errno == EINTR) {
+			n = 0;
+			continue;
+		}
+		if (n <= 0) {
+			vmm_seterr(err, "copy of %s: %s", src,
+				   n < 0 ? strerror(errno) : "short file");
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	if (out >= 0)
+		close(out);
+	if (rc < 0 && out >= 0)
+		unlink(dst);
+	if (in >= 0)
+		close(in);
+	return rc;
+}
+
+/* The file to upload: local_path itself, or with backing a copy at tmp
+ * whose backing file is renamed (a qcow2 overlay that goes to a host
+ * where its base has another path).  qemu-img edits only the header. */
+static int upload_source(const char *local_path, const char *backing, char *tmp,
+			 size_t n, char *err)
+{
+	char *argv[] = {"qemu-img",	 "rebase", "-u",    "-f", "qcow2", "-b",
+			(char *)backing, "-F",	   "qcow2", tmp,  NULL};
+	pid_t pid;
+	int st;
+
+	if (backing == NULL) {
+		snprintf(tmp, n, "%s", local_path);
+		return 0;
+	}
+	snprintf(tmp, n, "%s.upload", local_path);
+	if (copy_whole(local_path, tmp, err) < 0)
+		return -1;
+	if ((st = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ)) !=
+	    0) {
+		vmm_seterr(err, "cannot run qemu-img: %s", strerror(st));
+		goto fail;
+	}
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		vmm_seterr(err, "qemu-img rebase of %s failed (status %d)", tmp,
+			   st);
+		goto fail;
+	}
+	return 0;
+fail:
+	unlink(tmp);
+	return -1;
+}
+
+static char *vol_upload(struct vmm_host *h, const char *poolname,
+			const char *name, const char *local_path,
+			const char *backing, char *err)
+{
+	char src[700];
+
 	virStoragePoolPtr pool = NULL;
 	virStorageVolPtr vol = NULL, done = NULL;
 	virConnectPtr c;
@@ -1848,9 +2006,13 @@ char *vmm_vol_upload(struct vmm_host *h, const char *poolname, const char *name,
 	if (vol != NULL)
 		virStorageVolFree(vol);
 	vol = NULL;
-	if ((fd = open(local_path, O_RDONLY | O_CLOEXEC)) < 0 ||
-	    fstat(fd, &st) < 0) {
-		vmm_seterr(err, "%s: %s", local_path, strerror(errno));
+	if (upload_source(local_path, backing, src, sizeof(src), err) < 0)
+		goto out;
+	fd = open(src, O_RDONLY | O_CLOEXEC);
+	if (backing != NULL)
+		unlink(src); /* the open descriptor is enough */
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		vmm_seterr(err, "%s: %s", src, strerror(errno));
 		goto out;
 	}
 	if ((vol = upload_vol_create(pool, name, (unsigned long long)st.st_size,
@@ -1881,6 +2043,149 @@ out:
 	pthread_mutex_unlock(&h->disk_lock);
 	virConnectClose(c);
 	return path;
+}
+
+char *vmm_vol_upload(struct vmm_host *h, const char *poolname, const char *name,
+		     const char *local_path, char *err)
+{
+	return vol_upload(h, poolname, name, local_path, NULL, err);
+}
+
+char *vmm_overlay_upload(struct vmm_host *h, const char *poolname,
+			 const char *name, const char *local_path,
+			 const char *backing, char *err)
+{
+	return vol_upload(h, poolname, name, local_path, backing, err);
+}
+
+void vmm_stand_in_path(const char *dir, const char *target, char *out, size_t n)
+{
+	domxml_stand_in_path(dir, target, out, n);
+}
+
+/* ---- saved guests on another host ---- */
+
+bool vmm_same_machine(const struct vmm_host *a, const struct vmm_host *b)
+{
+	if (a->accel != b->accel || a->hv_version == 0 ||
+	    a->hv_version != b->hv_version)
+		return false;
+	/* TCG emulates the same CPU wherever the same qemu runs; KVM passes
+	 * the host's through, so only an identical one will do. */
+	return a->accel == VMM_ACCEL_TCG || (a->cpu != NULL && b->cpu != NULL &&
+					     strcmp(a->cpu, b->cpu) == 0);
+}
+
+/* Write head over the first bytes of vol (the rest stays). */
+static int upload_head(virConnectPtr c, virStorageVolPtr vol,
+		       const uint8_t *head, size_t len, char *err)
+{
+	virStreamPtr st;
+	size_t off = 0;
+	int n, rc = -1;
+
+	if ((st = virStreamNew(c, 0)) == NULL) {
+		virt_err(err, "no stream");
+		return -1;
+	}
+	if (virStorageVolUpload(vol, st, 0, len, 0) < 0) {
+		virt_err(err, "upload of the copy's header");
+		goto out;
+	}
+	while (off < len) {
+		if ((n = virStreamSend(st, (const char *)head + off,
+				       len - off)) < 0) {
+			virt_err(err, "upload of the copy's header");
+			virStreamAbort(st);
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	if (virStreamFinish(st) < 0) {
+		virt_err(err, "upload of the copy's header");
+		goto out;
+	}
+	rc = 0;
+out:
+	virStreamFree(st);
+	return rc;
+}
+
+/* A clone of the volume from in the pool, made there by libvirtd. */
+static virStorageVolPtr clone_vol(virStoragePoolPtr pool, const char *from,
+				  const char *name, char *err)
+{
+	virStorageVolInfo info;
+	virStorageVolPtr src, vol = NULL;
+	char xml[1024];
+
+	if ((src = virStorageVolLookupByName(pool, from)) == NULL) {
+		virt_err(err, "no volume %s", from);
+		return NULL;
+	}
+	if (virStorageVolGetInfo(src, &info) < 0) {
+		virt_err(err, "size of %s", from);
+		goto out;
+	}
+	snprintf(xml, sizeof(xml),
+		 "<volume><name>%s</name>"
+		 "<capacity unit='bytes'>%llu</capacity>"
+		 "<target><format type='raw'/>"
+		 "<permissions><mode>0600</mode></permissions>"
+		 "</target></volume>",
+		 name, info.capacity);
+	if ((vol = virStorageVolCreateXMLFrom(pool, xml, src, 0)) == NULL)
+		virt_err(err, "cannot copy %s to %s", from, name);
+out:
+	virStorageVolFree(src);
+	return vol;
+}
+
+int vmm_restore_in_pool(struct vmm_host *h, const char *poolname,
+			const char *image, const char *image_vol,
+			const struct vmm_vm_spec *spec, char *err)
+{
+	virStoragePoolPtr pool = NULL;
+	virStorageVolPtr vol = NULL;
+	virConnectPtr c;
+	uint8_t *head = NULL;
+	char name[128], *path = NULL;
+	size_t len;
+	int rc = -1;
+
+	snprintf(name, sizeof(name), "%s.save", spec->domname);
+	if (saveimage_head(image, rewrite_saved, (void *)spec, &head, &len,
+			   err) < 0)
+		return -1;
+	if ((c = host_conn(h, err)) == NULL)
+		goto out_free;
+	pthread_mutex_lock(&h->disk_lock);
+	if ((pool = vpool_get(c, poolname, err)) != NULL)
+		vol = clone_vol(pool, image_vol, name, err);
+	pthread_mutex_unlock(&h->disk_lock);
+	if (vol == NULL)
+		goto out;
+	if (upload_head(c, vol, head, len, err) == 0) {
+		if ((path = virStorageVolGetPath(vol)) == NULL)
+			virt_err(err, "path of %s", name);
+		else
+			rc = restore_file(h, path, spec, err);
+	}
+	/* The copy is qemu's only while it loads. */
+	pthread_mutex_lock(&h->disk_lock);
+	if (virStorageVolDelete(vol, 0) < 0)
+		log_warnx("%s: cannot delete %s: %s", h->uri, name,
+			  virGetLastErrorMessage());
+	pthread_mutex_unlock(&h->disk_lock);
+	virStorageVolFree(vol);
+out:
+	if (pool != NULL)
+		virStoragePoolFree(pool);
+	virConnectClose(c);
+out_free:
+	free(path);
+	free(head);
+	return rc;
 }
 
 int vmm_restore(struct vmm_host *h, const char *image, const char *copy,

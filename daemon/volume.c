@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MOUNT_TIMEOUT_MS  120000 /* mkfs of a large volume under TCG */
 #define UMOUNT_TIMEOUT_MS 30000
@@ -621,16 +622,24 @@ static int guest_mount(struct session *s, struct volume *v, const char *path,
 			  MOUNT_TIMEOUT_MS, c);
 }
 
+static int guest_umount_at(struct session *s, const char *serial,
+			   const char *path, bool lazy, int64_t timeout_ms,
+			   struct call *c)
+{
+	return agent_call(s,
+			  json_pack("{s:s, s:s, s:s, s:b}", "op", "vol_umount",
+				    "serial", serial, "path", path, "lazy",
+				    lazy),
+			  timeout_ms, c);
+}
+
 static int guest_umount(struct session *s, struct volume *v, const char *path,
 			int64_t timeout_ms, struct call *c)
 {
 	char serial[VMM_SERIAL_MAX + 1];
 
 	vol_serial(v, serial);
-	return agent_call(s,
-			  json_pack("{s:s, s:s, s:s}", "op", "vol_umount",
-				    "serial", serial, "path", path),
-			  timeout_ms, c);
+	return guest_umount_at(s, serial, path, false, timeout_ms, c);
 }
 
 /* The guest's errno, if the table has it; else EIO. */
@@ -1069,6 +1078,59 @@ static int boot_plug(struct session *s, struct volume *v, bool ro, char *why,
 	return rc;
 }
 
+/* Unplug one stand-in (model_lock dropped meanwhile). */
+static int unplug_stand_in(struct session *s, const char *path, char *why,
+			   size_t n)
+{
+	char err[VMM_ERRLEN];
+	int rc;
+
+	pthread_mutex_unlock(&model_lock);
+	rc = vmm_detach_disk(vmm, s->domname, path, err);
+	pthread_mutex_lock(&model_lock);
+	if (rc < 0)
+		snprintf(why, n, "unplugging a left-out volume: %s", err);
+	else
+		unlink(path);
+	return rc;
+}
+
+/*
+ * A copy of a snapshot taken with volumes attached still has them
+ * mounted, on blank stand-ins (vmm_restore_prepare): unmount them in the
+ * guest, lazily (its processes may hold them, and nothing of theirs is
+ * worth keeping), then unplug the stand-ins, before READY.
+ */
+static void drop_left_out(struct session *s, char *why, size_t n)
+{
+	json_t *lo = s->left_out, *e;
+	char dir[600], path[700];
+	struct call c;
+	size_t i;
+
+	s->left_out = NULL;
+	json_array_foreach(lo, i, e)
+	{
+		const char *p =
+		    json_string_value(json_object_get(e, "mount_path"));
+		const char *serial =
+		    json_string_value(json_object_get(e, "serial"));
+		if (s->gone || !p || !serial)
+			continue;
+		if (guest_umount_at(s, serial, p, true, UMOUNT_TIMEOUT_MS, &c))
+			log_info("session %s: unmount of left-out %s: %s",
+				 s->name, p, c.text);
+	}
+	json_decref(lo);
+	snprintf(dir, sizeof(dir), "%s", s->dir);
+	for (char t = 'b'; t <= 'z' && !why[0] && !s->gone; t++) {
+		char target[4] = {'v', 'd', t, '\0'};
+		vmm_stand_in_path(dir, target, path, sizeof(path));
+		if (access(path, F_OK) == 0)
+			unplug_stand_in(s, path, why, n);
+	}
+}
+
 static void *boot_worker(void *arg)
 {
 	struct session *s = arg;
@@ -1077,6 +1139,8 @@ static void *boot_worker(void *arg)
 	struct call c;
 
 	pthread_mutex_lock(&model_lock);
+	if (s->left_out)
+		drop_left_out(s, why, sizeof(why));
 	for (v = volumes; v && !why[0] && !s->gone; v = next) {
 		struct vol_att *a = att_of(v, s->id);
 		next = v->next;
@@ -1105,6 +1169,7 @@ static void *boot_worker(void *arg)
 		if (a)
 			a->mounting = false;
 	}
+	s->volumes_booting = false;
 	if (!s->gone && s->state == S_CREATING) {
 		if (why[0])
 			session_fail(s, "%s", why);
@@ -1118,7 +1183,10 @@ static void *boot_worker(void *arg)
 
 bool volumes_boot_mount(struct session *s)
 {
-	bool pending = false;
+	bool pending = s->left_out != NULL;
+
+	if (s->volumes_booting)
+		return true;
 
 	for (struct volume *v = volumes; v; v = v->next) {
 		struct vol_att *a = att_of(v, s->id);
@@ -1134,6 +1202,7 @@ bool volumes_boot_mount(struct session *s)
 		if (a && !a->mounted)
 			a->mounting = true;
 	}
+	s->volumes_booting = true;
 	session_get(s);
 	spawn_worker(boot_worker, s);
 	return true;
@@ -1175,12 +1244,52 @@ void volumes_session_closed(struct session *s)
 	}
 }
 
-bool session_has_volumes(const struct session *s)
+json_t *volumes_left_out(struct session *s)
 {
-	for (struct volume *v = volumes; v; v = v->next)
-		if (att_of(v, s->id))
-			return true;
-	return false;
+	char serial[VMM_SERIAL_MAX + 1];
+	json_t *arr = json_array();
+
+	for (struct volume *v = volumes; v; v = v->next) {
+		struct vol_att *a = att_of(v, s->id);
+		if (!a)
+			continue;
+		vol_serial(v, serial);
+		json_array_append_new(
+		    arr, json_pack("{s:s, s:s, s:s}", "name", v->name,
+				   "mount_path", a->path, "serial", serial));
+	}
+	if (json_array_size(arr) == 0) {
+		json_decref(arr);
+		return NULL;
+	}
+	return arr;
+}
+
+json_t *volumes_left_out_check(json_t *arr)
+{
+	json_t *out = json_array(), *e;
+	char why[200];
+	size_t i;
+
+	json_array_foreach(arr, i, e)
+	{
+		const char *name =
+		    json_string_value(json_object_get(e, "name"));
+		const char *path =
+		    json_string_value(json_object_get(e, "mount_path"));
+		const char *serial =
+		    json_string_value(json_object_get(e, "serial"));
+		if (name && path && serial &&
+		    strlen(serial) <= VMM_SERIAL_MAX &&
+		    spec_check_mount_path(path, why, sizeof(why)) == 0 &&
+		    json_array_size(out) < VMM_MAX_DISKS)
+			json_array_append(out, e);
+	}
+	if (json_array_size(out) == 0) {
+		json_decref(out);
+		return NULL;
+	}
+	return out;
 }
 
 char *volumes_session_text(struct session *s)

@@ -110,8 +110,13 @@ bool volumes_boot_mount(struct session *s);
 void volumes_session_closing(struct session *s);
 /* Closed or withdrawn: its attachments end; the data stays. */
 void volumes_session_closed(struct session *s);
-/* Has s a volume attached (or being attached)? */
-bool session_has_volumes(const struct session *s);
+/* The volumes s has attached, for a snapshot that leaves them out:
+ * [{name, mount_path, serial}], or NULL when there are none. */
+json_t *volumes_left_out(struct session *s);
+/* A record's list of left-out volumes, its well-formed entries only
+ * (a new array, or NULL). */
+json_t *volumes_left_out_check(json_t *arr);
+
 /* The session's volumes file and info.json's volumes. */
 char *volumes_session_text(struct session *s);
 json_t *volumes_session_json(struct session *s);

@@ -233,9 +233,10 @@ bool fs_notifying(void);
 void fs_notify_flush(void);
 void fs_add_polls(void);
 
-/* volume.c: mounting volumes (a child per request) */
+/* volume.c: mounting volumes (a child per request); flag is ro for a
+ * mount, lazy for an unmount */
 void volop_start(json_int_t id, bool mount_it, const char *serial,
-		 const char *path, bool ro);
+		 const char *path, bool flag);
 bool volop_reaped(pid_t pid, int status);
 
 /* port.c: the host connection */

@@ -542,19 +542,20 @@ static void op_info(struct reqctx *r)
 		resp_ok(r->id, o);
 }
 
-/* vol_mount {serial, path, ro} and vol_umount {serial, path}: volume.c */
+/* vol_mount {serial, path, ro} and vol_umount {serial, path, lazy}:
+ * volume.c */
 static void op_volume(struct reqctx *r, bool mount_it)
 {
 	const char *serial, *path;
-	json_t *ro = json_object_get(r->o, "ro");
+	json_t *ro = json_object_get(r->o, mount_it ? "ro" : "lazy");
 
 	if (get_str(r, "serial", 64, &serial) < 0 ||
 	    get_str(r, "path", PATH_MAX, &path) < 0 || !serial || !path ||
 	    (ro && !json_is_boolean(ro))) {
 		if (r->msg[0] == '\0')
 			snprintf(r->msg, sizeof(r->msg),
-				 "serial and path strings expected, ro a "
-				 "boolean");
+				 "serial and path strings expected, ro and "
+				 "lazy booleans");
 		resp_error(r->id, EINVAL, "%s", r->msg);
 		return;
 	}

@@ -366,7 +366,8 @@ static void holders(const char *path, char *out, size_t n)
 	closedir(d);
 }
 
-static int do_umount(const char *serial, const char *path, struct vol_report *r)
+static int do_umount(const char *serial, const char *path, bool lazy,
+		     struct vol_report *r)
 {
 	char src[256], who[400];
 
@@ -377,7 +378,9 @@ static int do_umount(const char *serial, const char *path, struct vol_report *r)
 	if (strncmp(src, "/dev/vd", 7) != 0)
 		return fail(r, EINVAL, "%s is not a volume's mount (%s)", path,
 			    src);
-	if (umount(path) == 0)
+	/* lazy: the disk goes away whatever holds the mount (a restored
+	 * copy's stand-in); holders keep what they have open. */
+	if (umount2(path, lazy ? MNT_DETACH : 0) == 0)
 		return 0;
 	if (errno != EBUSY)
 		return fail(r, EIO, "umount %s: %s", path, strerror(errno));
@@ -405,7 +408,7 @@ static void child_run(bool mount_it, const char *serial, const char *path,
 	if (mount_it)
 		do_mount(serial, path, ro, &r);
 	else
-		do_umount(serial, path, &r);
+		do_umount(serial, path, ro, &r);
 	if (write(repfd, &r, sizeof(r)) != sizeof(r))
 		_exit(1);
 	_exit(0);

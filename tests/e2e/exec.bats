@@ -112,7 +112,8 @@ newjob() { J=$X/exec/$(cat "$X/exec/clone"); }
 
 @test "O_NONBLOCK reads of a running stream fail with EAGAIN" {
 	newjob
-	echo 'sleep 3' >"$J/cmd"
+	# long enough that a loaded machine still reads it running
+	echo 'sleep 60' >"$J/cmd"
 	run python3 -c '
 import os, sys, errno
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
@@ -120,7 +121,9 @@ try:
     os.read(fd, 10); print("no-eagain")
 except BlockingIOError:
     print("eagain")' "$J/stdout"
+	echo "read: $output"
 	[ "$output" = eagain ]
+	echo kill >"$J/ctl"
 }
 
 @test "poll wakes when output arrives" {

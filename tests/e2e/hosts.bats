@@ -224,6 +224,36 @@ host_of() { json_get "$T/sessions/$1/info.json" host; }
 	rmdir "$T/sessions/p1" "$T/sessions/p2" "$T/sessions/l9"
 }
 
+# The volumes of h2's tenki pool whose names match the pattern.
+h2_vols() {
+	h2_virsh -q vol-list --pool "$(h2_virsh -q pool-list --name | grep tenki-hostpool)" | awk '{ print $1 }' | grep -E "$1" || true
+}
+
+@test "a golden state is copied to a remote host once, and restored there" {
+	# tenkid runs with golden states since the test before
+	for _ in $(seq 240); do grep -q "golden state .* ready" "$TK/tenkid.log" && break; sleep 0.5; done
+	grep -q "golden state .* ready" "$TK/tenkid.log"
+	echo 'name=g1 host=h2' >"$T/sessions/new"
+	[ "$(host_of g1)" = h2 ]
+	[ "$(json_get "$T/sessions/g1/info.json" boot)" = golden ]
+	echo from-here >"$T/sessions/g1/files/x.txt"
+	[ "$(tk_exec g1 'hostname; cat /home/tenki/x.txt')" = "g1
+from-here" ]
+	# its memory and disk are in h2's pool once; the per-copy image is gone
+	[ "$(h2_vols '^golden-.*\.save$' | wc -l)" = 1 ]
+	[ "$(h2_vols '^golden-.*\.qcow2$' | wc -l)" = 1 ]
+	[ -z "$(h2_vols "^$(state_tag).*\.save$")" ]
+	# the copy's disk is an overlay on the golden disk there
+	d="$(state_tag)$(cut -c25- "$T/sessions/g1/id").qcow2"
+	h2_virsh -q vol-dumpxml --pool "$(h2_virsh -q pool-list --name | grep tenki-hostpool)" "$d" | grep -q "<path>.*/golden-.*qcow2</path>"
+	# a second copy reuses what is there, and is a guest of its own
+	echo 'name=g2 host=h2' >"$T/sessions/new"
+	[ "$(json_get "$T/sessions/g2/info.json" boot)" = golden ]
+	[ "$(tk_exec g2 'hostname; ls /home/tenki')" = g2 ]
+	[ "$(grep -c "uploaded .* as golden-" "$TK/tenkid.log")" = 2 ]
+	rmdir "$T/sessions/g1" "$T/sessions/g2"
+}
+
 @test "rmdir of a host: EBUSY with sessions, then gone with nothing left there" {
 	refused_with "Device or resource busy" rmdir "$T/hosts/h2"
 	grep -q "h2: 2 sessions are still on this host" "$T/hosts/h2/err"

@@ -244,10 +244,26 @@ bg_job() {
 	echo 'name=rv size=16M' >"$V/new"
 	echo 'attach rv /rv' >"$T/sessions/B/ctl"
 	tk_exec B 'echo from-B >/rv/f && sync'
-	# a saved machine would carry the volume into every copy
-	refused_with "Device or resource busy" bash -c "echo 'snapshot sv' >'$T/sessions/B/ctl'"
-	[[ "$(last_err "$T/sessions/B/err")" == *"volumes attached"* ]]
-	[ ! -e "$T/snapshots/sv" ]
+	# a snapshot with a volume mounted (and held by a process) leaves it
+	# out: copies unmount it and never reach the volume
+	tk_exec B 'cd /rv && { sleep 1000 </dev/null >/dev/null 2>&1 & echo $! >/tmp/holder; }'
+	echo 'snapshot sw' >"$T/sessions/B/ctl"
+	[ "$(cat "$T/snapshots/sw/state")" = READY ]
+	[ "$(json_get "$T/snapshots/sw/info.json" volumes_left_out)" = "[{'name': 'rv', 'mount_path': '/rv'}]" ]
+	echo 'name=W snapshot=sw' >"$T/sessions/new"
+	[ "$(cat "$T/sessions/W/state")" = READY ]
+	[ -z "$(cat "$T/sessions/W/volumes")" ]
+	[ "$(tk_exec W 'grep -c " /rv " /proc/mounts; ls /sys/block | grep -c "^vd"; kill -0 $(cat /tmp/holder) && echo held')" = "0
+1
+held" ]
+	# what the copy writes there goes nowhere; B's volume is untouched
+	tk_exec W 'echo from-W >/rv/g 2>/dev/null; true'
+	[ "$(tk_exec B 'cat /rv/f; ls /rv')" = "from-B
+f" ]
+	[ "$(cat "$T/sessions/B/volumes")" = "rv /rv rw" ]
+	[ -z "$(ls "$TK/state/sessions/$(cat "$T/sessions/W/id")" | grep stand-in)" ]
+	rmdir "$T/sessions/W" "$T/snapshots/sw"
+	tk_exec B 'kill $(cat /tmp/holder)'
 	echo 'detach rv' >"$T/sessions/B/ctl"
 	echo 'snapshot sv' >"$T/sessions/B/ctl"
 	echo 'name=R snapshot=sv volume=rv:/mnt/x' >"$T/sessions/new"

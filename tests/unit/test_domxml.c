@@ -384,6 +384,19 @@ static void test_dac_ids(void **state)
 	assert_int_equal(u, 0);
 }
 
+static void test_host_cpu(void **state)
+{
+	char *c = domxml_host_cpu(caps_xml);
+
+	assert_non_null(c);
+	assert_string_equal(c, "<cpu><arch>x86_64</arch><feature name='vmx'/>");
+	free(c);
+	/* a guest's <cpu> outside <host> is not the host's */
+	assert_null(domxml_host_cpu("<capabilities><guest><cpu/></guest>"
+				    "<host></host></capabilities>"));
+	assert_null(domxml_host_cpu("<host><cpu>"));
+}
+
 static void test_pool_and_volume(void **state)
 {
 	char *p = domxml_pool("tenki-pool-1", "/var/lib/tenki/a&b");
@@ -438,6 +451,7 @@ int main(void)
 	    cmocka_unit_test(test_escape_round_trip),
 	    cmocka_unit_test(test_vol_format),
 	    cmocka_unit_test(test_dac_ids),
+	    cmocka_unit_test(test_host_cpu),
 	    cmocka_unit_test(test_pool_and_volume),
 	};
 

@@ -19,6 +19,11 @@ static const char saved_xml[] =
     "  <name>tenki-9c93e11c-5e2a9769c5ad</name>\n"
     "  <uuid>82faf9c5-50cf-4c06-8ca2-5e2a9769c5ad</uuid>\n"
     "  <memory unit='KiB'>524288</memory>\n"
+    "  <os>\n"
+    "    <type arch='x86_64' machine='pc-q35-7.2'>hvm</type>\n"
+    "    <kernel>/img/sandbox/vmlinux</kernel>\n"
+    "    <initrd>/img/sandbox/initrd.img</initrd>\n"
+    "  </os>\n"
     "  <devices>\n"
     "    <controller type='pci' index='1' model='pcie-root-port'>\n"
     "      <model name='pcie-root-port'/>\n"
@@ -85,6 +90,35 @@ static void test_rewrite_escapes_and_refuses(void **state)
 	assert_null(
 	    domxml_saved_rewrite("<domain><name>x</name></domain>", &v, err));
 	assert_null(domxml_saved_rewrite("", &v, err));
+}
+
+/* A copy on another host names the image files of that host's pool;
+ * without them given the saved ones stay. */
+static void test_rewrite_kernel(void **state)
+{
+	struct vmm_vm_spec v = copy_spec();
+	char err[VMM_ERRLEN];
+	char *x = domxml_saved_rewrite(saved_xml, &v, err);
+
+	assert_non_null(x);
+	assert_non_null(strstr(x, "<kernel>/img/sandbox/vmlinux</kernel>"));
+	free(x);
+	v.kernel = "/pool/sandbox-vmlinux-1";
+	v.initrd = "/pool/sandbox-initrd.img-2";
+	x = domxml_saved_rewrite(saved_xml, &v, err);
+	assert_non_null(x);
+	assert_non_null(strstr(x, "<kernel>/pool/sandbox-vmlinux-1</kernel>"));
+	assert_non_null(
+	    strstr(x, "<initrd>/pool/sandbox-initrd.img-2</initrd>"));
+	assert_null(strstr(x, "/img/"));
+	free(x);
+	/* asked for, but the saved XML has none */
+	assert_null(domxml_saved_rewrite(
+	    "<domain><name>x</name><uuid>u</uuid><devices><disk>"
+	    "<source file='/d'/><target dev='vda'/></disk></devices>"
+	    "</domain>",
+	    &v, err));
+	assert_non_null(strstr(err, "kernel"));
 }
 
 static void test_snapshot_xml(void **state)
@@ -204,12 +238,23 @@ static void test_copy(void **state)
 			    "<domain>new</domain>");
 	assert_memory_equal(back + SAVEIMAGE_HDR_LEN + 300,
 			    "the migration stream", 20);
+	/* the head alone: what a copy made elsewhere starts with */
+	uint8_t *head;
+	size_t hl;
+	assert_int_equal(saveimage_head(src, upper_name, "<domain>new</domain>",
+					&head, &hl, err),
+			 0);
+	assert_int_equal(hl, SAVEIMAGE_HDR_LEN + 300);
+	assert_memory_equal(head, back, hl);
+	free(head);
 	/* an existing destination is refused and left alone */
 	assert_int_equal(saveimage_copy(src, dst, upper_name, "<x/>", err), -1);
 	unlink(dst);
 	unlink(src);
 	assert_int_equal(saveimage_copy(src, dst, upper_name, "<x/>", err), -1);
 	assert_int_equal(access(dst, F_OK), -1);
+	assert_int_equal(
+	    saveimage_head(src, upper_name, "<x/>", &head, &hl, err), -1);
 }
 
 int main(void)
@@ -217,6 +262,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_rewrite),
 	    cmocka_unit_test(test_rewrite_escapes_and_refuses),
+	    cmocka_unit_test(test_rewrite_kernel),
 	    cmocka_unit_test(test_snapshot_xml),
 	    cmocka_unit_test(test_parse),
 	    cmocka_unit_test(test_relayout),
