@@ -1,5 +1,7 @@
 /* libFuzzer target: qemu save image headers (saveimage_parse, then a
- * relayout of whatever parsed) and the rewrite of the XML they carry. */
+ * relayout of whatever parsed) and the rewrite of the XML they carry,
+ * with stand-ins for volumes and another host's kernel, and the list of
+ * a domain's volume disks. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,7 +17,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    .uuid = "11111111-2222-3333-4444-aaaaaaaaaaaa",
 	    .disk = "/s/disk.qcow2",
 	    .console = "/s/console.log",
+	    .kernel = "/pool/vmlinux",
+	    .initrd = "/pool/initrd.img",
+	    .stand_in_dir = "/s",
 	};
+	struct domxml_disk_ref refs[VMM_MAX_DISKS];
 	char err[VMM_ERRLEN];
 	const char *xml;
 	size_t dl;
@@ -32,6 +38,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *s = strndup((const char *)data, size);
 	if (s) {
 		free(domxml_saved_rewrite(s, &v, err));
+		int n = domxml_other_disks(s, refs, VMM_MAX_DISKS);
+		if (n > 0)
+			domxml_disk_refs_free(refs, n);
 		free(s);
 	}
 	return 0;
