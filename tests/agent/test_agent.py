@@ -1169,15 +1169,19 @@ class Malformed(AgentTest):
                     dict(serial="a b"), dict(serial=5), dict(path="rel"),
                     dict(path="/"), dict(path="/a/../b"), dict(path="/a/./b"),
                     dict(path="/a//b"), dict(path="/a/"), dict(path="/a\nb"),
-                    dict(path="/" + "x" * 300), dict(path=None), dict(ro="yes")]:
+                    dict(path="/" + "x" * 300), dict(path=None), dict(flag="yes")]:
             a = dict(good)
             a.update(bad)
             if a["path"] is None:
                 del a["path"]
-            for op in ("vol_mount", "vol_umount"):
-                self.assertEqual(c.call(op, **a).get("errno"), errno.EINVAL, (op, bad))
-        # Nothing is mounted there: unmounting is done at once.
+            for op, flag in (("vol_mount", "ro"), ("vol_umount", "lazy")):
+                b = dict(a)
+                if "flag" in b:
+                    b[flag] = b.pop("flag")
+                self.assertEqual(c.call(op, **b).get("errno"), errno.EINVAL, (op, bad))
+        # Nothing is mounted there: unmounting is done at once, lazily too.
         self.assertEqual(c.call("vol_umount", **good).get("errno"), None)
+        self.assertEqual(c.call("vol_umount", lazy=True, **good).get("errno"), None)
         self.assertIn("id", c.call("info"))
 
     def test_random_frames(self):
