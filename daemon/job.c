@@ -478,9 +478,12 @@ static void send_pending_stdin(struct job *j);
 static int job_start(struct job *j, json_t *argv)
 {
 	struct session *s = j->s;
-	int rc = check_not_started(j, "cmd/argv");
+	int rc;
 
-	if (rc < 0) {
+	/* Just after a restart: the agent is on its way. */
+	if (session_usable(s))
+		session_wait_agent(s);
+	if ((rc = check_not_started(j, "cmd/argv")) < 0) {
 		json_decref(argv);
 		return rc;
 	}

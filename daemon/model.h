@@ -110,13 +110,14 @@ struct session {
 	unsigned next_job;
 	uint32_t next_chan;
 	uint64_t expiry_gen;
-	unsigned disk_gen; /* live disk: disk.qcow2, then disk.N.qcow2 */
-	const char *boot;  /* "cold", "golden", "snapshot" or "pool" */
-	bool restore;	   /* the create restores restore.src */
-	struct host *host; /* where its VM runs (referenced) */
-	bool host_lost;	   /* its host is DOWN: reason says since when */
-	bool prepared;	   /* ... or restore.save, made with its disk ahead
-			      of time (a staged guest of the pool) */
+	unsigned disk_gen;	/* live disk: disk.qcow2, then disk.N.qcow2 */
+	const char *boot;	/* "cold", "golden", "snapshot" or "pool" */
+	bool restore;		/* the create restores restore.src */
+	struct host *host;	/* where its VM runs (referenced) */
+	bool host_lost;		/* its host is DOWN: reason says since when */
+	int64_t reattach_until; /* its agent is being re-attached: wait */
+	bool prepared;		/* ... or restore.save, made with its disk ahead
+				   of time (a staged guest of the pool) */
 };
 
 /* Collections' and the root's err files. */
@@ -174,6 +175,10 @@ void session_fail(struct session *s, const char *fmt, ...)
 
 /* Called by the agent connection (model_lock held). */
 void session_agent_ready(struct session *s);
+/* After a tenkid restart or its host's return, s's agent is re-attached
+ * in the background: wait for it (model_lock held, at most 15 s from the
+ * start of the re-attach).  Whether the agent is up. */
+bool session_wait_agent(struct session *s);
 void session_agent_lost(struct session *s, const char *why);
 
 /* The libvirt domain name a session (or pooled guest) of this id gets. */

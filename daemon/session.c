@@ -18,6 +18,7 @@
 #include "volume.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -775,10 +776,46 @@ out:
 
 static void close_vm(struct session *s);
 
+/* The end of a failed create's console log, into tenkid's log before the
+ * directory goes: a guest that dies at boot or right after a restore
+ * (a kernel panic) says why there and nowhere else.  The guest wrote
+ * it: control characters are shown as '?', lines cut at 200 bytes. */
+static void log_console_tail(const struct session *s)
+{
+	char path[600], buf[2049], *line, *save;
+	ssize_t n;
+	off_t size;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/console.log", s->dir);
+	if (sess_remote(s) || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	size = lseek(fd, 0, SEEK_END);
+	n = size > 0
+		? pread(fd, buf, sizeof(buf) - 1, size > 2048 ? size - 2048 : 0)
+		: 0;
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	for (ssize_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)buf[i];
+		if (c == '\t')
+			buf[i] = ' ';
+		else if ((c < 0x20 && c != '\n') || c == 0x7f)
+			buf[i] = '?';
+	}
+	log_warnx("session %s: its console before the failure:", s->name);
+	for (line = strtok_r(buf, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save))
+		log_warnx("session %s: console: %.200s", s->name, line);
+}
+
 static void *withdraw_worker(void *arg)
 {
 	struct session *s = arg;
 
+	log_console_tail(s);
 	close_vm(s);
 	if (remove_tree(s->dir) < 0)
 		log_warnx("session %s: remove %s failed", s->name, s->dir);
@@ -816,9 +853,35 @@ static void withdraw_failed_create(struct session *s, const char *why)
 	waitq_wake(&s->wq);
 }
 
+/* What waits for a re-attached agent (session_wait_agent). */
+static pthread_cond_t agent_cond = PTHREAD_COND_INITIALIZER;
+
+/* How long what needs the agent waits for a re-attach under way. */
+#define REATTACH_WAIT_MS 15000
+
+static void reattach_begin(struct session *s)
+{
+	s->reattach_until = now_ms() + REATTACH_WAIT_MS;
+}
+
+bool session_wait_agent(struct session *s)
+{
+	struct timespec ts;
+	int64_t left;
+
+	while (!s->agent_up && !s->gone && session_usable(s) &&
+	       (left = s->reattach_until - now_ms()) > 0) {
+		realtime_after(left, &ts);
+		pthread_cond_timedwait(&agent_cond, &model_lock, &ts);
+	}
+	return s->agent_up;
+}
+
 void session_agent_ready(struct session *s)
 {
 	s->agent_up = true;
+	s->reattach_until = 0;
+	pthread_cond_broadcast(&agent_cond);
 	if (s->host_lost) {
 		s->host_lost = false;
 		free(s->reason);
@@ -1330,6 +1393,10 @@ static void *reattach_worker(void *arg)
 			 s->host->name);
 	else
 		snprintf(when, sizeof(when), "tenkid restarted");
+	if (!chan.path && chan.fd < 0) {
+		s->reattach_until = 0;
+		pthread_cond_broadcast(&agent_cond);
+	}
 	if (s->gone || session_final(s)) {
 		/* Removed meanwhile. */
 	} else if (!chan.path && chan.fd < 0) {
@@ -1398,6 +1465,7 @@ void session_host_up(struct session *s)
 	if (s->gone || session_final(s) || !s->host_lost || s->busy)
 		return;
 	s->busy = true;
+	reattach_begin(s);
 	session_get(s);
 	spawn_worker(reattach_worker, s);
 }
@@ -1462,6 +1530,7 @@ void model_restore(void)
 			s->host_lost = true;
 		} else if (!session_final(s)) {
 			s->busy = true;
+			reattach_begin(s);
 			session_get(s);
 			spawn_worker(reattach_worker, s);
 		}

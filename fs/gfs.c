@@ -211,7 +211,7 @@ static int session_check(struct session *s)
 	}
 	if (session_final(s) || s->state == S_TERMINATING)
 		return ENOENT;
-	if (!s->agent_up) {
+	if (!session_wait_agent(s)) {
 		char obj[100];
 		snprintf(obj, sizeof(obj), "%s/files", s->name);
 		return -refuse(&s->err, EAGAIN, obj,

@@ -181,10 +181,12 @@ host_of() { json_get "$T/sessions/$1/info.json" host; }
 	# keepalive: 5 s interval, 3 missed answers; bound it at 60 s
 	run wait_for "$T/hosts/h2/state" DOWN 60
 	secs=$((SECONDS - t0))
+	# read before the thaw: the host is UP again at once after it
+	reason=$(json_get "$T/sessions/r1/info.json" reason)
 	kill -CONT "$p"
-	echo "$output; DOWN after ${secs}s"
+	echo "$output; DOWN after ${secs}s; r1: $reason"
 	[ "$status" -eq 0 ]
-	[[ "$(json_get "$T/sessions/r1/info.json" reason)" == "host h2 is DOWN: "* ]]
+	[[ "$reason" == "host h2 is DOWN: "* ]]
 	wait_for "$T/hosts/h2/state" UP 60
 	for _ in $(seq 100); do
 		[ "$(json_get "$T/sessions/r1/info.json" reason)" = null ] && break

@@ -289,6 +289,8 @@ held" ]
 	refused_with "Input/output error" bash -c "echo 'name=R2 snapshot=sv volume=q4:/b:ro' >'$T/sessions/new'"
 	[[ "$(last_err "$T/sessions/err")" == *"create failed: volume q4"* ]]
 	[ ! -e "$T/sessions/R2" ]
+	# its console's last lines stay in tenkid's log
+	grep -q "session R2: console: " "$TK/tenkid.log"
 	[ "$(cat "$V/q4/state")" = AVAILABLE ]
 	for _ in $(seq 50); do [ "$(domains | wc -l)" -eq "$ndom" ] && [ "$(state_sessions)" -eq "$nst" ] && break; sleep 0.2; done
 	[ "$(domains | wc -l)" -eq "$ndom" ]
