@@ -28,6 +28,9 @@ teardown_file() { cleanup_tenkid; }
 	kill9_tenkid
 	[ "$(domains | wc -l)" -eq 2 ]
 	start_tenkid
+	# at once, while a is being re-attached: exec and files/ wait for it
+	[ "$(tk_exec a 'echo back')" = back ]
+	[ "$(cat "$T/sessions/a/files/mark")" = only-in-a ]
 	[ "$(cat "$T/sessions/a/wait")" = READY ]
 	[ "$(cat "$T/sessions/b/wait")" = READY ]
 	# the same VM, not a new boot
