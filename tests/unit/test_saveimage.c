@@ -123,12 +123,57 @@ static void test_rewrite_kernel(void **state)
 
 static void test_snapshot_xml(void **state)
 {
-	char *x = domxml_snapshot("/s/mem.save", "/s/disk.1.qcow2");
+	struct domxml_disk_ref vols[2] = {{"vdb", NULL}, {"vdc", NULL}};
+	char *x = domxml_snapshot("/s/mem.save", "/s/disk.1.qcow2", NULL, 0);
 
 	assert_non_null(x);
 	assert_non_null(
 	    strstr(x, "<memory snapshot='external' file='/s/mem.save'/>"));
 	assert_non_null(strstr(x, "<source file='/s/disk.1.qcow2'/>"));
+	assert_null(strstr(x, "snapshot='no'"));
+	free(x);
+	/* volumes stay out of the capture */
+	x = domxml_snapshot("/s/mem.save", "/s/disk.1.qcow2", vols, 2);
+	assert_non_null(x);
+	assert_non_null(strstr(x, "<disk name='vdb' snapshot='no'/>"));
+	assert_non_null(strstr(x, "<disk name='vdc' snapshot='no'/>"));
+	free(x);
+}
+
+static const char saved_with_volume[] =
+    "<domain><name>n</name><uuid>u</uuid><devices>\n"
+    "<disk type='file' device='disk'><source file='/s/OLD/disk.qcow2'/>"
+    "<target dev='vda' bus='virtio'/></disk>\n"
+    "<disk type='file' device='disk'><source file='/vol/abc.raw'/>"
+    "<target dev='vdb' bus='virtio'/><serial>tkabc</serial></disk>\n"
+    "</devices></domain>";
+
+/* A saved guest's volume: listed, and in a copy a stand-in in the
+ * copy's directory, never the volume itself; without a directory for
+ * stand-ins the copy is refused. */
+static void test_volume_stand_ins(void **state)
+{
+	struct vmm_vm_spec v = copy_spec();
+	struct domxml_disk_ref refs[4];
+	char err[VMM_ERRLEN], *x;
+
+	assert_int_equal(domxml_other_disks(saved_with_volume, refs, 4), 1);
+	assert_string_equal(refs[0].target, "vdb");
+	assert_string_equal(refs[0].source, "/vol/abc.raw");
+	domxml_disk_refs_free(refs, 1);
+	assert_int_equal(domxml_other_disks(saved_with_volume, refs, 0), -1);
+	assert_int_equal(domxml_other_disks(saved_xml, refs, 4), 0);
+
+	assert_null(domxml_saved_rewrite(saved_with_volume, &v, err));
+	assert_non_null(strstr(err, "vdb"));
+	v.stand_in_dir = "/s/NEW";
+	x = domxml_saved_rewrite(saved_with_volume, &v, err);
+	assert_non_null(x);
+	assert_non_null(strstr(x, "<source file='/s/NEW/stand-in-vdb.raw'/>"));
+	assert_non_null(
+	    strstr(x, "<source file='/s/sessions/NEW/disk.qcow2'/>"));
+	assert_null(strstr(x, "/vol/"));
+	assert_non_null(strstr(x, "<serial>tkabc</serial>"));
 	free(x);
 }
 
@@ -264,6 +309,7 @@ int main(void)
 	    cmocka_unit_test(test_rewrite_escapes_and_refuses),
 	    cmocka_unit_test(test_rewrite_kernel),
 	    cmocka_unit_test(test_snapshot_xml),
+	    cmocka_unit_test(test_volume_stand_ins),
 	    cmocka_unit_test(test_parse),
 	    cmocka_unit_test(test_relayout),
 	    cmocka_unit_test(test_copy),
