@@ -5,6 +5,9 @@
 #   create: mkdir -> READY from the warm pool, from the golden state (pool
 #           off), and by a cold boot (both off), plus the time of a live
 #           snapshot, side by side (scripts/bench/create.sh)
+#   hosts:  creates on a second libvirt host (tests/e2e/host2.bash): a
+#           restore of a copy of the golden state there vs a cold boot
+#           there (scripts/bench/hosts.sh)
 #   template: a template build (apt-get of one package, start command,
 #           ready check, capture) and mkdir -> READY of sessions made from
 #           it (scripts/bench/template.sh)
@@ -26,7 +29,7 @@
 # BENCH_STREAM_RUNS (2), BENCH_STREAM_MIB (200), BENCH_FILE_MIB (256),
 # BENCH_SMALL_FILES (5000), BENCH_SKIP_FILES=1, BENCH_WRK_SECS (10),
 # BENCH_WRK_RUNS (2), BENCH_WRK_CONNS (8), BENCH_CREATE_RUNS (5),
-# BENCH_SKIP_CREATE=1, BENCH_SKIP_TEMPLATE=1; TENKID (build/tenkid).
+# BENCH_SKIP_CREATE=1, BENCH_SKIP_HOSTS=1, BENCH_SKIP_TEMPLATE=1; TENKID (build/tenkid).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TENKID=${TENKID:-build/tenkid}
@@ -101,6 +104,10 @@ cruns=${BENCH_CREATE_RUNS:-5}
 if [ -z "${BENCH_SKIP_CREATE:-}" ]; then
 	say "create: warm pool, golden state, cold boot, snapshot ($cruns runs each)"
 	TENKID=$TENKID TENKI_IMAGES=$IMAGES scripts/bench/create.sh "$out" "$cruns"
+fi
+if [ -z "${BENCH_SKIP_HOSTS:-}" ]; then
+	say "hosts: on a second libvirt host, golden copy vs cold boot ($cruns runs each)"
+	TENKID=$TENKID TENKI_IMAGES=$IMAGES scripts/bench/hosts.sh "$out" "$cruns"
 fi
 if [ -z "${BENCH_SKIP_TEMPLATE:-}" ]; then
 	say "template: one build, then $cruns sessions from it"
@@ -462,6 +469,11 @@ row() { printf '%-46s %11s %11s   %s\n' "$@"; }
 		row "mkdir -> READY from golden (pool off), med" "$c_gold ms" "$c_cold ms" "cold boot, same image (--golden off)"
 		row "  golden restore speed-up over cold boot" "$(awk -v a="$c_cold" -v b="$c_gold" 'BEGIN {printf "%.1fx", a / b}')" "" ""
 		row "live snapshot of a running session, med" "$c_snap ms" "" "(ctl snapshot NAME, returns when READY)"
+	fi
+	if [ -s "$out/hosts_golden.txt" ]; then
+		h_gold=$(median <"$out/hosts_golden.txt")
+		h_cold=$(median <"$out/hosts_cold.txt")
+		row "remote host: READY from a golden copy, med" "$h_gold ms" "$h_cold ms" "cold boot on that host (qemu+tcp)"
 	fi
 	if [ -s "$out/create_template.txt" ]; then
 		row "template build (apt-get 1 package), once" "$(cat "$out/template_build.txt") ms" "" "(ctl build -> READY, cold-booted build VM)"
