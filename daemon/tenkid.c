@@ -375,6 +375,9 @@ int main(int argc, char **argv)
 	fs_wait_and_unmount();
 	sshgw_stop();
 	model_shutdown();
+	/* Remote sessions' channel pumps end in libvirt's event loop once
+	 * their agent connections are closed (model_shutdown). */
+	vmm_channels_wait(2000);
 	evloop_stop();
 	/* A worker (a boot, a capture, a golden or template build) still
 	 * uses the libvirt connection and the model: freeing them under it

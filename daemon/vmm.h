@@ -253,6 +253,10 @@ int vmm_restore_in_pool(struct vmm_host *host, const char *pool,
 			const char *image, const char *image_vol,
 			const struct vmm_vm_spec *spec, char *err);
 
+/* At exit, once every agent connection is closed: wait (at most
+ * timeout_ms) for libvirt's event loop to end their channels' pumps. */
+void vmm_channels_wait(int timeout_ms);
+
 /*
  * The domain's agent channel carried over the libvirt connection
  * (virDomainOpenChannel, for VMs on any host, remote ones included), as

@@ -38,7 +38,11 @@
 #define PUMP_ROUNDS 16 /* per wake-up, so one VM cannot hold the loop */
 
 struct pump {
-	int refs; /* the opener's, the fd watch's, the stream callback's */
+	/* The opener's, the fd watch's (dropped by its free hook) and the
+	 * stream callback's (dropped by pump_end: libvirt's remote driver
+	 * never calls a stream callback's free hook, so one given to it
+	 * would leak every pump). */
+	int refs;
 	virStreamPtr st;
 	int fd;	   /* the pump's end of the socketpair */
 	int watch; /* virEventAddHandle id */
@@ -49,6 +53,8 @@ struct pump {
 	char f2s[PUMP_BUF]; /* from tenkid, towards the guest */
 	size_t f2s_len, f2s_off;
 };
+
+static int live_pumps; /* atomic: for the wait at shutdown */
 
 static void pump_unref(void *opaque)
 {
@@ -61,10 +67,22 @@ static void pump_unref(void *opaque)
 	if (p->fd >= 0)
 		close(p->fd);
 	free(p);
+	__atomic_sub_fetch(&live_pumps, 1, __ATOMIC_SEQ_CST);
 }
 
-/* Event thread.  Removes both callbacks; their free hooks drop their
- * references, and the last one closes the socket end. */
+void vmm_channels_wait(int timeout_ms)
+{
+	for (int waited = 0; waited < timeout_ms; waited += 10) {
+		if (__atomic_load_n(&live_pumps, __ATOMIC_SEQ_CST) == 0)
+			return;
+		usleep(10 * 1000);
+	}
+	log_debug("%d channel pump(s) still open at exit",
+		  __atomic_load_n(&live_pumps, __ATOMIC_SEQ_CST));
+}
+
+/* Event thread.  Removes both callbacks and drops the stream's reference;
+ * the watch's free hook drops the last, which closes the socket end. */
 static void pump_end(struct pump *p, const char *why)
 {
 	if (p->ended)
@@ -76,6 +94,9 @@ static void pump_end(struct pump *p, const char *why)
 	virEventRemoveHandle(p->watch);
 	/* Tenkid sees EOF at once, whenever libvirt frees the handle. */
 	shutdown(p->fd, SHUT_RDWR);
+	/* The stream callback's reference: it is not called again.  The
+	 * watch's keeps p until its free hook, after this dispatch. */
+	pump_unref(p);
 }
 
 /* Move what can be moved without blocking; false when the pump ended. */
@@ -225,6 +246,7 @@ int vmm_channel_open(struct vmm_host *h, const char *domname, char *err)
 		vmm_seterr(err, "out of memory");
 		goto fail;
 	}
+	__atomic_add_fetch(&live_pumps, 1, __ATOMIC_SEQ_CST);
 	p->refs = 1;
 	p->fd = -1;
 	p->watch = -1;
@@ -242,7 +264,7 @@ int vmm_channel_open(struct vmm_host *h, const char *domname, char *err)
 				      VIR_STREAM_EVENT_READABLE |
 					  VIR_STREAM_EVENT_ERROR |
 					  VIR_STREAM_EVENT_HANGUP,
-				      on_stream, p, pump_unref) < 0) {
+				      on_stream, p, NULL) < 0) {
 		p->refs -= 2;
 		vmm_libvirt_err(err, "stream events of %s", domname);
 		virStreamAbort(p->st);
@@ -254,7 +276,7 @@ int vmm_channel_open(struct vmm_host *h, const char *domname, char *err)
 					 VIR_EVENT_HANDLE_HANGUP,
 				     on_fd, p, pump_unref);
 	if (p->watch < 0) {
-		p->refs--;
+		p->refs -= 2; /* the watch's, and the stream's: removed here */
 		vmm_seterr(err, "cannot watch the channel socket of %s",
 			   domname);
 		virStreamEventRemoveCallback(p->st);
