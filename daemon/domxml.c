@@ -1087,51 +1087,46 @@ void domxml_stand_in_path(const char *dir, const char *target, char *out,
  * volume another guest has mounted), so each gets a blank stand-in in
  * spec->stand_in_dir, which the caller makes and detaches after the
  * restore.  Without stand_in_dir such a guest is refused.  The paths go
- * to stand_ins (static storage), as many as the return value.
+ * to paths, one per edit.
  */
-static int stand_in_edits(const char *xml, const char *end,
-			  const struct vmm_vm_spec *spec, struct edit *ed,
-			  int *n, char stand_ins[][600], char *err)
-{
-	const char *p = xml, *close, *t, *src, *from, *to;
-	int k = 0;
+struct stand_ins {
+	const struct vmm_vm_spec *spec;
+	struct edit *ed;
+	int *n;
+	char (*paths)[600];
+	int k;
+	char *err;
+	bool failed;
+};
 
-	while ((p = find_elem(p, end, "disk")) != NULL) {
-		if (tag_is_empty(p, end)) {
-			p++;
-			continue;
-		}
-		if ((close = elem_close(p, end, "disk")) == NULL)
-			break;
-		t = find_elem(p, close, "target");
-		if (t == NULL || tag_attr_is(t, close, "dev", "vda")) {
-			p = close;
-			continue;
-		}
-		char *dev = tag_attr(t, close, "dev");
-		src = find_elem(p, close, "source");
-		if (spec->stand_in_dir == NULL || dev == NULL ||
-		    strlen(dev) > 7 || k == VMM_MAX_DISKS || src == NULL ||
-		    !attr_span(src, close, "file", &from, &to)) {
-			vmm_seterr(err,
-				   "the saved guest has a disk %s besides vda "
-				   "and no place for its stand-in",
-				   dev ? dev : "without a target");
-			free(dev);
-			return -1;
-		}
-		domxml_stand_in_path(spec->stand_in_dir, dev, stand_ins[k],
-				     sizeof(stand_ins[k]));
+static bool disk_stand_in(const char *p, const char *close, void *arg)
+{
+	struct stand_ins *si = arg;
+	const char *t = find_elem(p, close, "target"), *src, *from, *to;
+	char *dev;
+
+	if (t == NULL || tag_attr_is(t, close, "dev", "vda"))
+		return false;
+	dev = tag_attr(t, close, "dev");
+	src = find_elem(p, close, "source");
+	if (si->spec->stand_in_dir == NULL || dev == NULL || strlen(dev) > 7 ||
+	    si->k == VMM_MAX_DISKS || src == NULL ||
+	    !attr_span(src, close, "file", &from, &to)) {
+		vmm_seterr(si->err,
+			   "the saved guest has a disk %s besides vda and no "
+			   "place for its stand-in",
+			   dev ? dev : "without a target");
 		free(dev);
-		if (add_edit(ed, n, from, to, stand_ins[k]) < 0) {
-			vmm_seterr(err, "the saved domain XML has too many "
-					"disks");
-			return -1;
-		}
-		k++;
-		p = close;
+		return si->failed = true;
 	}
-	return k;
+	domxml_stand_in_path(si->spec->stand_in_dir, dev, si->paths[si->k],
+			     sizeof(si->paths[si->k]));
+	free(dev);
+	if (add_edit(si->ed, si->n, from, to, si->paths[si->k++]) < 0) {
+		vmm_seterr(si->err, "the saved domain XML has too many disks");
+		return si->failed = true;
+	}
+	return false;
 }
 
 char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
@@ -1166,7 +1161,9 @@ char *domxml_saved_rewrite(const char *xml, const struct vmm_vm_spec *spec,
 		vmm_seterr(err, "the saved domain XML has no vda disk file");
 		return NULL;
 	}
-	if (stand_in_edits(xml, end, spec, ed, &n, stand_ins, err) < 0)
+	struct stand_ins si = {spec, ed, &n, stand_ins, 0, err, false};
+	each_disk(xml, disk_stand_in, &si);
+	if (si.failed)
 		return NULL;
 	if (os_file_edit(xml, end, "kernel", spec->kernel, ed, &n, err) < 0 ||
 	    os_file_edit(xml, end, "initrd", spec->initrd, ed, &n, err) < 0)

@@ -710,6 +710,25 @@ static int image_vol(const char *image, const char *file, char *path, size_t pn,
 	return 0;
 }
 
+/* h's connection and its pool's name (and directory, when dir is not
+ * NULL), read under model_lock for work done without it; NULL with err
+ * while h is not connected. */
+static struct vmm_host *host_storage(struct host *h, char pool[64],
+				     char dir[256], char *err)
+{
+	struct vmm_host *v;
+
+	pthread_mutex_lock(&model_lock);
+	v = h->vmm;
+	snprintf(pool, 64, "%s", h->pool_name);
+	if (dir != NULL)
+		snprintf(dir, 256, "%s", h->pool_dir);
+	pthread_mutex_unlock(&model_lock);
+	if (!v)
+		vmm_seterr(err, "host %s is not connected", h->name);
+	return v;
+}
+
 int host_image(struct host *h, const char *image, char *kernel, char *initrd,
 	       char *base, size_t n, char *err)
 {
@@ -719,15 +738,8 @@ int host_image(struct host *h, const char *image, char *kernel, char *initrd,
 	struct vmm_host *v;
 	int rc = -1;
 
-	pthread_mutex_lock(&model_lock);
-	v = h->vmm;
-	snprintf(pool, sizeof(pool), "%s", h->pool_name);
-	snprintf(dir, sizeof(dir), "%s", h->pool_dir);
-	pthread_mutex_unlock(&model_lock);
-	if (!v) {
-		vmm_seterr(err, "host %s is not connected", h->name);
+	if (!(v = host_storage(h, pool, dir, err)))
 		return -1;
-	}
 	pthread_mutex_lock(&upload_lock);
 	if (vmm_pool_ensure(v, pool, dir, err) < 0)
 		goto out;
@@ -791,14 +803,8 @@ int host_golden(struct host *h, const char *dir, char *base, size_t n,
 	if (saved_vol(disk, "qcow2", dvol, sizeof(dvol), err) < 0 ||
 	    saved_vol(mem, "save", mem_vol, mn, err) < 0)
 		return -1;
-	pthread_mutex_lock(&model_lock);
-	v = h->vmm;
-	snprintf(pool, sizeof(pool), "%s", h->pool_name);
-	pthread_mutex_unlock(&model_lock);
-	if (!v) {
-		vmm_seterr(err, "host %s is not connected", h->name);
+	if (!(v = host_storage(h, pool, NULL, err)))
 		return -1;
-	}
 	pthread_mutex_lock(&upload_lock);
 	/* The golden disk is an overlay on the image's base: there, on the
 	 * base uploaded by host_image (its path in base). */
@@ -823,13 +829,7 @@ int host_restore(struct host *h, const char *image, const char *image_vol,
 	struct vmm_host *v;
 	char pool[64];
 
-	pthread_mutex_lock(&model_lock);
-	v = h->vmm;
-	snprintf(pool, sizeof(pool), "%s", h->pool_name);
-	pthread_mutex_unlock(&model_lock);
-	if (!v) {
-		vmm_seterr(err, "host %s is not connected", h->name);
+	if (!(v = host_storage(h, pool, NULL, err)))
 		return -1;
-	}
 	return vmm_restore_in_pool(v, pool, image, image_vol, spec, err);
 }

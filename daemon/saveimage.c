@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "vmm.h"
 
 #define MAGIC	   "LibvirtQemudSave"
@@ -104,25 +105,6 @@ int saveimage_relayout(const uint8_t *old, size_t data_len, const char *newxml,
 	return 0;
 }
 
-/* The rest of the file, from off to the end, by the kernel. */
-static int copy_rest(int in, int out, off_t off, off_t size, char *err)
-{
-	off_t ioff = off, ooff = off;
-
-	while (ioff < size) {
-		ssize_t n = copy_file_range(in, &ioff, out, &ooff,
-					    (size_t)(size - ioff), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			vmm_seterr(err, "copying the save image: %s",
-				   n < 0 ? strerror(errno) : "short file");
-			return -1;
-		}
-	}
-	return 0;
-}
-
 /* Read src's header and data, rewrite its XML: the new head in *out
  * (*total bytes), the open file in *in (its size in st). */
 static int read_rewritten(const char *src, saveimage_rewrite_fn fn, void *arg,
@@ -206,8 +188,11 @@ int saveimage_copy(const char *src, const char *dst, saveimage_rewrite_fn fn,
 		vmm_seterr(err, "%s: %s", dst, strerror(errno));
 		goto out;
 	}
-	if (copy_rest(in, fd, (off_t)total, st.st_size, err) < 0)
+	if (copy_file_part(in, fd, (off_t)total, st.st_size) < 0) {
+		vmm_seterr(err, "copying the save image: %s",
+			   errno ? strerror(errno) : "short file");
 		goto out;
+	}
 	rc = 0;
 out:
 	if (fd >= 0) {

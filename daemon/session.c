@@ -864,6 +864,13 @@ static void reattach_begin(struct session *s)
 	s->reattach_until = now_ms() + REATTACH_WAIT_MS;
 }
 
+/* The agent is up, or will not come: nothing waits any more. */
+static void reattach_end(struct session *s)
+{
+	s->reattach_until = 0;
+	pthread_cond_broadcast(&agent_cond);
+}
+
 bool session_wait_agent(struct session *s)
 {
 	struct timespec ts;
@@ -880,8 +887,7 @@ bool session_wait_agent(struct session *s)
 void session_agent_ready(struct session *s)
 {
 	s->agent_up = true;
-	s->reattach_until = 0;
-	pthread_cond_broadcast(&agent_cond);
+	reattach_end(s);
 	if (s->host_lost) {
 		s->host_lost = false;
 		free(s->reason);
@@ -1393,10 +1399,8 @@ static void *reattach_worker(void *arg)
 			 s->host->name);
 	else
 		snprintf(when, sizeof(when), "tenkid restarted");
-	if (!chan.path && chan.fd < 0) {
-		s->reattach_until = 0;
-		pthread_cond_broadcast(&agent_cond);
-	}
+	if (!chan.path && chan.fd < 0)
+		reattach_end(s);
 	if (s->gone || session_final(s)) {
 		/* Removed meanwhile. */
 	} else if (!chan.path && chan.fd < 0) {

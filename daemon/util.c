@@ -180,6 +180,24 @@ int64_t now_ms(void)
 	return now_ns() / 1000000;
 }
 
+int copy_file_part(int in, int out, off_t off, off_t end)
+{
+	off_t ioff = off, ooff = off;
+
+	while (ioff < end) {
+		ssize_t n = copy_file_range(in, &ioff, out, &ooff,
+					    (size_t)(end - ioff), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = 0;
+			return -1;
+		}
+	}
+	return 0;
+}
+
 void realtime_after(int64_t ms, struct timespec *ts)
 {
 	clock_gettime(CLOCK_REALTIME, ts);

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -29,6 +30,9 @@ int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *v);
 void uuid_new(char out[UUID_LEN + 1]);
 int64_t now_ms(void);
 int64_t now_ns(void);
+/* Bytes [off, end) of in to the same offsets of out, by the kernel
+ * (copy_file_range): 0, or -1 with errno (0 when in ends before end). */
+int copy_file_part(int in, int out, off_t off, off_t end);
 /* The CLOCK_REALTIME moment ms from now, for pthread_cond_timedwait. */
 void realtime_after(int64_t ms, struct timespec *ts);
 /* RFC 3339 UTC with milliseconds: 2026-11-23T13:37:00.123Z */

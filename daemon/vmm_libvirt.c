@@ -30,6 +30,7 @@
 #include "domxml.h"
 #include "log.h"
 #include "saveimage.h"
+#include "util.h"
 #include "vmm_libvirt.h"
 
 #define DOMAIN_PREFIX "tenki-"
@@ -1860,8 +1861,29 @@ static virStorageVolPtr upload_vol_create(virStoragePoolPtr pool,
 	return vol;
 }
 
-static int upload_one(virConnectPtr c, virStorageVolPtr vol, int fd,
-		      unsigned long long bytes, char *err)
+/* A head of bytes in memory, for virStreamSendAll. */
+struct mem_source {
+	const uint8_t *p;
+	size_t left;
+};
+
+static int upload_mem(virStreamPtr st, char *data, size_t n, void *opaque)
+{
+	struct mem_source *m = opaque;
+
+	if (n > m->left)
+		n = m->left;
+	memcpy(data, m->p, n);
+	m->p += n;
+	m->left -= n;
+	return (int)n;
+}
+
+/* The first bytes of vol, what from gives (the rest of vol stays);
+ * what names the upload in err. */
+static int upload_stream(virConnectPtr c, virStorageVolPtr vol,
+			 unsigned long long bytes, virStreamSourceFunc from,
+			 void *opaque, const char *what, char *err)
 {
 	virStreamPtr st;
 	int rc = -1;
@@ -1871,16 +1893,16 @@ static int upload_one(virConnectPtr c, virStorageVolPtr vol, int fd,
 		return -1;
 	}
 	if (virStorageVolUpload(vol, st, 0, bytes, 0) < 0) {
-		virt_err(err, "upload");
+		virt_err(err, "%s", what);
 		goto out;
 	}
-	if (virStreamSendAll(st, upload_read, &fd) < 0) {
-		virt_err(err, "upload");
+	if (virStreamSendAll(st, from, opaque) < 0) {
+		virt_err(err, "%s", what);
 		virStreamAbort(st);
 		goto out;
 	}
 	if (virStreamFinish(st) < 0) {
-		virt_err(err, "upload");
+		virt_err(err, "%s", what);
 		goto out;
 	}
 	rc = 0;
@@ -1907,7 +1929,6 @@ static int copy_whole(const char *src, const char *dst, char *err)
 {
 	int in, out = -1, rc = -1;
 	struct stat st;
-	ssize_t n;
 
 	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0 || fstat(in, &st) < 0 ||
 	    (out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) <
@@ -1915,17 +1936,10 @@ static int copy_whole(const char *src, const char *dst, char *err)
 		vmm_seterr(err, "copy of %s: %s", src, strerror(errno));
 		goto out;
 	}
-	for (off_t left = st.st_size; left > 0; left -= n) {
-		n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
-		if (n < 0 && errno == EINTR) {
-			n = 0;
-			continue;
-		}
-		if (n <= 0) {
-			vmm_seterr(err, "copy of %s: %s", src,
-				   n < 0 ? strerror(errno) : "short file");
-			goto out;
-		}
+	if (copy_file_part(in, out, 0, st.st_size) < 0) {
+		vmm_seterr(err, "copy of %s: %s", src,
+			   errno ? strerror(errno) : "short file");
+		goto out;
 	}
 	rc = 0;
 out:
@@ -2018,7 +2032,8 @@ static char *vol_upload(struct vmm_host *h, const char *poolname,
 	if ((vol = upload_vol_create(pool, name, (unsigned long long)st.st_size,
 				     err)) == NULL)
 		goto out;
-	if (upload_one(c, vol, fd, (unsigned long long)st.st_size, err) < 0 ||
+	if (upload_stream(c, vol, (unsigned long long)st.st_size, upload_read,
+			  &fd, "upload", err) < 0 ||
 	    (done = upload_vol_create(pool, marker, 1, err)) == NULL) {
 		virStorageVolDelete(vol, 0);
 		goto out;
@@ -2076,41 +2091,6 @@ bool vmm_same_machine(const struct vmm_host *a, const struct vmm_host *b)
 					     strcmp(a->cpu, b->cpu) == 0);
 }
 
-/* Write head over the first bytes of vol (the rest stays). */
-static int upload_head(virConnectPtr c, virStorageVolPtr vol,
-		       const uint8_t *head, size_t len, char *err)
-{
-	virStreamPtr st;
-	size_t off = 0;
-	int n, rc = -1;
-
-	if ((st = virStreamNew(c, 0)) == NULL) {
-		virt_err(err, "no stream");
-		return -1;
-	}
-	if (virStorageVolUpload(vol, st, 0, len, 0) < 0) {
-		virt_err(err, "upload of the copy's header");
-		goto out;
-	}
-	while (off < len) {
-		if ((n = virStreamSend(st, (const char *)head + off,
-				       len - off)) < 0) {
-			virt_err(err, "upload of the copy's header");
-			virStreamAbort(st);
-			goto out;
-		}
-		off += (size_t)n;
-	}
-	if (virStreamFinish(st) < 0) {
-		virt_err(err, "upload of the copy's header");
-		goto out;
-	}
-	rc = 0;
-out:
-	virStreamFree(st);
-	return rc;
-}
-
 /* A clone of the volume from in the pool, made there by libvirtd. */
 static virStorageVolPtr clone_vol(virStoragePoolPtr pool, const char *from,
 				  const char *name, char *err)
@@ -2165,7 +2145,9 @@ int vmm_restore_in_pool(struct vmm_host *h, const char *poolname,
 	pthread_mutex_unlock(&h->disk_lock);
 	if (vol == NULL)
 		goto out;
-	if (upload_head(c, vol, head, len, err) == 0) {
+	struct mem_source m = {head, len};
+	if (upload_stream(c, vol, len, upload_mem, &m,
+			  "upload of the copy's header", err) == 0) {
 		if ((path = virStorageVolGetPath(vol)) == NULL)
 			virt_err(err, "path of %s", name);
 		else
