@@ -13,53 +13,17 @@ out=$1
 runs=$2
 TENKID=${TENKID:-build/tenkid}
 IMAGES=${TENKI_IMAGES:-/var/cache/tenki/images}
-virsh="virsh -q -c qemu:///system"
 tk=$(mktemp -d /tmp/tenki-bench-create.XXXXXX)
 chmod 711 "$tk"
 T=$tk/mnt
 
-domtag() {
-	python3 -c '
-import sys
-h = 2166136261
-for b in sys.argv[1].encode():
-    h = ((h ^ b) * 16777619) & 0xffffffff
-print("tenki-%08x-" % h, "tenki-g%08x-" % h)' "$1"
-}
+. scripts/bench/lib.bash
 
 stop() {
-	set +e
-	if mountpoint -q "$T"; then
-		for s in "$T"/sessions/*/; do [ -d "$s" ] && timeout 60 rmdir "$s" 2>/dev/null; done
-		for s in "$T"/snapshots/*/; do [ -d "$s" ] && rmdir "$s" 2>/dev/null; done
-	fi
-	[ -f "$tk/pid" ] && kill "$(cat "$tk/pid")" 2>/dev/null
-	for _ in $(seq 100); do kill -0 "$(cat "$tk/pid" 2>/dev/null)" 2>/dev/null || break; sleep 0.1; done
-	mountpoint -q "$T" && { fusermount3 -u "$T" 2>/dev/null || fusermount3 -uz "$T"; }
-	if [ -d "$tk/state" ]; then
-		for tag in $(domtag "$tk/state"); do
-			for d in $($virsh list --all --name | grep "^$tag"); do
-				$virsh destroy "$d" >/dev/null 2>&1
-				$virsh undefine "$d" >/dev/null 2>&1
-			done
-		done
-	fi
-	rm -rf --one-file-system "$tk/state" "$tk/mnt" "$tk/pid"
-	set -e
+	tenkid_stop snapshots
+	rm -rf --one-file-system "$tk/state" "$tk/mnt"
 }
 trap 'stop; rm -rf --one-file-system "$tk"' EXIT
-
-start() { # tenkid options...
-	mkdir -p "$T" "$tk/state"
-	$TENKID --mount "$T" --state "$tk/state" --images "$IMAGES" --foreground "$@" >>"$tk/tenkid.log" 2>&1 &
-	echo $! >"$tk/pid"
-	for _ in $(seq 100); do mountpoint -q "$T" && break; sleep 0.1; done
-	mountpoint -q "$T" || { cat "$tk/tenkid.log"; exit 1; }
-	echo 'cpu=1 memory=512' >"$T/defaults"
-}
-
-ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
-boot_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["boot"])' "$T/sessions/$1/info.json"; }
 wait_line() { # file regex seconds
 	for _ in $(seq $(($3 * 2))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.5; done
 	echo "timed out waiting for '$2' in $1" >&2
@@ -75,7 +39,7 @@ measure() { # name file expected-boot
 }
 
 # 1. cold boots
-start --golden off --pool 0
+tenkid_start --golden off --pool 0
 : >"$out/create_cold.txt"
 for i in $(seq "$runs"); do
 	measure c$i "$out/create_cold.txt" cold
@@ -84,7 +48,7 @@ done
 stop
 
 # 2. golden restores (the first mkdir boots cold and builds the state)
-start --pool 0
+tenkid_start --pool 0
 mkdir "$T/sessions/first"
 wait_line "$tk/tenkid.log" "golden state .* ready" 300
 : >"$out/create_golden.txt"
@@ -105,7 +69,7 @@ done
 stop
 
 # 3. the warm pool
-start --pool 2
+tenkid_start --pool 2
 : >"$out/create_pool.txt"
 for i in $(seq "$runs"); do
 	wait_line "$T/pool" "^ready 2$" 300

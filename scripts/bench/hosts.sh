@@ -14,60 +14,21 @@ out=$1
 runs=$2
 TENKID=${TENKID:-build/tenkid}
 IMAGES=${TENKI_IMAGES:-/var/cache/tenki/images}
-virsh="virsh -q -c qemu:///system"
 tk=$(mktemp -d /tmp/tenki-bench-hosts.XXXXXX)
 chmod 711 "$tk"
 T=$tk/mnt
 # shellcheck source=../../tests/e2e/host2.bash
 . tests/e2e/host2.bash
 
-domtag() {
-	python3 -c '
-import sys
-h = 2166136261
-for b in sys.argv[1].encode():
-    h = ((h ^ b) * 16777619) & 0xffffffff
-print("tenki-%08x-" % h, "tenki-g%08x-" % h)' "$1"
-}
+. scripts/bench/lib.bash
 
-stop() {
-	set +e
-	if mountpoint -q "$T"; then
-		for s in "$T"/sessions/*/; do [ -d "$s" ] && timeout 60 rmdir "$s" 2>/dev/null; done
-	fi
-	[ -f "$tk/pid" ] && kill "$(cat "$tk/pid")" 2>/dev/null
-	for _ in $(seq 100); do kill -0 "$(cat "$tk/pid" 2>/dev/null)" 2>/dev/null || break; sleep 0.1; done
-	mountpoint -q "$T" && { fusermount3 -u "$T" 2>/dev/null || fusermount3 -uz "$T"; }
-	if [ -d "$tk/state" ]; then
-		for tag in $(domtag "$tk/state"); do
-			for d in $($virsh list --all --name | grep "^$tag"); do
-				$virsh destroy "$d" >/dev/null 2>&1
-				$virsh undefine "$d" >/dev/null 2>&1
-			done
-		done
-	fi
-	rm -f "$tk/pid"
-	set -e
-}
-trap 'stop; set +e; h2_teardown >/dev/null 2>&1; rm -rf --one-file-system "$tk"' EXIT
-
-start() { # tenkid options...
-	mkdir -p "$T" "$tk/state"
-	$TENKID --mount "$T" --state "$tk/state" --images "$IMAGES" --foreground "$@" >>"$tk/tenkid.log" 2>&1 &
-	echo $! >"$tk/pid"
-	for _ in $(seq 100); do mountpoint -q "$T" && break; sleep 0.1; done
-	mountpoint -q "$T" || { cat "$tk/tenkid.log"; exit 1; }
-	echo 'cpu=1 memory=512' >"$T/defaults"
-}
+trap 'tenkid_stop; set +e; h2_teardown >/dev/null 2>&1; rm -rf --one-file-system "$tk"' EXIT
 
 wait_up() {
 	for _ in $(seq 300); do [ "$(cat "$T/hosts/h2/state" 2>/dev/null)" = UP ] && return 0; sleep 0.1; done
 	echo "host h2 is not UP" >&2
 	exit 1
 }
-
-ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
-boot_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["boot"])' "$T/sessions/$1/info.json"; }
 
 measure() { # name file expected-boot
 	local t0
@@ -80,19 +41,19 @@ measure() { # name file expected-boot
 
 h2_setup
 # 1. cold boots there (the first uploads the image)
-start --golden off --pool 0
+tenkid_start --golden off --pool 0
 echo "name=h2 uri=$(h2_uri)" >"$T/hosts/new"
 wait_up
 measure warm-c "" cold
 : >"$out/hosts_cold.txt"
 for i in $(seq "$runs"); do measure c$i "$out/hosts_cold.txt" cold; done
-stop
+tenkid_stop
 
 # 2. golden restores there (built here first; the first copies it there)
-start --pool 0
+tenkid_start --pool 0
 wait_up
 for _ in $(seq 600); do grep -q "golden state .* ready" "$tk/tenkid.log" && break; sleep 0.5; done
 measure warm-g "" golden
 : >"$out/hosts_golden.txt"
 for i in $(seq "$runs"); do measure g$i "$out/hosts_golden.txt" golden; done
-stop
+tenkid_stop

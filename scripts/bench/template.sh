@@ -15,50 +15,19 @@ runs=$2
 TENKID=${TENKID:-build/tenkid}
 IMAGES=${TENKI_IMAGES:-/var/cache/tenki/images}
 SETUP=${BENCH_TEMPLATE_SETUP:-'apt-get update -q && apt-get install -y -q --no-install-recommends jq'}
-virsh="virsh -q -c qemu:///system"
 tk=$(mktemp -d /tmp/tenki-bench-template.XXXXXX)
 chmod 711 "$tk"
 T=$tk/mnt
 mkdir -p "$T" "$tk/state" "$out"
 
-domtag() {
-	python3 -c '
-import sys
-h = 2166136261
-for b in sys.argv[1].encode():
-    h = ((h ^ b) * 16777619) & 0xffffffff
-print("tenki-%08x-" % h, "tenki-g%08x-" % h)' "$1"
-}
+. scripts/bench/lib.bash
 
-stop() {
-	set +e
-	if mountpoint -q "$T"; then
-		for s in "$T"/sessions/*/; do [ -d "$s" ] && timeout 60 rmdir "$s" 2>/dev/null; done
-		for s in "$T"/templates/*/; do [ -d "$s" ] && rmdir "$s" 2>/dev/null; done
-	fi
-	[ -f "$tk/pid" ] && kill "$(cat "$tk/pid")" 2>/dev/null
-	for _ in $(seq 100); do kill -0 "$(cat "$tk/pid" 2>/dev/null)" 2>/dev/null || break; sleep 0.1; done
-	mountpoint -q "$T" && { fusermount3 -u "$T" 2>/dev/null || fusermount3 -uz "$T"; }
-	for tag in $(domtag "$tk/state"); do
-		for d in $($virsh list --all --name | grep "^$tag"); do
-			$virsh destroy "$d" >/dev/null 2>&1
-			$virsh undefine "$d" >/dev/null 2>&1
-		done
-	done
-	rm -rf --one-file-system "$tk"
-}
-trap stop EXIT
+trap 'tenkid_stop templates; rm -rf --one-file-system "$tk"' EXIT
 
-ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 median() { sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.0f", m}'; }
 
 # No warm pool: nothing else boots while the build runs.
-$TENKID --mount "$T" --state "$tk/state" --images "$IMAGES" --foreground \
-	--pool 0 >>"$tk/tenkid.log" 2>&1 &
-echo $! >"$tk/pid"
-for _ in $(seq 100); do mountpoint -q "$T" && break; sleep 0.1; done
-mountpoint -q "$T" || { cat "$tk/tenkid.log"; exit 1; }
-echo 'cpu=1 memory=512' >"$T/defaults"
+tenkid_start --pool 0
 
 mkdir "$T/templates/bench"
 printf '%s\n' "$SETUP" >"$T/templates/bench/setup_script"
@@ -82,7 +51,7 @@ for i in $(seq "$runs"); do
 	t0=$(date +%s%N)
 	echo "name=t$i template=bench" >"$T/sessions/new"
 	ms_since "$t0" >>"$out/create_template.txt"
-	boot=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["boot"])' "$T/sessions/t$i/info.json")
+	boot=$(boot_of t$i)
 	[ "$boot" = template ] || { echo "t$i booted $boot, not template" >&2; exit 1; }
 	rmdir "$T/sessions/t$i"
 done
