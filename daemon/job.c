@@ -778,7 +778,9 @@ ssize_t job_read(struct job *j, enum job_view v, char *buf, size_t n,
 	if (j->gone)
 		return 0;
 	if (off >= avail) {
-		if (done || (job_ended(j) && j->st == J_FAILED))
+		/* The streams end at the job's exit (SPEC), not at the pipe's
+		 * close: a reader that saw EOF sees the job ended too. */
+		if (job_ended(j) && (done || j->st == J_FAILED))
 			return 0;
 		return -EAGAIN;
 	}

@@ -110,6 +110,21 @@ newjob() { J=$X/exec/$(cat "$X/exec/clone"); }
 	[ "$(cat "$J/stdout")" = "$(printf 'first\nsecond')" ]
 }
 
+@test "the streams end at the job's exit, not when it closes its pipes" {
+	newjob
+	# the job closes stdout and stderr at once and exits 2 s later
+	echo 'echo early; exec >&- 2>&-; sleep 2; exit 5' >"$J/cmd"
+	start=$(date +%s%N)
+	[ "$(timeout 60 cat "$J/stdout")" = early ]
+	took=$((($(date +%s%N) - start) / 1000000))
+	echo "stdout ended after $took ms"
+	[ "$took" -ge 1500 ]
+	# a reader that saw the end sees the job ended, and the session idle
+	[ "$(cat "$J/status")" = "exited 5" ]
+	[ "$(cat "$X/state")" = READY ]
+	[ -z "$(timeout 60 cat "$J/stderr")" ]
+}
+
 @test "O_NONBLOCK reads of a running stream fail with EAGAIN" {
 	newjob
 	# long enough that a loaded machine still reads it running
