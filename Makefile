@@ -83,8 +83,8 @@ test: setup-check
 
 # Long forms of the load and fuzz tests (not part of make test).
 soak: all image
-	TENKI_TESTS=e2e TENKI_E2E="load hostile" TENKI_LOAD_SESSIONS=20 \
-		TENKI_LOAD_CYCLES=500 scripts/run-tests.sh
+	TENKI_TESTS=e2e TENKI_E2E="load hostile snapshots" TENKI_LOAD_SESSIONS=20 \
+		TENKI_LOAD_CYCLES=500 TENKI_SNAP_TRIALS=10 scripts/run-tests.sh
 	$(MAKE) -C tests/fuzz run-long
 
 # The same tests with tenkid built with ASan and UBSan; any report fails.

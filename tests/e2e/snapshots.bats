@@ -24,7 +24,8 @@ counter() { cat "$T/sessions/$1/files/counter"; }
 	v0=$(counter a)
 	echo 'snapshot s1' >"$T/sessions/a/ctl" &
 	snap=$!
-	# While the capture runs, A answers and its counter moves.
+	# While the capture runs, A stays READY and answers (under TCG its
+	# guest pauses while its memory is written: a read waits that long).
 	seen=()
 	for _ in $(seq 100); do
 		st=$(cat "$T/snapshots/s1/state" 2>/dev/null) || st=none
@@ -37,9 +38,12 @@ counter() { cat "$T/sessions/$1/files/counter"; }
 	wait "$snap"
 	[ "$(cat "$T/snapshots/s1/state")" = READY ]
 	echo "counter during the capture: ${seen[*]}"
-	[ "$(printf '%s\n' "${seen[@]}" | sort -u | wc -l)" -ge 2 ]
+	[ "${#seen[@]}" -ge 1 ]
+	# and its counter runs on afterwards
 	v1=$(counter a)
 	[ "$v1" -gt "$v0" ]
+	sleep 0.6
+	[ "$(counter a)" -gt "$v1" ]
 	echo "$v0" >"$TK/v0"
 	[ "$(cat "$T/sessions/a/state")" = READY ]
 	virsh -c qemu:///system domstate "$(domains | head -1)" | grep -q running
@@ -219,4 +223,32 @@ counter() { cat "$T/sessions/$1/files/counter"; }
 	# pooled guests are not sessions' domains; sessions' are
 	[ "$(domains | grep -c .)" -eq "$(ls -d "$T"/sessions/*/ | wc -l)" ]
 	rmdir "$T/sessions/p1" "$T/sessions/p2"
+}
+
+# Under TCG, live captures of a guest that churns memory while the host is
+# loaded gave images whose restores panicked or hung (1 to 3 in 3-10); the
+# capture now pauses the guest under TCG.  TENKI_SNAP_TRIALS (make soak: 10).
+@test "snapshots of a busy guest on a loaded host restore and answer" {
+	mkdir "$T/sessions/busy"
+	tk_exec busy 'nohup sh -c "while :; do head -c 20000000 /dev/urandom >/tmp/churn; date +%s%N >/home/tenki/tick; done" >/dev/null 2>&1 &
+echo started' >/dev/null
+	# host load, bounded in time should the test stop half-way
+	loads=()
+	for _ in 1 2 3; do
+		timeout 300 sh -c 'while :; do :; done' &
+		loads+=($!)
+	done
+	for i in $(seq "${TENKI_SNAP_TRIALS:-3}"); do
+		sleep 1
+		echo "snapshot busy$i" >"$T/sessions/busy/ctl"
+		echo "name=rb$i snapshot=busy$i" >"$T/sessions/new"
+		[ "$(cat "$T/sessions/rb$i/state")" = READY ]
+		sleep 2
+		# the copy's guest runs on: its kernel did not die after the restore
+		[ "$(tk_exec "rb$i" 'pgrep -f "[w]hile :" >/dev/null && echo alive')" = alive ]
+		[ "$(cat "$T/sessions/rb$i/state")" = READY ]
+		rmdir "$T/sessions/rb$i" "$T/snapshots/busy$i"
+	done
+	kill "${loads[@]}"
+	rmdir "$T/sessions/busy"
 }
