@@ -795,8 +795,10 @@ static void log_console_tail(const struct session *s)
 		? pread(fd, buf, sizeof(buf) - 1, size > 2048 ? size - 2048 : 0)
 		: 0;
 	close(fd);
-	if (n <= 0)
+	if (n <= 0) {
+		log_warnx("session %s: its console is empty", s->name);
 		return;
+	}
 	buf[n] = '\0';
 	for (ssize_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)buf[i];
@@ -815,7 +817,6 @@ static void *withdraw_worker(void *arg)
 {
 	struct session *s = arg;
 
-	log_console_tail(s);
 	close_vm(s);
 	if (remove_tree(s->dir) < 0)
 		log_warnx("session %s: remove %s failed", s->name, s->dir);
@@ -837,6 +838,8 @@ static void withdraw_failed_create(struct session *s, const char *why)
 {
 	char line[600];
 
+	/* Before the creator is told: its log then holds the guest's side. */
+	log_console_tail(s);
 	snprintf(line, sizeof(line), "create failed: %s", why);
 	errlog_add(&sessions_err, s->name, line);
 	event_emit("session", s->name, s->id, sess_state_name(s->state),

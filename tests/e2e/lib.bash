@@ -32,7 +32,7 @@ teardown() {
 	for f in "$T"/sessions/err "$T"/snapshots/err "$T"/volumes/err "$T"/templates/err; do
 		[ -s "$f" ] && timeout 5 tail -n 5 "$f" | sed "s|^|# ${f#"$T"/}: |" >&3
 	done
-	[ -f "$TK/tenkid.log" ] && tail -n 30 "$TK/tenkid.log" | sed 's/^/# tenkid: /' >&3
+	[ -f "$TK/tenkid.log" ] && tail -n 60 "$TK/tenkid.log" | sed 's/^/# tenkid: /' >&3
 	return 0
 }
 
