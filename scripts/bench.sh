@@ -468,7 +468,7 @@ row() { printf '%-46s %11s %11s   %s\n' "$@"; }
 		row "mkdir -> READY from the warm pool, med of $cruns" "$c_pool ms" "$c_cold ms" "cold boot, same image (--golden off)"
 		row "mkdir -> READY from golden (pool off), med" "$c_gold ms" "$c_cold ms" "cold boot, same image (--golden off)"
 		row "  golden restore speed-up over cold boot" "$(awk -v a="$c_cold" -v b="$c_gold" 'BEGIN {printf "%.1fx", a / b}')" "" ""
-		row "live snapshot of a running session, med" "$c_snap ms" "" "(ctl snapshot NAME, returns when READY)"
+		row "snapshot of a running session, med" "$c_snap ms" "" "(ctl snapshot NAME, returns when READY)"
 	fi
 	if [ -s "$out/hosts_golden.txt" ]; then
 		h_gold=$(median <"$out/hosts_golden.txt")

@@ -4,7 +4,7 @@
 # restore of the golden state (--pool 0, golden built first, its staged
 # guest made again before each run, as the pool is refilled), a mkdir that
 # takes a guest from the warm pool (--pool 2, the pool refilled before each
-# run), and the time of a live snapshot of a running session.
+# run), and the time of a snapshot of a running session.
 # Usage: create.sh OUTDIR RUNS; writes create_{cold,golden,pool,snapshot}.txt
 # (ms, one sample a line) into OUTDIR.  TENKID, TENKI_IMAGES as bench.sh.
 set -euo pipefail
